@@ -1,0 +1,322 @@
+"""Ingestion: read an interaction file in chunks -> parse types -> validate with GE -> quarantine or land.
+
+Good rows are staged per partition and only then committed to the lake (atomic file renames, deduplicated by
+event_id against what the lake holds), so a crash mid-ingest leaves no partial partition and re-ingesting a
+file adds nothing. Failing rows go to `quarantine/<ingest_id>/rows.jsonl`, each naming what it failed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from expectations.interactions import InteractionValidator
+from reranker.contracts import INTERACTION_COLUMNS
+from reranker.lake import atomic_write_parquet, commit_partition, hash_user_id, partition_of, to_lake_table
+from reranker.settings import Layout
+
+SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet"}
+STRING_COLUMNS = ["event_id", "request_id", "interaction_type", "user_id", "document_id", "query",
+                  "model_version", "variant"]  # fmt: skip
+FLOAT_COLUMNS = ["propensity", "value", "score"]
+UNIQUE_EVENT_ID = "expect_column_values_to_be_unique(event_id)"
+
+
+class IngestError(RuntimeError):
+    """The input cannot be read at all; nothing was written."""
+
+
+@dataclass
+class IngestSummary:
+    source: str
+    ingest_id: str
+    rows_read: int = 0
+    added: int = 0
+    already_present: int = 0
+    quarantined: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    partitions: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    quarantine_path: str | None = None
+    data_docs: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.quarantined == 0 and self.rows_read > 0
+
+    def to_dict(self) -> dict[str, object]:
+        return {**asdict(self), "ok": self.ok}
+
+
+def resolve_files(path: Path) -> list[Path]:
+    if not path.exists():
+        raise IngestError(f"{path}: no such file or directory")
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    files = [p for p in files if not p.name.startswith(".")]
+    unknown = [p for p in files if p.suffix.lower() not in SUFFIXES]
+    if path.is_file() and unknown:
+        raise IngestError(f"{path}: unsupported format {path.suffix!r} (use .jsonl, .csv or .parquet)")
+    return [p for p in files if p.suffix.lower() in SUFFIXES]
+
+
+def file_digest(files: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for p in files:
+        digest.update(p.name.encode())
+        with p.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- reading
+
+
+def read_chunks(path: Path, chunk_rows: int) -> Iterator[tuple[pd.DataFrame, list[dict[str, object]]]]:
+    """Yield (records, unparseable rows) per chunk; records carry `_row`, the 1-based record number."""
+    kind = SUFFIXES[path.suffix.lower()]
+    row = 0
+    if kind == "parquet":
+        try:
+            reader = pq.ParquetFile(path)
+        except Exception as exc:
+            raise IngestError(f"{path}: not a readable Parquet file ({exc})") from exc
+        try:
+            for batch in reader.iter_batches(batch_size=chunk_rows):
+                frame = batch.to_pandas()
+                frame.insert(0, "_row", np.arange(row + 1, row + 1 + len(frame)))
+                row += len(frame)
+                yield frame, []
+        except Exception as exc:
+            raise IngestError(f"{path}: Parquet file is corrupt or truncated ({exc})") from exc
+    elif kind == "csv":
+        try:
+            for frame in pd.read_csv(path, dtype=str, chunksize=chunk_rows, keep_default_na=False, na_values=[""]):
+                frame.insert(0, "_row", np.arange(row + 1, row + 1 + len(frame)))
+                row += len(frame)
+                yield frame, []
+        except pd.errors.EmptyDataError:
+            return
+        except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+            raise IngestError(f"{path}: malformed or truncated CSV after record {row} ({exc})") from exc
+    else:
+        records: list[dict[str, object]] = []
+        bad: list[dict[str, object]] = []
+        with path.open("rb") as fh:
+            for line in fh:
+                if not line.strip():
+                    continue
+                row += 1
+                try:
+                    obj = json.loads(line)
+                    if not isinstance(obj, dict):
+                        raise ValueError("not a JSON object")
+                    obj["_row"] = row
+                    records.append(obj)
+                except ValueError as exc:
+                    text = line.decode("utf-8", "replace").strip()[:500]
+                    bad.append({"_row": row, "_raw": text, "_reasons": [f"parse: malformed JSON line ({exc})"]})
+                if len(records) + len(bad) >= chunk_rows:
+                    yield pd.DataFrame.from_records(records), bad
+                    records, bad = [], []
+        if records or bad:
+            yield pd.DataFrame.from_records(records), bad
+
+
+# ---------------------------------------------------------------- parsing
+
+
+def _blank_to_none(series: pd.Series) -> pd.Series:
+    out = series.astype(object).where(series.notna(), None)
+    return out.map(lambda v: None if v is None or (isinstance(v, str) and not v.strip()) else str(v))
+
+
+def parse_chunk(raw: pd.DataFrame, salt: str, hash_ids: bool) -> tuple[pd.DataFrame, dict[int, list[str]], list[str]]:
+    """Typed frame (same index), per-row parse errors, and warnings about the chunk's columns."""
+    errors: dict[int, list[str]] = {}
+    warnings = []
+    unknown = sorted(set(raw.columns) - set(INTERACTION_COLUMNS) - {"_row"})
+    if unknown:
+        warnings.append(f"unknown columns ignored: {unknown}")
+    typed = pd.DataFrame(index=raw.index)
+
+    def fail(mask: pd.Series, column: str, kind: str) -> None:
+        for idx, value in raw.loc[mask, column].items():
+            errors.setdefault(int(idx), []).append(f"parse: {column} is not {kind} ({str(value)[:60]!r})")
+
+    for col in STRING_COLUMNS:
+        if col in raw:
+            typed[col] = _blank_to_none(raw[col])
+    if "user_id" in typed and hash_ids:
+        typed["user_id"] = hash_user_id(typed["user_id"], salt)
+    for col in [*FLOAT_COLUMNS, "position"]:
+        if col not in raw:
+            continue
+        present = _blank_to_none(raw[col]).notna()
+        num = pd.to_numeric(raw[col], errors="coerce").astype(float)
+        num[~np.isfinite(num)] = np.nan
+        if col == "position":
+            not_int = num.notna() & (num != np.round(num))
+            fail(present & (num.isna() | not_int), col, "an integer")
+            num[not_int] = np.nan
+            typed[col] = num.astype("Int64")
+        else:
+            fail(present & num.isna(), col, "a number")
+            typed[col] = num
+    if "timestamp" in raw:
+        typed["timestamp"] = parse_timestamps(raw["timestamp"])
+        present = _blank_to_none(raw["timestamp"]).notna()
+        fail(present & typed["timestamp"].isna(), "timestamp", "a timestamp")
+    if "features" in raw:
+        typed["features_json"] = raw["features"].map(
+            lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else
+            (v if isinstance(v, str) else json.dumps(v, sort_keys=True))
+        )  # fmt: skip
+    return typed, errors, warnings
+
+
+def parse_timestamps(values: pd.Series) -> pd.Series:
+    """ISO-8601 strings, datetimes or epoch seconds -> UTC timestamps (naive ones are taken as UTC); NaT if bad."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        ts = pd.to_datetime(values, utc=True)
+    else:
+        numeric = pd.to_numeric(values, errors="coerce")
+        as_text = pd.to_datetime(values.where(numeric.isna()), utc=True, errors="coerce", format="ISO8601")
+        as_epoch = pd.to_datetime(numeric, unit="s", utc=True, errors="coerce")
+        ts = as_text.fillna(as_epoch)
+    return ts.dt.as_unit("us")
+
+
+# ---------------------------------------------------------------- the ingest
+
+
+def ingest(
+    path: Path,
+    layout: Layout,
+    *,
+    salt: str,
+    hash_ids: bool = True,
+    chunk_rows: int = 250_000,
+    future_skew_seconds: int = 300,
+    now: datetime | None = None,
+    progress: bool = False,
+) -> IngestSummary:
+    started = time.perf_counter()
+    files = resolve_files(path)
+    ingest_id = file_digest(files) if files else "empty"
+    summary = IngestSummary(source=str(path), ingest_id=ingest_id)
+    if not files:
+        summary.warnings.append("no interaction files found")
+        return summary
+    staging = layout.staging / f"{ingest_id}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir(parents=True, exist_ok=True)
+    validator = InteractionValidator(layout.gx, now or datetime.now(UTC), future_skew_seconds)
+    reasons: Counter[str] = Counter()
+    bad_out = staging / "quarantine.jsonl"
+    staged: dict[str, list[Path]] = {}
+    try:
+        from tqdm import tqdm
+
+        with bad_out.open("w") as qfh, tqdm(unit="rows", disable=not progress, desc="ingest") as bar:
+            chunk_no = 0
+            for file in files:
+                for raw, unparseable in read_chunks(file, chunk_rows):
+                    chunk_no += 1
+                    summary.rows_read += len(raw) + len(unparseable)
+                    bar.update(len(raw) + len(unparseable))
+                    for rec in unparseable:
+                        rec["_file"] = file.name
+                        reasons.update(rec["_reasons"])  # type: ignore[arg-type]
+                        qfh.write(json.dumps(rec, default=str) + "\n")
+                    if raw.empty:
+                        continue
+                    raw = raw.reset_index(drop=True)
+                    good, bad = _validate_chunk(raw, validator, salt, hash_ids, summary)
+                    for idx, why in bad.items():
+                        reasons.update(why)
+                        rec = {k: _jsonable(v) for k, v in raw.loc[idx].items() if k != "_row"}
+                        if hash_ids and isinstance(rec.get("user_id"), str):
+                            rec["user_id"] = hash_user_id(pd.Series([rec["user_id"]]), salt).iloc[0]
+                        qfh.write(json.dumps({"_file": file.name, "_row": int(raw.at[idx, "_row"]),
+                                              "_reasons": why, **rec}, default=str) + "\n")  # fmt: skip
+                    summary.quarantined += len(bad) + len(unparseable)
+                    for date, part in good.groupby(partition_of(good["timestamp"]), sort=True):
+                        target = staging / f"date={date}" / f"chunk-{chunk_no:05d}.parquet"
+                        atomic_write_parquet(to_lake_table(part), target)
+                        staged.setdefault(str(date), []).append(target)
+        for date, parts in sorted(staged.items()):
+            added, present = commit_partition(layout.interactions, date, parts, f"{ingest_id}-{uuid.uuid4().hex[:8]}")
+            summary.added += added
+            summary.already_present += present
+            if added:
+                summary.partitions.append(date)
+        summary.reasons = dict(reasons.most_common())
+        if summary.quarantined:
+            qdir = layout.quarantine / ingest_id
+            qdir.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(bad_out), qdir / "rows.jsonl")
+            summary.quarantine_path = str(qdir / "rows.jsonl")
+        summary.data_docs = str(validator.build_docs())
+        summary.seconds = round(time.perf_counter() - started, 3)
+        layout.ingest_log.mkdir(parents=True, exist_ok=True)
+        log_path = layout.ingest_log / f"{ingest_id}-{int(time.time())}.json"
+        log_path.write_text(json.dumps(summary.to_dict(), indent=2, default=str))
+        if summary.quarantined:
+            (layout.quarantine / ingest_id / "report.json").write_text(
+                json.dumps(summary.to_dict(), indent=2, default=str)
+            )
+        return summary
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _validate_chunk(
+    raw: pd.DataFrame, validator: InteractionValidator, salt: str, hash_ids: bool, summary: IngestSummary
+) -> tuple[pd.DataFrame, dict[int, list[str]]]:
+    typed, parse_errors, warnings = parse_chunk(raw, salt, hash_ids)
+    for w in warnings:
+        if w not in summary.warnings:
+            summary.warnings.append(w)
+    report = validator.validate(typed)
+    failed: dict[int, list[str]] = {}
+    if report.table_failures:
+        failed = {int(i): list(report.table_failures) for i in typed.index}
+    for idx, why in report.failed_rows.items():
+        failed.setdefault(idx, []).extend(why)
+    # The first copy of a duplicated event_id is kept; later copies are quarantined as duplicates.
+    first_copy = ~typed["event_id"].duplicated(keep="first") if "event_id" in typed else None
+    for idx in list(failed):
+        why = failed[idx]
+        if first_copy is not None and first_copy.get(idx, False) and UNIQUE_EVENT_ID in why:
+            why = [w for w in why if w != UNIQUE_EVENT_ID]
+        if idx in parse_errors:
+            why = parse_errors[idx] + why
+        if why:
+            failed[idx] = why
+        else:
+            del failed[idx]
+    for idx, why in parse_errors.items():
+        failed.setdefault(idx, why)
+    good = typed.drop(index=list(failed))
+    return good, failed
+
+
+def _jsonable(value: object) -> object:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

@@ -1,0 +1,116 @@
+"""The Great Expectations suite for interaction logs, and one `validate()` returning a typed report.
+
+Row-level expectations report the index of every failing row (result format COMPLETE), so each quarantined row
+names the expectation it failed. Table-level failures (a missing column) fail every row of the batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from reranker.contracts import REQUIRED_COLUMNS, InteractionType
+
+SUITE = "interactions"
+EARLIEST = pd.Timestamp("1990-01-01", tz="UTC")
+
+
+@dataclass
+class ValidationReport:
+    rows: int
+    failed_rows: dict[int, list[str]] = field(default_factory=dict)  # frame index -> failed expectations
+    table_failures: list[str] = field(default_factory=list)
+    expectations: dict[str, bool] = field(default_factory=dict)
+
+    @property
+    def success(self) -> bool:
+        return not self.failed_rows and not self.table_failures
+
+
+def _describe(config: Any) -> str:
+    kwargs = {k: v for k, v in config.kwargs.items() if k not in ("batch_id", "result_format") and v is not None}
+    column = kwargs.pop("column", None)
+    detail = ", ".join(f"{k}={v}" for k, v in kwargs.items() if k not in ("value_set",))
+    if "value_set" in kwargs:
+        detail = (detail + ", " if detail else "") + f"value_set={sorted(kwargs['value_set'])}"
+    head = f"{config.type}({column}" + (f", {detail}" if detail else "") + ")"
+    return head if column else f"{config.type}({detail})"
+
+
+def build_suite(now: datetime, future_skew_seconds: int) -> Any:
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+
+    latest = pd.Timestamp(now) + pd.Timedelta(seconds=future_skew_seconds)
+    suite = gx.ExpectationSuite(name=SUITE)
+    for col in REQUIRED_COLUMNS:
+        suite.add_expectation(gxe.ExpectColumnToExist(column=col))
+        suite.add_expectation(gxe.ExpectColumnValuesToNotBeNull(column=col))
+    suite.add_expectation(gxe.ExpectColumnValuesToBeUnique(column="event_id"))
+    suite.add_expectation(
+        gxe.ExpectColumnValuesToBeInSet(column="interaction_type", value_set=[t.value for t in InteractionType])
+    )
+    suite.add_expectation(gxe.ExpectColumnValuesToBeBetween(column="position", min_value=0, max_value=10_000))
+    suite.add_expectation(
+        gxe.ExpectColumnValuesToBeBetween(column="propensity", min_value=0, max_value=1, strict_min=True)
+    )
+    suite.add_expectation(
+        gxe.ExpectColumnValuesToBeBetween(column="timestamp", min_value=EARLIEST, max_value=latest)
+    )
+    return suite
+
+
+class InteractionValidator:
+    """A file-backed GX context under the data dir; `validate` runs the checkpoint on one dataframe batch."""
+
+    def __init__(self, gx_dir: Path, now: datetime, future_skew_seconds: int) -> None:
+        import great_expectations as gx
+
+        gx_dir.mkdir(parents=True, exist_ok=True)
+        self._gx = gx
+        self.context = gx.get_context(mode="file", project_root_dir=str(gx_dir))
+        source = self.context.data_sources.add_or_update_pandas("lake")
+        names = [a.name for a in source.assets]
+        asset = source.get_asset(SUITE) if SUITE in names else source.add_dataframe_asset(SUITE)
+        batch_def = (
+            asset.batch_definitions[0]
+            if asset.batch_definitions
+            else asset.add_batch_definition_whole_dataframe("whole_batch")
+        )
+        suite = self.context.suites.add_or_update(build_suite(now, future_skew_seconds))
+        definition = self.context.validation_definitions.add_or_update(
+            gx.ValidationDefinition(data=batch_def, suite=suite, name=f"{SUITE}_ingest")
+        )
+        self.checkpoint = self.context.checkpoints.add_or_update(
+            gx.Checkpoint(
+                name=f"{SUITE}_ingest",
+                validation_definitions=[definition],
+                actions=[],
+                result_format={"result_format": "COMPLETE"},
+            )
+        )
+
+    def validate(self, frame: pd.DataFrame) -> ValidationReport:
+        result = self.checkpoint.run(batch_parameters={"dataframe": frame})
+        report = ValidationReport(rows=len(frame))
+        for run in result.run_results.values():
+            for res in run.results:
+                name = _describe(res.expectation_config)
+                report.expectations[name] = bool(res.success)
+                if res.success:
+                    continue
+                indexes = (res.result or {}).get("unexpected_index_list")
+                if indexes is None:
+                    report.table_failures.append(name)
+                    continue
+                for idx in indexes:
+                    report.failed_rows.setdefault(int(idx), []).append(name)
+        return report
+
+    def build_docs(self) -> Path:
+        self.context.build_data_docs()
+        return Path(self.context.root_directory) / "uncommitted" / "data_docs" / "local_site" / "index.html"

@@ -1,0 +1,93 @@
+"""Event contracts: what is logged at serving time and ingested for training.
+
+Every served list is logged with its request_id, the (hashed) user, the model version and variant and, per item,
+position, score and propensity. Every interaction references the request_id that showed the item. That is what
+makes position-bias correction, off-policy evaluation and canary analysis possible without a schema change.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class InteractionType(StrEnum):
+    impression = "impression"
+    click = "click"
+    add_to_cart = "add_to_cart"
+    purchase = "purchase"
+    rating = "rating"
+    skip = "skip"
+
+
+# What counts as a positive signal for features and labels.
+POSITIVE_TYPES = frozenset({InteractionType.click, InteractionType.add_to_cart, InteractionType.purchase})
+POSITIVE_RATING = 4.0
+
+
+class InteractionEvent(BaseModel):
+    """One thing a user did with one document (or one impression of it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event_id: str = Field(min_length=1, description="Unique id; re-ingesting the same event adds nothing.")
+    request_id: str | None = Field(default=None, description="The served list that showed the document.")
+    interaction_type: InteractionType
+    user_id: str = Field(min_length=1)
+    document_id: str = Field(min_length=1)
+    query: str | None = None
+    position: int | None = Field(default=None, ge=0, description="0-based slot the document was shown in.")
+    propensity: float | None = Field(
+        default=None, gt=0, le=1, description="Probability the logging policy showed this document at this position."
+    )
+    value: float | None = Field(default=None, description="Rating, dwell seconds, order value, ...")
+    score: float | None = Field(default=None, description="Score the serving (or first-stage) ranker gave it.")
+    timestamp: datetime
+    model_version: str | None = None
+    variant: str | None = Field(default=None, description="champion, canary, fallback, ...")
+    features: dict[str, float] | None = Field(default=None, description="Request-time features, if logged.")
+
+
+class ServedItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    document_id: str
+    position: int = Field(ge=0)
+    score: float
+    propensity: float = Field(gt=0, le=1)
+
+
+class ServedListEvent(BaseModel):
+    """One response of the rerank stage, as shown to the user."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str
+    user_id: str = Field(description="Hashed user id.")
+    query: str | None = None
+    model_id: str
+    model_version: str | None = None
+    variant: str
+    served_by: str = Field(description="learned, fallback or unranked")
+    timestamp: datetime
+    items: list[ServedItem]
+
+
+INTERACTION_COLUMNS = list(InteractionEvent.model_fields)
+REQUIRED_COLUMNS = ["event_id", "interaction_type", "user_id", "document_id", "timestamp"]
+
+
+def json_schemas() -> dict[str, Any]:
+    return {
+        "InteractionEvent": InteractionEvent.model_json_schema(),
+        "ServedListEvent": ServedListEvent.model_json_schema(),
+    }
+
+
+def write_json_schemas(path: Path) -> None:
+    path.write_text(json.dumps(json_schemas(), indent=2, sort_keys=True) + "\n")

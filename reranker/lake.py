@@ -1,0 +1,117 @@
+"""The Parquet lake of validated interactions, partitioned by event date.
+
+Writes are atomic (temporary file, then rename) and idempotent by event_id: a partition never holds an event twice,
+and a crash leaves either the whole new file of a partition or nothing of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+LAKE_SCHEMA = pa.schema(
+    [
+        ("event_id", pa.string()),
+        ("request_id", pa.string()),
+        ("interaction_type", pa.string()),
+        ("user_id", pa.string()),
+        ("document_id", pa.string()),
+        ("query", pa.string()),
+        ("position", pa.int32()),
+        ("propensity", pa.float64()),
+        ("value", pa.float64()),
+        ("score", pa.float64()),
+        ("timestamp", pa.timestamp("us", tz="UTC")),
+        ("model_version", pa.string()),
+        ("variant", pa.string()),
+        ("features_json", pa.string()),
+    ]
+)
+LAKE_COLUMNS = LAKE_SCHEMA.names
+
+
+def hash_user_id(user_ids: pd.Series, salt: str) -> pd.Series:
+    """Salted SHA-256 (16 hex chars) of each user id; computed once per distinct id."""
+    uniques = pd.unique(user_ids.dropna())
+    mapping = {u: hashlib.sha256(f"{salt}:{u}".encode()).hexdigest()[:16] for u in uniques}
+    return user_ids.map(mapping)
+
+
+def atomic_write_parquet(frame: pd.DataFrame | pa.Table, path: Path, schema: pa.Schema | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+    try:
+        pq.write_table(table, tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def partition_of(ts: pd.Series) -> pd.Series:
+    return ts.dt.strftime("%Y-%m-%d")
+
+
+def to_lake_table(frame: pd.DataFrame) -> pa.Table:
+    cols = {c: frame[c] if c in frame else None for c in LAKE_COLUMNS}
+    return pa.Table.from_pandas(pd.DataFrame(cols, index=frame.index), schema=LAKE_SCHEMA, preserve_index=False)
+
+
+def partition_ids(root: Path, date: str) -> set[str]:
+    part = root / f"date={date}"
+    if not part.exists():
+        return set()
+    files = sorted(part.glob("*.parquet"))
+    if not files:
+        return set()
+    return set(pq.read_table(files, columns=["event_id"]).column("event_id").to_pylist())
+
+
+def commit_partition(root: Path, date: str, staged: Iterable[Path], ingest_id: str) -> tuple[int, int]:
+    """Move the staged rows of one partition into the lake; returns (added, already present)."""
+    table = pa.concat_tables([pq.read_table(p, schema=LAKE_SCHEMA) for p in staged])
+    frame = table.to_pandas()
+    frame = frame.drop_duplicates("event_id", keep="first")
+    existing = partition_ids(root, date)
+    fresh = frame[~frame["event_id"].isin(existing)]
+    skipped = len(frame) - len(fresh)
+    if len(fresh):
+        atomic_write_parquet(to_lake_table(fresh), root / f"date={date}" / f"part-{ingest_id}.parquet")
+    return len(fresh), skipped
+
+
+def read_interactions(root: Path, columns: list[str] | None = None, filters: list | None = None) -> pd.DataFrame:
+    """All lake rows (optionally some columns / pyarrow filters); an empty frame with the schema when empty."""
+    files = sorted(root.glob("date=*/*.parquet"))
+    if not files:
+        return LAKE_SCHEMA.empty_table().to_pandas()[columns or LAKE_COLUMNS]
+    table = pq.read_table(files, columns=columns, filters=filters, schema=LAKE_SCHEMA)
+    return table.to_pandas()
+
+
+def upsert_documents(path: Path, catalog: pd.DataFrame) -> int:
+    """Merge a document catalog into the lake's (new rows win), atomically; returns the catalog size."""
+    required = {"document_id", "categories", "created_at"}
+    missing = required - set(catalog.columns)
+    if missing:
+        raise ValueError(f"document catalog lacks columns: {sorted(missing)}")
+    catalog = catalog.copy()
+    catalog["document_id"] = catalog["document_id"].astype(str)
+    catalog["created_at"] = pd.to_datetime(catalog["created_at"], utc=True)
+    if "title" not in catalog:
+        catalog["title"] = catalog["document_id"]
+    catalog = catalog[["document_id", "title", "categories", "created_at"]]
+    if path.exists():
+        catalog = pd.concat([catalog, pd.read_parquet(path)], ignore_index=True)
+    catalog = catalog.drop_duplicates("document_id", keep="first").sort_values("document_id")
+    atomic_write_parquet(catalog, path)
+    return len(catalog)

@@ -1,0 +1,118 @@
+"""The one typed settings object and the on-disk layout it implies.
+
+Read only at entry points (CLI, flows, service constructor); below them plain values are passed in.
+Precedence: code defaults -> `.env` -> environment (`RERANKER_*`) -> CLI/flow parameters.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Every library of the stack phones home by default; users expect it off (and there is no network here).
+TELEMETRY_OFF = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "BENTOML_DO_NOT_TRACK": "true",
+    "GX_ANALYTICS_ENABLED": "false",
+    "FEAST_USAGE": "False",
+    "DO_NOT_TRACK": "1",
+    # OpenMP busy-waiting on 2 shared cores makes LightGBM 10-100x slower (STACK-NOTES).
+    "OMP_WAIT_POLICY": "PASSIVE",
+}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RERANKER_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(default=Path("data"), description="All state of the embedded default lives here.")
+    mlflow_tracking_uri: str | None = Field(
+        default=None, description="Defaults to MLFLOW_TRACKING_URI, else SQLite under the data dir."
+    )
+    user_id_salt: str = Field(default="reranker-default-salt", description="Salt of the user-id hash.")
+    hash_user_ids: bool = Field(default=True, description="Store salted hashes of user ids, never raw ids.")
+    lgbm_threads: int = Field(default=1, ge=1, description="LightGBM threads (1 is fastest on 2 shared cores).")
+    ingest_chunk_rows: int = Field(default=250_000, ge=1_000)
+    future_skew_seconds: int = Field(default=300, ge=0, description="Allowed clock skew for event timestamps.")
+    seed: int = 7
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.data_dir.resolve())
+
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or self.layout.mlflow_uri
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each part of the loop keeps its state under the data directory."""
+
+    root: Path
+
+    @property
+    def cache(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def raw(self) -> Path:
+        """Dataset files as loaded (`reranker data load`), before ingestion."""
+        return self.root / "raw"
+
+    @property
+    def lake(self) -> Path:
+        return self.root / "lake"
+
+    @property
+    def interactions(self) -> Path:
+        return self.lake / "interactions"
+
+    @property
+    def documents(self) -> Path:
+        return self.lake / "documents.parquet"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.root / "quarantine"
+
+    @property
+    def ingest_log(self) -> Path:
+        return self.lake / "_ingests"
+
+    @property
+    def staging(self) -> Path:
+        return self.lake / "_staging"
+
+    @property
+    def gx(self) -> Path:
+        return self.root / "gx"
+
+    @property
+    def feature_tables(self) -> Path:
+        return self.root / "features"
+
+    @property
+    def feast(self) -> Path:
+        return self.root / "feast"
+
+    @property
+    def mlflow(self) -> Path:
+        return self.root / "mlflow"
+
+    @property
+    def mlflow_uri(self) -> str:
+        return f"sqlite:///{self.mlflow / 'mlflow.db'}"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+
+def apply_runtime_env() -> None:
+    """Entry points call this once: telemetry off, threads sane. Never at import."""
+    for key, value in TELEMETRY_OFF.items():
+        os.environ.setdefault(key, value)
