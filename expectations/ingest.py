@@ -23,7 +23,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from expectations.interactions import InteractionValidator
-from reranker.contracts import INTERACTION_COLUMNS
+from reranker.contracts import INTERACTION_COLUMNS, REQUIRED_COLUMNS
 from reranker.lake import atomic_write_parquet, commit_partition, hash_user_id, partition_of, to_lake_table
 from reranker.settings import Layout
 
@@ -32,6 +32,7 @@ STRING_COLUMNS = ["event_id", "request_id", "interaction_type", "user_id", "docu
                   "model_version", "variant"]  # fmt: skip
 FLOAT_COLUMNS = ["propensity", "value", "score"]
 UNIQUE_EVENT_ID = "expect_column_values_to_be_unique(event_id)"
+OPTIONAL_COLUMNS = [c for c in [*STRING_COLUMNS, *FLOAT_COLUMNS, "position"] if c not in REQUIRED_COLUMNS]
 
 
 class IngestError(RuntimeError):
@@ -180,6 +181,10 @@ def parse_chunk(raw: pd.DataFrame, salt: str, hash_ids: bool) -> tuple[pd.DataFr
         typed["timestamp"] = parse_timestamps(raw["timestamp"])
         present = _blank_to_none(raw["timestamp"]).notna()
         fail(present & typed["timestamp"].isna(), "timestamp", "a timestamp")
+    for col in OPTIONAL_COLUMNS:  # an absent optional column is all-null, not a failure of every row
+        if col not in typed:
+            typed[col] = pd.Series(np.nan if col in (*FLOAT_COLUMNS, "position") else None, index=raw.index,
+                                   dtype="Int64" if col == "position" else None)  # fmt: skip
     if "features" in raw:
         typed["features_json"] = raw["features"].map(
             lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else
@@ -245,13 +250,9 @@ def ingest(
                         continue
                     raw = raw.reset_index(drop=True)
                     good, bad = _validate_chunk(raw, validator, salt, hash_ids, summary)
-                    for idx, why in bad.items():
+                    for why in bad.values():
                         reasons.update(why)
-                        rec = {k: _jsonable(v) for k, v in raw.loc[idx].items() if k != "_row"}
-                        if hash_ids and isinstance(rec.get("user_id"), str):
-                            rec["user_id"] = hash_user_id(pd.Series([rec["user_id"]]), salt).iloc[0]
-                        qfh.write(json.dumps({"_file": file.name, "_row": int(raw.at[idx, "_row"]),
-                                              "_reasons": why, **rec}, default=str) + "\n")  # fmt: skip
+                    _write_quarantine(qfh, raw, bad, file.name, salt if hash_ids else None)
                     summary.quarantined += len(bad) + len(unparseable)
                     for date, part in good.groupby(partition_of(good["timestamp"]), sort=True):
                         target = staging / f"date={date}" / f"chunk-{chunk_no:05d}.parquet"
@@ -312,6 +313,19 @@ def _validate_chunk(
         failed.setdefault(idx, why)
     good = typed.drop(index=list(failed))
     return good, failed
+
+
+def _write_quarantine(fh: object, raw: pd.DataFrame, bad: dict[int, list[str]], name: str, salt: str | None) -> None:
+    """Append the failing rows, as read (user ids hashed), each with the expectations it failed."""
+    if not bad:
+        return
+    rows = raw.loc[list(bad)].astype(object)
+    rows = rows.where(rows.notna(), None)
+    if salt is not None and "user_id" in rows:
+        rows["user_id"] = hash_user_id(rows["user_id"].map(lambda v: None if v is None else str(v)), salt)
+    rows = rows.assign(_file=name, _reasons=list(bad.values()))
+    lines = [json.dumps({k: _jsonable(v) for k, v in rec.items()}, default=str) for rec in rows.to_dict("records")]
+    fh.write("\n".join(lines) + "\n")  # type: ignore[attr-defined]
 
 
 def _jsonable(value: object) -> object:
