@@ -28,8 +28,12 @@ DOC_POPULARITY = ["doc_n_exposures", "doc_n_positive", "doc_n_exposures_7d", "do
 DOC_CTR = ["doc_ctr_smoothed", "doc_mean_value"]
 DOC_METADATA = ["doc_created_days", *CAT_COLS]
 # Computed per request from the features above and the request itself (same code in training and serving).
+# Within-list percentile ranks: counts grow over time, so a tree's absolute thresholds drift; ranks among the
+# request's own candidates do not.
+LIST_RANKED = ["doc_n_positive", "doc_n_positive_7d", "doc_n_exposures_7d", "doc_ctr_smoothed", "doc_mean_value",
+               "doc_age_days", "user_doc_affinity", "user_doc_affinity_max"]  # fmt: skip
 REQUEST_FEATURES = ["first_stage_score", "first_stage_rank", "user_doc_affinity", "user_doc_affinity_max",
-                    "doc_age_days"]  # fmt: skip
+                    "doc_age_days", *[f"{c}_list_pct" for c in LIST_RANKED]]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -187,5 +191,8 @@ def request_features(frame: pd.DataFrame) -> pd.DataFrame:
     frame.loc[np.isnan(aff).all(axis=1), ["user_doc_affinity", "user_doc_affinity_max"]] = np.nan
     ts_days = (pd.to_datetime(frame["event_timestamp"], utc=True) - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
     frame["doc_age_days"] = ts_days.to_numpy() / 86400.0 - frame["doc_created_days"].to_numpy(dtype=float)
-    frame["first_stage_rank"] = frame.groupby("list_id")["first_stage_score"].rank(ascending=False, method="first")
+    groups = frame.groupby("list_id", sort=False)
+    frame["first_stage_rank"] = groups["first_stage_score"].rank(ascending=False, method="first")
+    for col in LIST_RANKED:
+        frame[f"{col}_list_pct"] = groups[col].rank(pct=True)
     return frame

@@ -1,0 +1,107 @@
+"""Evaluation of rankers on the same lists, with paired bootstrap intervals of their differences."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from models.metrics import per_list
+from models.ranker import Ranker
+
+
+@dataclass
+class Interval:
+    mean: float
+    low: float
+    high: float
+
+    def to_dict(self) -> dict[str, float]:
+        return {"mean": self.mean, "low": self.low, "high": self.high}
+
+
+@dataclass
+class EvaluationReport:
+    n_lists: int
+    n_lists_without_relevant: int
+    metrics: dict[str, dict[str, Interval]]  # ranker -> metric@k -> interval of the mean
+    differences: dict[str, dict[str, Interval]] = field(default_factory=dict)  # "a - b" -> metric@k -> interval
+    per_list_values: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
+    champion_lists: int | None = None  # lists after the champion's training window (None: no champion)
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame({r: {m: iv.mean for m, iv in ms.items()} for r, ms in self.metrics.items()})
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "n_lists": self.n_lists,
+            "n_lists_without_relevant": self.n_lists_without_relevant,
+            "champion_lists": self.champion_lists,
+            "metrics": {r: {m: iv.to_dict() for m, iv in ms.items()} for r, ms in self.metrics.items()},
+            "differences": {p: {m: iv.to_dict() for m, iv in ms.items()} for p, ms in self.differences.items()},
+        }
+
+
+def cluster_bootstrap(
+    values: pd.DataFrame, clusters: np.ndarray, n_boot: int, seed: int, alpha: float = 0.05
+) -> dict[str, Interval]:
+    """Percentile intervals of column means, resampling whole clusters (users) with replacement.
+
+    Lists of one user at nearby cut times are correlated; resampling users keeps that dependence, so the
+    intervals are not narrowed by counting one user's lists as independent evidence.
+    """
+    if len(values) == 0:
+        return {c: Interval(np.nan, np.nan, np.nan) for c in values.columns}
+    codes, _ = pd.factorize(clusters)
+    n_clusters = codes.max() + 1
+    counts = np.bincount(codes, minlength=n_clusters).astype(float)
+    draws = np.random.default_rng(seed).integers(0, n_clusters, size=(n_boot, n_clusters))
+    out = {}
+    for col in values.columns:
+        v = values[col].to_numpy(dtype=float)
+        sums = np.bincount(codes, weights=v, minlength=n_clusters)
+        means = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
+        low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+        out[col] = Interval(float(v.mean()), float(low), float(high))
+    return out
+
+
+def evaluate_scores(
+    frame: pd.DataFrame,
+    scores: dict[str, np.ndarray],
+    reference: str,
+    ks: tuple[int, ...] = (5, 10, 20),
+    n_boot: int = 1000,
+    seed: int = 7,
+    label: str = "label",
+    cluster: str | None = "user_id",
+) -> EvaluationReport:
+    """Metrics of each scoring of the same lists; `reference` minus each other one, paired per list."""
+    per = {name: per_list(frame, s, ks, label) for name, s in scores.items()}
+    ref = per[reference]
+    owner = frame.drop_duplicates("list_id").set_index("list_id")
+    clusters = (owner[cluster] if cluster and cluster in owner else owner.index.to_series()).reindex(ref.index)
+    metrics = {name: cluster_bootstrap(t.loc[ref.index], clusters.to_numpy(), n_boot, seed) for name, t in per.items()}
+    differences = {
+        f"{reference} - {name}": cluster_bootstrap(ref - t.loc[ref.index], clusters.to_numpy(), n_boot, seed)
+        for name, t in per.items()
+        if name != reference
+    }
+    n_total = frame["list_id"].nunique()
+    return EvaluationReport(len(ref), n_total - len(ref), metrics, differences, per_list_values=per)
+
+
+def evaluate(
+    frame: pd.DataFrame,
+    rankers: dict[str, Ranker],
+    reference: str,
+    ks: tuple[int, ...] = (5, 10, 20),
+    n_boot: int = 1000,
+    seed: int = 7,
+    label: str = "label",
+    cluster: str | None = "user_id",
+) -> EvaluationReport:
+    """Score every list with each ranker and compare `reference` against each other ranker on the same lists."""
+    scores = {name: r.score(frame) for name, r in rankers.items()}
+    return evaluate_scores(frame, scores, reference, ks, n_boot, seed, label, cluster)

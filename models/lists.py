@@ -1,0 +1,158 @@
+"""Ranking lists to train and evaluate on: (list_id, user_id, document_id, event_timestamp, first_stage_score,
+label[, position, propensity]).
+
+Two sources:
+- **Logged lists** (served lists with impressions): one list per request_id; label 2 for a purchase/add to cart,
+  1 for a click, 0 otherwise; position and propensity as logged; first-stage score = the logged score.
+- **Retrieval lists** (ratings, no impressions; MovieLens): a rolling-origin temporal protocol. At each cut time T
+  (weekly, at midnight), a popularity retriever built only from events before T proposes the top-N documents the
+  user has not interacted with before T. Labels come from the horizon [T, T + H): 2 for a rating of 5, 1 for 4, 0
+  otherwise. A user is eligible at T with enough history before T and a positive in the horizon. Features are
+  retrieved as of T (point in time), so nothing from T onwards reaches a list's features or candidates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class RetrievalProtocol:
+    n_candidates: int = 100
+    horizon_days: int = 21
+    min_history: int = 5
+    cut_every_days: int = 3
+    popularity_window_days: int = 30
+    first_cut_quantile: float = 0.15
+    test_from_quantile: float = 0.55  # test lists: cuts at or after this quantile of event time
+
+
+def has_logged_lists(events: pd.DataFrame) -> bool:
+    imp = events[events["interaction_type"] == "impression"]
+    return len(imp) > 0 and imp["request_id"].notna().mean() > 0.5
+
+
+def logged_lists(events: pd.DataFrame) -> pd.DataFrame:
+    imp = events[(events["interaction_type"] == "impression") & events["request_id"].notna()]
+    imp = imp.drop_duplicates(["request_id", "document_id"])
+    kinds = events[events["request_id"].notna()]
+    clicked = kinds[kinds["interaction_type"] == "click"][["request_id", "document_id"]].drop_duplicates()
+    bought = kinds[kinds["interaction_type"].isin(["purchase", "add_to_cart"])][["request_id", "document_id"]]
+    lists = pd.DataFrame(
+        {
+            "list_id": imp["request_id"].to_numpy(),
+            "user_id": imp["user_id"].to_numpy(),
+            "document_id": imp["document_id"].to_numpy(),
+            "event_timestamp": pd.to_datetime(imp["timestamp"], utc=True).to_numpy(),
+            "first_stage_score": imp["score"].to_numpy(dtype=float),
+            "position": imp["position"].to_numpy(),
+            "propensity": imp["propensity"].to_numpy(dtype=float),
+        }
+    )
+    key = lists["list_id"] + "\x00" + lists["document_id"]
+    lists["label"] = 0.0
+    lists.loc[key.isin(set(clicked["request_id"] + "\x00" + clicked["document_id"])), "label"] = 1.0
+    lists.loc[key.isin(set(bought["request_id"] + "\x00" + bought["document_id"])), "label"] = 2.0
+    # no first-stage score logged: keep the served order
+    lists["first_stage_score"] = lists["first_stage_score"].fillna(-lists["position"].astype(float))
+    lists["event_timestamp"] = pd.to_datetime(lists["event_timestamp"], utc=True)
+    return lists.sort_values(["event_timestamp", "list_id", "position"], kind="stable").reset_index(drop=True)
+
+
+def cut_times(events: pd.DataFrame, protocol: RetrievalProtocol) -> list[pd.Timestamp]:
+    ts = pd.to_datetime(events["timestamp"], utc=True)
+    first = ts.quantile(protocol.first_cut_quantile).ceil("D")
+    last = ts.max().floor("D") - pd.Timedelta(days=protocol.horizon_days)
+    return list(pd.date_range(first, last, freq=f"{protocol.cut_every_days}D"))
+
+
+CANDIDATE_FEATURES = ["cand_popularity", "cand_covisit"]  # sent by the first stage with each candidate
+
+
+def _covisit_scores(past_pos: pd.DataFrame, users: np.ndarray) -> tuple[np.ndarray, dict[str, int], np.ndarray]:
+    """Item-item cosine co-visitation of positives before the cut; per eligible user, the sum of similarities
+    of each item to the user's positives (users x items) and the item index."""
+    from scipy import sparse
+
+    items = pd.Index(past_pos["document_id"].unique())
+    all_users = pd.Index(past_pos["user_id"].unique())
+    X = sparse.csr_matrix(
+        (np.ones(len(past_pos)), (all_users.get_indexer(past_pos["user_id"]), items.get_indexer(past_pos["document_id"]))),
+        shape=(len(all_users), len(items)),
+    )
+    X.data[:] = 1.0
+    co = (X.T @ X).toarray()
+    norms = np.sqrt(np.diag(co)).clip(min=1.0)
+    sim = co / norms[:, None] / norms[None, :]
+    np.fill_diagonal(sim, 0.0)
+    rows = X[all_users.get_indexer(users)]
+    profile = np.asarray(rows.sum(axis=1)).ravel().clip(min=1.0)
+    return np.asarray(rows @ sim) / np.sqrt(profile)[:, None], {d: i for i, d in enumerate(items)}, profile
+
+
+def retrieval_lists(events: pd.DataFrame, protocol: RetrievalProtocol, progress: bool = False) -> pd.DataFrame:
+    """The first stage, per cut: the union of the most popular and the most co-visited documents the user has not
+    seen, all computed from events before the cut; its score is the sum of the two list-normalized scores."""
+    from tqdm import tqdm
+
+    ev = pd.DataFrame(
+        {
+            "user_id": events["user_id"].astype(str).to_numpy(),
+            "document_id": events["document_id"].astype(str).to_numpy(),
+            "timestamp": pd.to_datetime(events["timestamp"], utc=True).to_numpy(),
+            "value": events["value"].astype(float).to_numpy(),
+        }
+    )
+    ev["timestamp"] = pd.to_datetime(ev["timestamp"], utc=True)
+    horizon = pd.Timedelta(days=protocol.horizon_days)
+    window = pd.Timedelta(days=protocol.popularity_window_days)
+    half = protocol.n_candidates // 2
+    frames = []
+    for cut in tqdm(cut_times(events, protocol), desc="cut times", disable=not progress):
+        past = ev[ev["timestamp"] < cut]
+        future = ev[(ev["timestamp"] >= cut) & (ev["timestamp"] < cut + horizon)]
+        history = past.groupby("user_id").size()
+        positives = future[future["value"] >= 4].groupby("user_id").size()
+        eligible = history.index[history >= protocol.min_history].intersection(positives.index).to_numpy()
+        past_pos = past[past["value"] >= 4]
+        if len(eligible) == 0 or past_pos.empty:
+            continue
+        recent = past_pos[past_pos["timestamp"] >= cut - window]
+        pop = (np.log1p(recent.groupby("document_id").size())
+               .add(0.5 * np.log1p(past_pos.groupby("document_id").size()), fill_value=0.0))  # fmt: skip
+        covisit, item_index, _ = _covisit_scores(past_pos, eligible)
+        pop_all = pop.reindex(list(item_index), fill_value=0.0).to_numpy()
+        docs_all = np.array(list(item_index))
+        seen = past.groupby("user_id")["document_id"].agg(set)
+        grade = future.drop_duplicates(["user_id", "document_id"]).set_index(["user_id", "document_id"])["value"]
+        for row, user in enumerate(eligible):
+            unseen = ~np.isin(docs_all, list(seen.get(user, ())))
+            cv, pp, dd = covisit[row][unseen], pop_all[unseen], docs_all[unseen]
+            by_cv = np.argsort(-cv, kind="stable")[:half]
+            by_pop = [i for i in np.argsort(-pp, kind="stable") if i not in set(by_cv)]
+            pick = np.concatenate([by_cv, by_pop[: protocol.n_candidates - len(by_cv)]]).astype(int)
+            cand_cv, cand_pop = cv[pick], pp[pick]
+            score = cand_cv / max(cand_cv.max(), 1e-9) + cand_pop / max(cand_pop.max(), 1e-9)
+            frames.append(pd.DataFrame({"list_id": f"{user}@{cut.date()}", "user_id": user, "document_id": dd[pick],
+                                        "event_timestamp": cut, "first_stage_score": score,
+                                        "cand_popularity": cand_pop, "cand_covisit": cand_cv}))  # fmt: skip
+        block = pd.concat(frames[-len(eligible):], ignore_index=True)
+        values = grade.reindex(pd.MultiIndex.from_frame(block[["user_id", "document_id"]])).to_numpy()
+        block["label"] = np.select([values >= 5, values >= 4], [2.0, 1.0], 0.0)
+        frames[-len(eligible):] = [block]
+    columns = ["list_id", "user_id", "document_id", "event_timestamp", "first_stage_score", *CANDIDATE_FEATURES,
+               "label"]  # fmt: skip
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(frames, ignore_index=True)[columns]
+
+
+def split_by_time(lists: pd.DataFrame, test_from: pd.Timestamp, horizon_days: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train lists are those whose labels were fully observed before test_from; test lists start at test_from."""
+    ts = pd.to_datetime(lists["event_timestamp"], utc=True)
+    train = lists[ts + pd.Timedelta(days=horizon_days) <= test_from]
+    test = lists[ts >= test_from]
+    return train.reset_index(drop=True), test.reset_index(drop=True)

@@ -1,0 +1,44 @@
+"""The ranker interface every scorer implements: the learned model, the rule-based fallback, the first stage."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import pandas as pd
+
+
+@runtime_checkable
+class Ranker(Protocol):
+    name: str
+
+    @property
+    def feature_names(self) -> list[str]:
+        """The inputs it reads; absent ones are treated as missing."""
+        ...
+
+    def score(self, features: pd.DataFrame) -> np.ndarray:
+        """One score per row (higher ranks first). Rows of different lists may be mixed."""
+        ...
+
+
+def feature_matrix(features: pd.DataFrame, names: list[str]) -> np.ndarray:
+    """C-contiguous float matrix of the named columns; a column the frame lacks is all-missing (NaN)."""
+    out = np.full((len(features), len(names)), np.nan, dtype=np.float64)
+    for j, name in enumerate(names):
+        if name in features:
+            out[:, j] = pd.to_numeric(features[name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    return out
+
+
+class FirstStageRanker:
+    """Keeps the retriever's order: the baseline every reranker must beat."""
+
+    name = "first_stage"
+
+    @property
+    def feature_names(self) -> list[str]:
+        return ["first_stage_score"]
+
+    def score(self, features: pd.DataFrame) -> np.ndarray:
+        return np.nan_to_num(feature_matrix(features, self.feature_names)[:, 0], nan=-np.inf)

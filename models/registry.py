@@ -1,0 +1,100 @@
+"""The MLflow registry adapter: versions, tags and aliases (champion, canary, previous_champion).
+
+The model is logged as a native LightGBM Booster (the sklearn flavour fails to reload an LGBMRanker), with what
+serving needs beside it under `serving/`: ordered feature names, the feature service, the segment model and the
+category vocabulary.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CHAMPION = "champion"
+CANARY = "canary"
+PREVIOUS_CHAMPION = "previous_champion"
+PIP_REQUIREMENTS = ["lightgbm>=4.7,<4.8", "numpy", "pandas"]
+
+
+class ModelNotFound(LookupError):
+    pass
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    version: str
+    alias: str | None
+    booster: Any
+    features: list[str]
+    meta: dict[str, Any] = field(default_factory=dict)
+    serving_dir: Path | None = None
+
+
+class Registry:
+    def __init__(self, tracking_uri: str) -> None:
+        import mlflow
+        from mlflow import MlflowClient
+
+        self.tracking_uri = tracking_uri
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
+        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+    def experiment(self, name: str, artifact_root: Path | None) -> str:
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return str(found.experiment_id)
+        location = artifact_root.resolve().as_uri() if artifact_root is not None else None
+        return str(self.client.create_experiment(name, artifact_location=location))
+
+    def exists(self, name: str) -> bool:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_registered_model(name)
+            return True
+        except MlflowException:
+            return False
+
+    def aliases(self, name: str) -> dict[str, str]:
+        """alias -> version (read from the registered model: search_model_versions leaves aliases empty)."""
+        if not self.exists(name):
+            return {}
+        return {a: str(v) for a, v in self.client.get_registered_model(name).aliases.items()}
+
+    def versions(self, name: str) -> list[Any]:
+        if not self.exists(name):
+            return []
+        found = self.client.search_model_versions(f"name = '{name}'")
+        return sorted(found, key=lambda mv: int(mv.version))
+
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        self.client.set_registered_model_alias(name, alias, version)
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        if alias in self.aliases(name):
+            self.client.delete_registered_model_alias(name, alias)
+
+    def tag_version(self, name: str, version: str, tags: dict[str, Any]) -> None:
+        for key, value in tags.items():
+            self.client.set_model_version_tag(name, version, key, str(value)[:5000])
+
+    def load(self, name: str, ref: str = CHAMPION) -> LoadedModel:
+        """A version by alias or number, with its serving artifacts."""
+        import mlflow
+
+        if not self.exists(name):
+            raise ModelNotFound(f"model {name!r} is not registered")
+        aliases = self.aliases(name)
+        version = aliases.get(ref, ref)
+        if not str(version).isdigit():
+            raise ModelNotFound(f"model {name!r} has no alias {ref!r} (aliases: {aliases or 'none'})")
+        mv = self.client.get_model_version(name, str(version))
+        booster = mlflow.lightgbm.load_model(f"models:/{name}/{version}")
+        serving = Path(mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="serving"))
+        meta = json.loads((serving / "model_meta.json").read_text())
+        alias = next((a for a, v in aliases.items() if v == str(version)), None)
+        return LoadedModel(name, str(version), alias, booster, meta["features"], meta, serving)
