@@ -180,7 +180,7 @@ def parse_chunk(raw: pd.DataFrame, salt: str, hash_ids: bool) -> tuple[pd.DataFr
     if "timestamp" in raw:
         typed["timestamp"] = parse_timestamps(raw["timestamp"])
         present = _blank_to_none(raw["timestamp"]).notna()
-        fail(present & typed["timestamp"].isna(), "timestamp", "a timestamp")
+        fail(present & typed["timestamp"].isna(), "timestamp", "a timestamp in range")
     for col in OPTIONAL_COLUMNS:  # an absent optional column is all-null, not a failure of every row
         if col not in typed:
             typed[col] = pd.Series(np.nan if col in (*FLOAT_COLUMNS, "position") else None, index=raw.index,

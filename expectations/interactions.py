@@ -73,6 +73,9 @@ class InteractionValidator:
         gx_dir.mkdir(parents=True, exist_ok=True)
         self._gx = gx
         self.context = gx.get_context(mode="file", project_root_dir=str(gx_dir))
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
         source = self.context.data_sources.add_or_update_pandas("lake")
         names = [a.name for a in source.assets]
         asset = source.get_asset(SUITE) if SUITE in names else source.add_dataframe_asset(SUITE)

@@ -62,7 +62,7 @@ def label_events(events: pd.DataFrame) -> pd.DataFrame:
     """Flags per event: exposure (impression or rating), engaged (click or rating >= 4), positive (engaged or
     conversion), plus the day it belongs to."""
     kind = events["interaction_type"]
-    value = events["value"].astype(float)
+    value = events["value"].astype(float) if "value" in events else pd.Series(np.nan, index=events.index)
     rating = kind == "rating"
     out = pd.DataFrame(
         {
@@ -187,7 +187,8 @@ def request_features(frame: pd.DataFrame) -> pd.DataFrame:
     n_cat = cat.sum(axis=1)
     weighted = np.nansum(aff * cat, axis=1)
     frame["user_doc_affinity"] = np.where(n_cat > 0, weighted / np.maximum(n_cat, 1), np.nan)
-    frame["user_doc_affinity_max"] = np.where(n_cat > 0, np.nanmax(np.where(cat > 0, aff, -np.inf), axis=1), np.nan)
+    matched = np.where((cat > 0) & ~np.isnan(aff), aff, -np.inf).max(axis=1)
+    frame["user_doc_affinity_max"] = np.where((n_cat > 0) & np.isfinite(matched), matched, np.nan)
     frame.loc[np.isnan(aff).all(axis=1), ["user_doc_affinity", "user_doc_affinity_max"]] = np.nan
     ts_days = (pd.to_datetime(frame["event_timestamp"], utc=True) - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
     frame["doc_age_days"] = ts_days.to_numpy() / 86400.0 - frame["doc_created_days"].to_numpy(dtype=float)

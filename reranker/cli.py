@@ -1,0 +1,477 @@
+"""The `reranker` command: every user action. Heavy libraries are imported inside commands, so --help is instant."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from reranker.settings import Settings
+
+app = typer.Typer(help="Learned reranking: logged interactions -> features -> LambdaRank -> registry -> stage.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)  # fmt: skip
+data_app = typer.Typer(help="Load the bundled datasets (MovieLens-100K, Open Bandit, synthetic).", no_args_is_help=True)
+features_app = typer.Typer(help="Build, register and materialize Feast features.", no_args_is_help=True)
+experiment_app = typer.Typer(help="Studies with a known answer (position bias, off-policy estimation).",
+                             no_args_is_help=True)  # fmt: skip
+models_app = typer.Typer(help="Registered models: versions, aliases, tags.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(features_app, name="features")
+app.add_typer(experiment_app, name="experiment")
+app.add_typer(models_app, name="models")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
+DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Overrides RERANKER_DATA_DIR.")]
+
+
+class Dataset(StrEnum):
+    movielens = "movielens"
+    obd = "obd"
+    synthetic = "synthetic"
+
+
+def apply_runtime_env() -> None:
+    from reranker.settings import apply_runtime_env as apply
+
+    apply()
+
+
+def _settings(data_dir: Path | None) -> Settings:
+    from reranker.settings import Settings
+
+    apply_runtime_env()
+    settings = Settings()
+    if data_dir is not None:
+        settings = settings.model_copy(update={"data_dir": data_dir})
+    return settings
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _emit(payload: Any, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(payload, indent=2, default=str))
+
+
+def _table(title: str, rows: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    if not rows:
+        return
+    table = Table(title=title)
+    for col in rows[0]:
+        table.add_column(str(col))
+    for row in rows:
+        table.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()])
+    Console(width=160).print(table)
+
+
+# ---------------------------------------------------------------- data
+
+
+@data_app.command("load")
+def data_load(
+    dataset: Dataset,
+    size: Annotated[int, typer.Option(help="Synthetic: number of events (1k .. 10M).", min=1_000,
+                                      max=10_000_000)] = 100_000,  # fmt: skip
+    seed: Annotated[int, typer.Option(help="Synthetic: world seed.")] = 7,
+    campaign: Annotated[str, typer.Option(help="OBD: all, men or women.")] = "all",
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a dataset's interaction events and document catalog under <data>/raw/<name>/."""
+    from reranker.datasets import DatasetError, movielens, obd
+    from reranker.lake import atomic_write_parquet
+
+    layout = _settings(data_dir).layout
+    name = {"movielens": "movielens", "obd": f"obd-{campaign}", "synthetic": f"synthetic-{size}-s{seed}"}[dataset]
+    out = layout.raw / name
+    try:
+        if dataset is Dataset.synthetic:
+            from reranker.synthetic import SyntheticWorld, WorldConfig, write_dataset
+
+            meta = write_dataset(SyntheticWorld.create(WorldConfig(seed=seed)), size, out, progress=not as_json)
+            events_path, n = out / "interactions", int(meta["events"])  # type: ignore[call-overload]
+        else:
+            events, catalog = movielens(layout.cache) if dataset is Dataset.movielens else obd(layout.cache, campaign)
+            events_path = out / "interactions" / "events.parquet"
+            atomic_write_parquet(events, events_path)
+            atomic_write_parquet(catalog, out / "documents.parquet")
+            n = len(events)
+    except DatasetError as exc:
+        _fail(str(exc))
+    result = {"dataset": name, "events": n, "interactions": str(events_path), "documents": str(out / "documents.parquet")}
+    _emit(result, as_json)
+    if not as_json:
+        typer.echo(f"{n:,} events -> {events_path}")
+        typer.echo(f"next: reranker ingest {events_path} --documents {out / 'documents.parquet'}")
+
+
+# ---------------------------------------------------------------- ingest
+
+
+@app.command()
+def ingest(
+    path: Annotated[Path, typer.Argument(help="A JSONL, CSV or Parquet file, or a directory of them.")],
+    documents: Annotated[Path | None, typer.Option(help="A document catalog (Parquet/CSV) to merge.")] = None,
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Validate interaction logs with Great Expectations and land good rows in the lake.
+
+    Exit codes: 0 all good; 1 some rows quarantined (good rows kept); 2 unreadable input (nothing written).
+    """
+    from expectations.ingest import IngestError
+    from expectations.ingest import ingest as run_ingest
+    from reranker.lake import upsert_documents
+
+    settings = _settings(data_dir)
+    layout = settings.layout
+    n_docs = None
+    if documents is not None:
+        import pandas as pd
+
+        if not documents.exists():
+            _fail(f"{documents}: no such file")
+        try:
+            catalog = pd.read_csv(documents) if documents.suffix == ".csv" else pd.read_parquet(documents)
+            n_docs = upsert_documents(layout.documents, catalog)
+        except (ValueError, OSError) as exc:
+            _fail(f"{documents}: {exc}")
+    try:
+        summary = run_ingest(path, layout, salt=settings.user_id_salt, hash_ids=settings.hash_user_ids,
+                             chunk_rows=settings.ingest_chunk_rows, future_skew_seconds=settings.future_skew_seconds,
+                             progress=not as_json)  # fmt: skip
+    except IngestError as exc:
+        _fail(str(exc))
+    payload = {**summary.to_dict(), "catalog_documents": n_docs}
+    _emit(payload, as_json)
+    if not as_json:
+        typer.echo(f"read {summary.rows_read:,} rows: {summary.added:,} added, {summary.already_present:,} already "
+                   f"in the lake, {summary.quarantined:,} quarantined ({summary.seconds:.1f}s)")  # fmt: skip
+        for reason, count in summary.reasons.items():
+            typer.echo(f"  {count:>8,}  {reason}")
+        for warning in summary.warnings:
+            typer.echo(f"  warning: {warning}")
+        if summary.quarantine_path:
+            typer.echo(f"quarantine: {summary.quarantine_path}")
+        typer.echo(f"data docs: {summary.data_docs}")
+    if summary.rows_read == 0:
+        _fail(f"{path}: empty input, nothing ingested", code=1)
+    if summary.quarantined:
+        raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------- features
+
+
+def _build_features(settings: Settings) -> dict[str, Any]:
+    import pandas as pd
+
+    from feature_repo.store import build_tables
+    from reranker.lake import read_interactions
+
+    layout = settings.layout
+    events = read_interactions(layout.interactions)
+    catalog = pd.read_parquet(layout.documents) if layout.documents.exists() else pd.DataFrame()
+    build = build_tables(events, catalog, layout.feature_tables, seed=settings.seed)
+    return vars(build)
+
+
+@features_app.command("build")
+def features_build(data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
+    """Compute the point-in-time feature tables from the lake."""
+    from feature_repo.store import FeatureStoreError
+
+    try:
+        result = _build_features(_settings(data_dir))
+    except FeatureStoreError as exc:
+        _fail(str(exc))
+    _emit(result, as_json)
+    if not as_json:
+        _table("offline feature tables", [{"view": k, "rows": v} for k, v in result["rows"].items()])
+
+
+@features_app.command("apply")
+def features_apply(data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
+    """Build the tables and register entities, views and the feature service with Feast."""
+    from feature_repo.definitions import FEATURE_SERVICE, feature_refs
+    from feature_repo.store import FeatureStoreError, apply
+
+    settings = _settings(data_dir)
+    try:
+        build = _build_features(settings)
+        apply(settings.layout.feast, settings.layout.feature_tables)
+    except FeatureStoreError as exc:
+        _fail(str(exc))
+    result = {"feature_service": FEATURE_SERVICE, "features": len(feature_refs()), "tables": build["rows"],
+              "repo": str(settings.layout.feast)}  # fmt: skip
+    _emit(result, as_json)
+    if not as_json:
+        typer.echo(f"applied feature service {FEATURE_SERVICE!r} ({len(feature_refs())} features) in {result['repo']}")
+
+
+@features_app.command("materialize")
+def features_materialize(data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
+    """Load the newest feature values into the online store."""
+    from feature_repo.store import FeatureStoreError, materialize, open_store
+
+    settings = _settings(data_dir)
+    try:
+        result = materialize(open_store(settings.layout.feast), settings.layout.feature_tables)
+    except FeatureStoreError as exc:
+        _fail(str(exc))
+    _emit(result, as_json)
+    if not as_json:
+        typer.echo(f"materialized to the online store in {result['seconds']}s")
+
+
+# ---------------------------------------------------------------- train / evaluate
+
+
+def _training_inputs(settings: Settings) -> tuple[Any, Any, Any]:
+    from feature_repo.store import open_store
+    from models.registry import Registry
+    from reranker.lake import read_interactions
+
+    layout = settings.layout
+    events = read_interactions(layout.interactions)
+    if events.empty:
+        _fail("the lake is empty: run `reranker ingest` first")
+    layout.mlflow.mkdir(parents=True, exist_ok=True)
+    return events, open_store(layout.feast), Registry(settings.tracking_uri())
+
+
+def _metric_rows(outcome: Any) -> list[dict[str, Any]]:
+    rows = []
+    for ranker, ms in outcome["metrics"].items():
+        row: dict[str, Any] = {"ranker": ranker}
+        for m, iv in ms.items():
+            row[m] = f"{iv['mean']:.4f} [{iv['low']:.4f}, {iv['high']:.4f}]"
+        rows.append(row)
+    return rows
+
+
+def _difference_rows(outcome: Any) -> list[dict[str, Any]]:
+    rows = []
+    for pair, ms in outcome["differences"].items():
+        row: dict[str, Any] = {"paired difference": pair}
+        for m, iv in ms.items():
+            row[m] = f"{iv['mean']:+.4f} [{iv['low']:+.4f}, {iv['high']:+.4f}]"
+        rows.append(row)
+    return rows
+
+
+def _print_outcome(summary: dict[str, Any]) -> None:
+    _table(f"rolling-origin evaluation: {summary['n_lists']} lists, mean [95% CI, users resampled]",
+           _metric_rows(summary))  # fmt: skip
+    _table("learned vs baselines (paired)", _difference_rows(summary))
+    _table("gates", [{"gate": k, "passed": g["passed"], "detail": g["detail"]} for k, g in summary["gates"].items()])
+
+
+@app.command()
+def train(
+    model_id: Annotated[str, typer.Option("--model-id", help="Registered model name.")] = "reranker",
+    rounds: Annotated[int, typer.Option(help="Boosting rounds.", min=1)] = 150,
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train LambdaRank on the lake, evaluate it against the baselines and the champion, register it in MLflow."""
+    from feature_repo.store import FeatureStoreError
+    from models.training import TrainPlan, train_and_register
+
+    settings = _settings(data_dir)
+    events, store, registry = _training_inputs(settings)
+    plan = TrainPlan(model_id=model_id, seed=settings.seed)
+    plan.train.num_boost_round, plan.train.threads = rounds, settings.lgbm_threads
+    files = {"segments.pkl": settings.layout.feature_tables / "segments.pkl",
+             "vocabulary.json": settings.layout.feature_tables / "vocabulary.json"}  # fmt: skip
+    try:
+        outcome = train_and_register(events, store, registry, plan, files, settings.layout.mlflow / "artifacts",
+                                     progress=not as_json)  # fmt: skip
+    except (ValueError, FeatureStoreError) as exc:
+        _fail(str(exc))
+    summary = outcome.summary()
+    _emit(summary, as_json)
+    if not as_json:
+        _print_outcome(summary)
+        typer.echo(f"registered {model_id} v{outcome.version}: alias {outcome.alias or 'none (failed gates)'}")
+
+
+@app.command()
+def evaluate(
+    model_id: Annotated[str, typer.Option("--model-id", help="Compare against this model's champion.")] = "reranker",
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Rolling-origin evaluation of the training procedure against the first stage, the rule-based ranker and the
+    champion (when one exists), without registering anything."""
+    from models.gates import check_gates
+    from models.lambdarank import TrainConfig
+    from models.registry import CHAMPION
+    from models.training import LEARNED_PARAMS, TrainPlan, build_lists, evaluate_against_baselines, rolling_origin
+    from models.training_set import build_training_set
+
+    settings = _settings(data_dir)
+    events, store, registry = _training_inputs(settings)
+    plan = TrainPlan(model_id=model_id, seed=settings.seed,
+                     train=TrainConfig(num_boost_round=150, threads=settings.lgbm_threads, params=dict(LEARNED_PARAMS)))
+    champion = registry.load(model_id, CHAMPION) if CHAMPION in registry.aliases(model_id) else None
+    lists, horizon = build_lists(events, plan.protocol, progress=not as_json)
+    data = build_training_set(store, lists).with_relevant_lists()
+    test, learned, _ = rolling_origin(data, plan, horizon)
+    report = evaluate_against_baselines(test, learned["learned"], plan, champion)
+    gates = check_gates(report, plan.gates, has_champion=champion is not None)
+    summary = {**report.to_dict(), "gates": {k: vars(g) for k, g in gates.items()},
+               "champion_version": champion.version if champion else None}  # fmt: skip
+    _emit(summary, as_json)
+    if not as_json:
+        _print_outcome(summary)
+
+
+# ---------------------------------------------------------------- experiments
+
+
+@experiment_app.command("position-bias")
+def experiment_position_bias(
+    seeds: Annotated[int, typer.Option(help="Number of world seeds.", min=1)] = 3,
+    requests: Annotated[int, typer.Option(help="Training requests per seed.", min=500)] = 20_000,
+    as_json: JsonOpt = False,
+) -> None:
+    """NDCG@10 on the true relevance: naive click training vs position-aware vs an oracle on true grades."""
+    from models.experiments import position_bias
+
+    apply_runtime_env()
+    results = [position_bias(seed=7 + i, n_train=requests) for i in range(seeds)]
+    rows = [{**vars(r), "recovered": r.recovered} for r in results]
+    mean = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0] if k != "seed"}
+    _emit({"runs": rows, "mean": mean}, as_json)
+    if not as_json:
+        _table("position bias: NDCG@10 on true relevance (all 30 candidates)", [*rows, {"seed": "mean", **mean}])
+
+
+@experiment_app.command("obd")
+def experiment_obd(data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
+    """Open Bandit Dataset: on-policy click rates, and IPS/SNIPS/DR estimates of BTS from the random log."""
+    from models.experiments import obd_ope
+
+    rows = obd_ope(_settings(data_dir).layout.cache)
+    _emit(rows, as_json)
+    if not as_json:
+        _table("OBD: click rate of BTS estimated from the random log", [
+            {"campaign": r["campaign"], "random (on-policy)": r["ctr_random"], "BTS (on-policy)": r["ctr_bts"],
+             **{n.upper(): f"{r[n]:.5f} [{r[n + '_low']:.5f}, {r[n + '_high']:.5f}] err {r[n + '_rel_error']:.0%}"
+                for n in ("ips", "snips", "dr")}} for r in rows])  # fmt: skip
+
+
+# ---------------------------------------------------------------- models
+
+
+@models_app.command("list")
+def models_list(
+    model_id: Annotated[str, typer.Argument(help="Registered model name.")] = "reranker",
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Versions with their aliases, gate verdicts and key metrics."""
+    from models.registry import Registry
+
+    settings = _settings(data_dir)
+    registry = Registry(settings.tracking_uri())
+    if not registry.exists(model_id):
+        _fail(f"model {model_id!r} is not registered")
+    by_version: dict[str, list[str]] = {}
+    for alias, version in registry.aliases(model_id).items():
+        by_version.setdefault(version, []).append(alias)
+    rows = [{"version": mv.version, "aliases": ",".join(by_version.get(str(mv.version), [])) or "-",
+             "ndcg@10": mv.tags.get("ndcg_at_10", "-"), "data_window": mv.tags.get("data_window", "-"),
+             "rejected": mv.tags.get("rejected_reason", "-")[:60]} for mv in registry.versions(model_id)]  # fmt: skip
+    _emit(rows, as_json)
+    if not as_json:
+        _table(f"model {model_id}", rows)
+
+
+# ---------------------------------------------------------------- schema / quickstart
+
+
+@app.command()
+def schema(out: Annotated[Path, typer.Option(help="Where to write the JSON Schema.")] = Path("schemas/events.json")) -> None:
+    """Write the JSON Schema of the event contracts."""
+    from reranker.contracts import write_json_schemas
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json_schemas(out)
+    typer.echo(f"wrote {out}")
+
+
+@app.command()
+def quickstart(
+    model_id: Annotated[str, typer.Option("--model-id")] = "reranker",
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The main job on the embedded default: MovieLens-100K -> ingest -> features -> train -> evaluate -> register."""
+    import time
+
+    settings = _settings(data_dir)
+    layout = settings.layout
+    started = time.perf_counter()
+    steps: dict[str, float] = {}
+
+    def step(name: str) -> None:
+        steps[name] = round(time.perf_counter() - started - sum(steps.values()), 2)
+        if not as_json:
+            typer.secho(f"[{time.perf_counter() - started:6.1f}s] {name} done", fg=typer.colors.GREEN)
+
+    from expectations.ingest import ingest as run_ingest
+    from feature_repo.store import apply, materialize
+    from models.training import TrainPlan, train_and_register
+    from reranker.datasets import movielens
+    from reranker.lake import atomic_write_parquet, upsert_documents
+
+    events, catalog = movielens(layout.cache)
+    raw = layout.raw / "movielens" / "interactions" / "events.parquet"
+    atomic_write_parquet(events, raw)
+    step("load MovieLens-100K")
+    summary = run_ingest(raw, layout, salt=settings.user_id_salt, hash_ids=settings.hash_user_ids,
+                         chunk_rows=settings.ingest_chunk_rows, future_skew_seconds=settings.future_skew_seconds)  # fmt: skip
+    upsert_documents(layout.documents, catalog)
+    if summary.quarantined:
+        _fail(f"{summary.quarantined} MovieLens rows failed validation; see {summary.quarantine_path}", 1)
+    step("ingest + validate (Great Expectations)")
+    _build_features(settings)
+    store = apply(layout.feast, layout.feature_tables)
+    step("features (Feast apply)")
+    materialize(store, layout.feature_tables)
+    step("materialize (online store)")
+    events_, store_, registry = _training_inputs(settings)
+    plan = TrainPlan(model_id=model_id, seed=settings.seed)
+    plan.train.threads = settings.lgbm_threads
+    files = {"segments.pkl": layout.feature_tables / "segments.pkl",
+             "vocabulary.json": layout.feature_tables / "vocabulary.json"}  # fmt: skip
+    outcome = train_and_register(events_, store_, registry, plan, files, layout.mlflow / "artifacts",
+                                 progress=not as_json)  # fmt: skip
+    step("train + evaluate + register")
+    result = {**outcome.summary(), "ingest": summary.to_dict(), "steps": steps,
+              "total_seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
+    _emit(result, as_json)
+    if not as_json:
+        _print_outcome(result)
+        typer.echo(f"\nregistered {model_id} v{outcome.version} with alias {outcome.alias or 'none'} "
+                   f"in {result['total_seconds']}s")  # fmt: skip
+        typer.echo(f"MLflow UI:  mlflow ui --backend-store-uri {settings.tracking_uri()}")
+        typer.echo(f"Data Docs:  {summary.data_docs}")
+
+
+def main() -> None:  # pragma: no cover
+    app(prog_name="reranker")
+    sys.exit(0)

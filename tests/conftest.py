@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+for key, value in {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "BENTOML_DO_NOT_TRACK": "true",
+    "GX_ANALYTICS_ENABLED": "false",
+    "FEAST_USAGE": "False",
+    "OMP_WAIT_POLICY": "PASSIVE",
+}.items():
+    os.environ.setdefault(key, value)
+
+
+@pytest.fixture
+def layout(tmp_path: Path):
+    from reranker.settings import Layout
+
+    return Layout(tmp_path / "data")
+
+
+@pytest.fixture(scope="session")
+def world():
+    from reranker.synthetic import SyntheticWorld, WorldConfig
+
+    return SyntheticWorld.create(WorldConfig(seed=11, n_users=300, n_docs=200, days=30))
+
+
+@pytest.fixture(scope="session")
+def synthetic_events(world) -> pd.DataFrame:
+    from reranker.synthetic import event_chunks
+
+    return pd.concat(list(event_chunks(world, 30_000, chunk_requests=1_000)), ignore_index=True)
+
+
+def random_lists(n_lists: int, size: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "list_id": np.repeat(np.arange(n_lists), size).astype(str),
+            "label": rng.integers(0, 3, n_lists * size).astype(float),
+            "score": rng.normal(size=n_lists * size),
+        }
+    )

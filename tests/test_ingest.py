@@ -1,0 +1,177 @@
+"""Bad input: each case gets a clear report, good rows are kept, nothing is duplicated, nothing partial."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from expectations.ingest import IngestError, ingest
+from reranker.lake import read_interactions
+
+GOOD = {"interaction_type": "click", "user_id": "u1", "document_id": "d1", "timestamp": "2026-01-01T10:00:00Z",
+        "position": 0, "propensity": 0.5, "request_id": "r1"}  # fmt: skip
+
+
+def rows(n: int, **override) -> list[dict]:
+    return [{**GOOD, "event_id": f"e{i}", **override} for i in range(n)]
+
+
+def write_jsonl(path: Path, records: list[dict], tail: str = "") -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records) + tail)
+    return path
+
+
+def run(path: Path, layout):
+    return ingest(path, layout, salt="test-salt")
+
+
+def quarantined(summary) -> list[dict]:
+    return [json.loads(line) for line in Path(summary.quarantine_path).read_text().splitlines()]
+
+
+def test_clean_file_lands_and_reingest_adds_nothing(tmp_path, layout):
+    f = write_jsonl(tmp_path / "ok.jsonl", rows(50))
+    first = run(f, layout)
+    assert (first.added, first.quarantined, first.ok) == (50, 0, True)
+    again = run(f, layout)
+    assert (again.added, again.already_present) == (0, 50)
+    lake = read_interactions(layout.interactions)
+    assert len(lake) == 50 and lake["event_id"].is_unique
+    assert not lake["user_id"].eq("u1").any(), "user ids are stored hashed"
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        ({"position": -1}, "expect_column_values_to_be_between(position"),
+        ({"position": "abc"}, "parse: position is not an integer"),
+        ({"propensity": 1.5}, "expect_column_values_to_be_between(propensity"),
+        ({"propensity": "high"}, "parse: propensity is not a number"),
+        ({"interaction_type": "teleport"}, "expect_column_values_to_be_in_set(interaction_type"),
+        ({"timestamp": "2099-01-01T00:00:00Z"}, "expect_column_values_to_be_between(timestamp"),
+        ({"timestamp": "yesterday-ish"}, "parse: timestamp is not a timestamp in range"),
+        ({"user_id": None}, "expect_column_values_to_not_be_null(user_id)"),
+    ],
+)
+def test_bad_rows_are_quarantined_with_the_expectation_named(tmp_path, layout, bad, reason):
+    records = rows(5)
+    records[2] = {**records[2], **bad}
+    summary = run(write_jsonl(tmp_path / "mixed.jsonl", records), layout)
+    assert summary.added == 4 and summary.quarantined == 1 and not summary.ok
+    (row,) = quarantined(summary)
+    assert row["_row"] == 3 and any(r.startswith(reason) for r in row["_reasons"]), row
+    assert len(read_interactions(layout.interactions)) == 4
+
+
+def test_missing_required_column_fails_every_row_with_a_table_reason(tmp_path, layout):
+    records = [{k: v for k, v in r.items() if k != "document_id"} for r in rows(3)]
+    summary = run(write_jsonl(tmp_path / "nocol.jsonl", records), layout)
+    assert summary.added == 0 and summary.quarantined == 3
+    assert any("expect_column_to_exist(document_id)" in r for r in summary.reasons)
+
+
+def test_duplicate_event_ids_keep_the_first_copy(tmp_path, layout):
+    records = rows(3) + [{**GOOD, "event_id": "e1", "document_id": "other"}]
+    summary = run(write_jsonl(tmp_path / "dups.jsonl", records), layout)
+    assert summary.added == 3 and summary.quarantined == 1
+    (row,) = quarantined(summary)
+    assert row["document_id"] == "other" and "expect_column_values_to_be_unique(event_id)" in row["_reasons"]
+
+
+def test_empty_file_reports_nothing_read(tmp_path, layout):
+    (tmp_path / "empty.jsonl").write_text("")
+    summary = run(tmp_path / "empty.jsonl", layout)
+    assert summary.rows_read == 0 and summary.added == 0 and not summary.ok
+
+
+def test_truncated_jsonl_keeps_complete_lines(tmp_path, layout):
+    f = write_jsonl(tmp_path / "cut.jsonl", rows(4), tail='{"event_id": "e9", "interac')
+    summary = run(f, layout)
+    assert summary.added == 4 and summary.quarantined == 1
+    assert "malformed JSON" in quarantined(summary)[0]["_reasons"][0]
+
+
+def test_truncated_csv_row_is_quarantined(tmp_path, layout):
+    frame = pd.DataFrame(rows(4))
+    text = frame.to_csv(index=False)
+    (tmp_path / "cut.csv").write_text(text + "e9,click,u1")  # the last record stops mid-row
+    summary = run(tmp_path / "cut.csv", layout)
+    assert summary.added == 4 and summary.quarantined == 1
+
+
+def test_truncated_parquet_is_refused_and_nothing_written(tmp_path, layout):
+    pd.DataFrame(rows(100)).to_parquet(tmp_path / "full.parquet")
+    data = (tmp_path / "full.parquet").read_bytes()
+    (tmp_path / "cut.parquet").write_bytes(data[: len(data) // 2])
+    with pytest.raises(IngestError, match="Parquet"):
+        run(tmp_path / "cut.parquet", layout)
+    assert read_interactions(layout.interactions).empty
+
+
+def test_unsupported_format_and_missing_path_are_clear_errors(tmp_path, layout):
+    (tmp_path / "x.xml").write_text("<a/>")
+    with pytest.raises(IngestError, match="unsupported format"):
+        run(tmp_path / "x.xml", layout)
+    with pytest.raises(IngestError, match="no such file"):
+        run(tmp_path / "absent.jsonl", layout)
+
+
+def test_crash_while_staging_leaves_the_lake_untouched(tmp_path, layout, monkeypatch):
+    import expectations.ingest as mod
+
+    records = rows(10) + [{**r, "timestamp": "2026-01-02T10:00:00Z"} for r in rows(10)]
+    for i, r in enumerate(records):
+        r["event_id"] = f"e{i}"
+    f = write_jsonl(tmp_path / "two_days.jsonl", records)
+    calls = {"n": 0}
+    real = mod.atomic_write_parquet
+
+    def flaky(frame, path, schema=None):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError("disk full")
+        return real(frame, path, schema)
+
+    monkeypatch.setattr(mod, "atomic_write_parquet", flaky)
+    with pytest.raises(OSError):
+        run(f, layout)
+    assert read_interactions(layout.interactions).empty
+    assert not any(layout.staging.glob("*")), "staging is cleaned up"
+    monkeypatch.setattr(mod, "atomic_write_parquet", real)
+    assert run(f, layout).added == 20
+
+
+def test_crash_between_partitions_is_completed_by_reingest_without_duplicates(tmp_path, layout, monkeypatch):
+    import expectations.ingest as mod
+
+    records = rows(10) + [{**r, "timestamp": "2026-01-02T10:00:00Z"} for r in rows(10)]
+    for i, r in enumerate(records):
+        r["event_id"] = f"e{i}"
+    f = write_jsonl(tmp_path / "two_days.jsonl", records)
+    real = mod.commit_partition
+
+    def crash_on_second(root, date, staged, ingest_id):
+        if date == "2026-01-02":
+            raise KeyboardInterrupt
+        return real(root, date, staged, ingest_id)
+
+    monkeypatch.setattr(mod, "commit_partition", crash_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        run(f, layout)
+    lake = read_interactions(layout.interactions)
+    assert len(lake) == 10  # the first partition whole, the second not at all
+    assert not list(layout.interactions.rglob("*.tmp"))
+    monkeypatch.setattr(mod, "commit_partition", real)
+    summary = run(f, layout)
+    assert (summary.added, summary.already_present) == (10, 10)
+    assert len(read_interactions(layout.interactions)) == 20
+
+
+def test_csv_and_parquet_inputs(tmp_path, layout):
+    pd.DataFrame(rows(5)).to_csv(tmp_path / "a.csv", index=False)
+    frame = pd.DataFrame(rows(5)).assign(event_id=[f"p{i}" for i in range(5)])
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"])
+    frame.to_parquet(tmp_path / "b.parquet")
+    assert run(tmp_path / "a.csv", layout).added == 5
+    assert run(tmp_path / "b.parquet", layout).added == 5
