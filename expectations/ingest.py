@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -105,7 +106,9 @@ def read_chunks(path: Path, chunk_rows: int) -> Iterator[tuple[pd.DataFrame, lis
             raise IngestError(f"{path}: Parquet file is corrupt or truncated ({exc})") from exc
     elif kind == "csv":
         try:
-            for frame in pd.read_csv(path, dtype=str, chunksize=chunk_rows, keep_default_na=False, na_values=[""]):
+            for frame in pd.read_csv(
+                path, dtype=str, chunksize=chunk_rows, keep_default_na=False, na_values=[""]
+            ):
                 frame.insert(0, "_row", np.arange(row + 1, row + 1 + len(frame)))
                 row += len(frame)
                 yield frame, []
@@ -129,7 +132,9 @@ def read_chunks(path: Path, chunk_rows: int) -> Iterator[tuple[pd.DataFrame, lis
                     records.append(obj)
                 except ValueError as exc:
                     text = line.decode("utf-8", "replace").strip()[:500]
-                    bad.append({"_row": row, "_raw": text, "_reasons": [f"parse: malformed JSON line ({exc})"]})
+                    bad.append(
+                        {"_row": row, "_raw": text, "_reasons": [f"parse: malformed JSON line ({exc})"]}
+                    )
                 if len(records) + len(bad) >= chunk_rows:
                     yield pd.DataFrame.from_records(records), bad
                     records, bad = [], []
@@ -145,7 +150,9 @@ def _blank_to_none(series: pd.Series) -> pd.Series:
     return out.map(lambda v: None if v is None or (isinstance(v, str) and not v.strip()) else str(v))
 
 
-def parse_chunk(raw: pd.DataFrame, salt: str, hash_ids: bool) -> tuple[pd.DataFrame, dict[int, list[str]], list[str]]:
+def parse_chunk(
+    raw: pd.DataFrame, salt: str, hash_ids: bool
+) -> tuple[pd.DataFrame, dict[int, list[str]], list[str]]:
     """Typed frame (same index), per-row parse errors, and warnings about the chunk's columns."""
     errors: dict[int, list[str]] = {}
     warnings = []
@@ -244,7 +251,7 @@ def ingest(
                     bar.update(len(raw) + len(unparseable))
                     for rec in unparseable:
                         rec["_file"] = file.name
-                        reasons.update(rec["_reasons"])  # type: ignore[arg-type]
+                        reasons.update(cast(list[str], rec["_reasons"]))
                         qfh.write(json.dumps(rec, default=str) + "\n")
                     if raw.empty:
                         continue
@@ -259,7 +266,9 @@ def ingest(
                         atomic_write_parquet(to_lake_table(part), target)
                         staged.setdefault(str(date), []).append(target)
         for date, parts in sorted(staged.items()):
-            added, present = commit_partition(layout.interactions, date, parts, f"{ingest_id}-{uuid.uuid4().hex[:8]}")
+            added, present = commit_partition(
+                layout.interactions, date, parts, f"{ingest_id}-{uuid.uuid4().hex[:8]}"
+            )
             summary.added += added
             summary.already_present += present
             if added:
@@ -315,7 +324,9 @@ def _validate_chunk(
     return good, failed
 
 
-def _write_quarantine(fh: object, raw: pd.DataFrame, bad: dict[int, list[str]], name: str, salt: str | None) -> None:
+def _write_quarantine(
+    fh: object, raw: pd.DataFrame, bad: dict[int, list[str]], name: str, salt: str | None
+) -> None:
     """Append the failing rows, as read (user ids hashed), each with the expectations it failed."""
     if not bad:
         return
@@ -324,7 +335,9 @@ def _write_quarantine(fh: object, raw: pd.DataFrame, bad: dict[int, list[str]], 
     if salt is not None and "user_id" in rows:
         rows["user_id"] = hash_user_id(rows["user_id"].map(lambda v: None if v is None else str(v)), salt)
     rows = rows.assign(_file=name, _reasons=list(bad.values()))
-    lines = [json.dumps({k: _jsonable(v) for k, v in rec.items()}, default=str) for rec in rows.to_dict("records")]
+    lines = [
+        json.dumps({k: _jsonable(v) for k, v in rec.items()}, default=str) for rec in rows.to_dict("records")
+    ]
     fh.write("\n".join(lines) + "\n")  # type: ignore[attr-defined]
 
 

@@ -32,7 +32,9 @@ class ValidationReport:
 
 
 def _describe(config: Any) -> str:
-    kwargs = {k: v for k, v in config.kwargs.items() if k not in ("batch_id", "result_format") and v is not None}
+    kwargs = {
+        k: v for k, v in config.kwargs.items() if k not in ("batch_id", "result_format") and v is not None
+    }
     column = kwargs.pop("column", None)
     detail = ", ".join(f"{k}={v}" for k, v in kwargs.items() if k not in ("value_set",))
     if "value_set" in kwargs:
@@ -52,7 +54,9 @@ def build_suite(now: datetime, future_skew_seconds: int) -> Any:
         suite.add_expectation(gxe.ExpectColumnValuesToNotBeNull(column=col))
     suite.add_expectation(gxe.ExpectColumnValuesToBeUnique(column="event_id"))
     suite.add_expectation(
-        gxe.ExpectColumnValuesToBeInSet(column="interaction_type", value_set=[t.value for t in InteractionType])
+        gxe.ExpectColumnValuesToBeInSet(
+            column="interaction_type", value_set=[t.value for t in InteractionType]
+        )
     )
     suite.add_expectation(gxe.ExpectColumnValuesToBeBetween(column="position", min_value=0, max_value=10_000))
     suite.add_expectation(

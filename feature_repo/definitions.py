@@ -48,7 +48,7 @@ def build_objects(tables_dir: Path) -> list[Any]:
         "document": Entity(name="document", join_keys=["document_id"], value_type=ValueType.STRING,
                            description="A rerankable document (item)."),
     }  # fmt: skip
-    views = []
+    views: list[Any] = []
     for view, (entity, names) in VIEWS.items():
         source = FileSource(
             name=f"{view}_source",

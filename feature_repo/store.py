@@ -103,7 +103,9 @@ def write_local_config(repo_dir: Path) -> Path:
     repo_dir.mkdir(parents=True, exist_ok=True)
     path = repo_dir / "feature_store.yaml"
     path.write_text(
-        LOCAL_YAML.format(registry=(repo_dir / "registry.db").resolve(), online=(repo_dir / "online.db").resolve())
+        LOCAL_YAML.format(
+            registry=(repo_dir / "registry.db").resolve(), online=(repo_dir / "online.db").resolve()
+        )
     )
     return path
 

@@ -113,7 +113,9 @@ def _global_rate(labelled: pd.DataFrame, times: pd.Series, num: str, den: str) -
     """The global ratio num/den over all events before each time (a prior that never looks ahead)."""
     daily = labelled.groupby("day")[[num, den]].sum().sort_index().cumsum().reset_index()
     frame = pd.DataFrame({"t": pd.to_datetime(times, utc=True).dt.as_unit("ns").to_numpy()}).reset_index()
-    merged = pd.merge_asof(frame.sort_values("t"), daily, left_on="t", right_on="day", allow_exact_matches=False)
+    merged = pd.merge_asof(
+        frame.sort_values("t"), daily, left_on="t", right_on="day", allow_exact_matches=False
+    )
     merged = merged.sort_values("index")
     rate = merged[num].fillna(0.0) / merged[den].fillna(0.0).clip(lower=1.0)
     return rate.fillna(0.5).to_numpy()
@@ -137,7 +139,9 @@ def user_tables(labelled: pd.DataFrame, catalog: pd.DataFrame, vocab: CategoryVo
     out = snap[["user_id", "event_timestamp"]].copy()
     out["user_n_events"] = snap["n_events"]
     out["user_n_positive"] = snap["positive"]
-    out["user_positive_rate"] = (snap["positive"] + PRIOR_STRENGTH * prior) / (snap["exposure"] + PRIOR_STRENGTH)
+    out["user_positive_rate"] = (snap["positive"] + PRIOR_STRENGTH * prior) / (
+        snap["exposure"] + PRIOR_STRENGTH
+    )
     out["user_n_events_30d"] = snap["n_events__w"]
     out["user_n_positive_30d"] = snap["positive__w"]
     out["user_mean_value"] = (snap["value_sum"] / snap["value_n"]).where(snap["value_n"] > 0)
@@ -148,7 +152,9 @@ def user_tables(labelled: pd.DataFrame, catalog: pd.DataFrame, vocab: CategoryVo
 
 
 def document_tables(labelled: pd.DataFrame) -> pd.DataFrame:
-    ev = labelled.assign(value_sum=labelled["value"].fillna(0.0), value_n=labelled["value"].notna().astype(float))
+    ev = labelled.assign(
+        value_sum=labelled["value"].fillna(0.0), value_n=labelled["value"].notna().astype(float)
+    )
     daily = ev.groupby(["document_id", "day"], as_index=False)[
         ["exposure", "positive", "engaged", "value_sum", "value_n"]
     ].sum()
@@ -190,7 +196,9 @@ def request_features(frame: pd.DataFrame) -> pd.DataFrame:
     matched = np.where((cat > 0) & ~np.isnan(aff), aff, -np.inf).max(axis=1)
     frame["user_doc_affinity_max"] = np.where((n_cat > 0) & np.isfinite(matched), matched, np.nan)
     frame.loc[np.isnan(aff).all(axis=1), ["user_doc_affinity", "user_doc_affinity_max"]] = np.nan
-    ts_days = (pd.to_datetime(frame["event_timestamp"], utc=True) - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+    ts_days = (
+        pd.to_datetime(frame["event_timestamp"], utc=True) - pd.Timestamp(0, tz="UTC")
+    ).dt.total_seconds()
     frame["doc_age_days"] = ts_days.to_numpy() / 86400.0 - frame["doc_created_days"].to_numpy(dtype=float)
     groups = frame.groupby("list_id", sort=False)
     frame["first_stage_rank"] = groups["first_stage_score"].rank(ascending=False, method="first")

@@ -26,7 +26,9 @@ class EvaluationReport:
     n_lists: int
     n_lists_without_relevant: int
     metrics: dict[str, dict[str, Interval]]  # ranker -> metric@k -> interval of the mean
-    differences: dict[str, dict[str, Interval]] = field(default_factory=dict)  # "a - b" -> metric@k -> interval
+    differences: dict[str, dict[str, Interval]] = field(
+        default_factory=dict
+    )  # "a - b" -> metric@k -> interval
     per_list_values: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
     champion_lists: int | None = None  # lists after the champion's training window (None: no champion)
 
@@ -39,7 +41,9 @@ class EvaluationReport:
             "n_lists_without_relevant": self.n_lists_without_relevant,
             "champion_lists": self.champion_lists,
             "metrics": {r: {m: iv.to_dict() for m, iv in ms.items()} for r, ms in self.metrics.items()},
-            "differences": {p: {m: iv.to_dict() for m, iv in ms.items()} for p, ms in self.differences.items()},
+            "differences": {
+                p: {m: iv.to_dict() for m, iv in ms.items()} for p, ms in self.differences.items()
+            },
         }
 
 
@@ -81,8 +85,13 @@ def evaluate_scores(
     per = {name: per_list(frame, s, ks, label) for name, s in scores.items()}
     ref = per[reference]
     owner = frame.drop_duplicates("list_id").set_index("list_id")
-    clusters = (owner[cluster] if cluster and cluster in owner else owner.index.to_series()).reindex(ref.index)
-    metrics = {name: cluster_bootstrap(t.loc[ref.index], clusters.to_numpy(), n_boot, seed) for name, t in per.items()}
+    clusters = (owner[cluster] if cluster and cluster in owner else owner.index.to_series()).reindex(
+        ref.index
+    )
+    metrics = {
+        name: cluster_bootstrap(t.loc[ref.index], clusters.to_numpy(), n_boot, seed)
+        for name, t in per.items()
+    }
     differences = {
         f"{reference} - {name}": cluster_bootstrap(ref - t.loc[ref.index], clusters.to_numpy(), n_boot, seed)
         for name, t in per.items()

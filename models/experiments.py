@@ -65,7 +65,9 @@ def position_bias(seed: int = 7, n_train: int = 20_000, n_test: int = 3_000, rou
     test_req = world.sample_requests(rng, n_test)
     test = _observed(world, test_req, test_req["candidates"], rng, test_req["scores"])
     logging_score = np.zeros(test_req["scores"].shape)
-    np.put_along_axis(logging_score, test_req["shown"], -np.arange(test_req["shown"].shape[1])[None, :] + 100, 1)
+    np.put_along_axis(
+        logging_score, test_req["shown"], -np.arange(test_req["shown"].shape[1])[None, :] + 100, 1
+    )
 
     def ndcg(scores: np.ndarray) -> float:
         return float(per_list(test, scores, (10,), label="grade")["ndcg@10"].mean())
@@ -85,7 +87,9 @@ def position_bias(seed: int = 7, n_train: int = 20_000, n_test: int = 3_000, rou
 # ---------------------------------------------------------------- Open Bandit Dataset
 
 
-def _cross_fitted_q(log: pd.DataFrame, folds: int = 2, prior: float = 20.0, seed: int = 7) -> tuple[np.ndarray, pd.DataFrame]:
+def _cross_fitted_q(
+    log: pd.DataFrame, folds: int = 2, prior: float = 20.0, seed: int = 7
+) -> tuple[np.ndarray, pd.DataFrame]:
     """Smoothed click rate per (item, position), each row predicted from the other folds; and the full table."""
     fold = np.random.default_rng(seed).integers(0, folds, len(log))
     q_logged = np.empty(len(log))

@@ -12,6 +12,7 @@ class GatePolicy:
     metric: str = "ndcg@10"
     min_lists: int = 100
     champion_tolerance: float = 0.0  # the candidate may not be significantly worse than the champion by more
+    baselines: tuple[str, ...] = ("first_stage", "rule_based")  # each must be beaten with an interval above 0
 
 
 @dataclass
@@ -27,7 +28,7 @@ def check_gates(
         "enough_lists": GateResult(report.n_lists >= policy.min_lists,
                                    f"{report.n_lists} evaluated lists (need >= {policy.min_lists})"),
     }  # fmt: skip
-    for baseline in ("first_stage", "rule_based"):
+    for baseline in policy.baselines:
         iv = report.differences[f"{reference} - {baseline}"][policy.metric]
         gates[f"beats_{baseline}"] = GateResult(
             iv.low > 0, f"{policy.metric} diff {iv.mean:+.4f} [{iv.low:+.4f}, {iv.high:+.4f}] must be > 0"

@@ -58,7 +58,9 @@ class TrainConfig:
     params: dict[str, Any] = field(default_factory=dict)
 
 
-def _dataset(frame: pd.DataFrame, features: list[str], label: str, use_position: bool, ref: Any = None) -> lgb.Dataset:
+def _dataset(
+    frame: pd.DataFrame, features: list[str], label: str, use_position: bool, ref: Any = None
+) -> lgb.Dataset:
     sizes = frame.groupby("list_id", sort=False).size().to_numpy()
     position = frame["position"].to_numpy(dtype=np.int32) if use_position else None
     return lgb.Dataset(
@@ -86,7 +88,8 @@ def train_lambdarank(
     if use_position:
         params["lambdarank_position_bias_regularization"] = config.position_bias_regularization
     dtrain = _dataset(train, features, label, use_position)
-    valid_sets, callbacks = [], []
+    valid_sets: list[lgb.Dataset] = []
+    callbacks: list[Any] = []
     if valid is not None and len(valid):
         valid_sets = [_dataset(valid, features, label, False, ref=dtrain)]
         callbacks.append(lgb.early_stopping(config.early_stopping_rounds, verbose=False))

@@ -72,7 +72,9 @@ def cut_times(events: pd.DataFrame, protocol: RetrievalProtocol) -> list[pd.Time
 CANDIDATE_FEATURES = ["cand_popularity", "cand_covisit"]  # sent by the first stage with each candidate
 
 
-def _covisit_scores(past_pos: pd.DataFrame, users: np.ndarray) -> tuple[np.ndarray, dict[str, int], np.ndarray]:
+def _covisit_scores(
+    past_pos: pd.DataFrame, users: np.ndarray
+) -> tuple[np.ndarray, dict[str, int], np.ndarray]:
     """Item-item cosine co-visitation of positives before the cut; per eligible user, the sum of similarities
     of each item to the user's positives (users x items) and the item index."""
     from scipy import sparse
@@ -80,7 +82,10 @@ def _covisit_scores(past_pos: pd.DataFrame, users: np.ndarray) -> tuple[np.ndarr
     items = pd.Index(past_pos["document_id"].unique())
     all_users = pd.Index(past_pos["user_id"].unique())
     X = sparse.csr_matrix(
-        (np.ones(len(past_pos)), (all_users.get_indexer(past_pos["user_id"]), items.get_indexer(past_pos["document_id"]))),
+        (
+            np.ones(len(past_pos)),
+            (all_users.get_indexer(past_pos["user_id"]), items.get_indexer(past_pos["document_id"])),
+        ),
         shape=(len(all_users), len(items)),
     )
     X.data[:] = 1.0
@@ -93,7 +98,9 @@ def _covisit_scores(past_pos: pd.DataFrame, users: np.ndarray) -> tuple[np.ndarr
     return np.asarray(rows @ sim) / np.sqrt(profile)[:, None], {d: i for i, d in enumerate(items)}, profile
 
 
-def retrieval_lists(events: pd.DataFrame, protocol: RetrievalProtocol, progress: bool = False) -> pd.DataFrame:
+def retrieval_lists(
+    events: pd.DataFrame, protocol: RetrievalProtocol, progress: bool = False
+) -> pd.DataFrame:
     """The first stage, per cut: the union of the most popular and the most co-visited documents the user has not
     seen, all computed from events before the cut; its score is the sum of the two list-normalized scores."""
     from tqdm import tqdm
@@ -127,7 +134,9 @@ def retrieval_lists(events: pd.DataFrame, protocol: RetrievalProtocol, progress:
         pop_all = pop.reindex(list(item_index), fill_value=0.0).to_numpy()
         docs_all = np.array(list(item_index))
         seen = past.groupby("user_id")["document_id"].agg(set)
-        grade = future.drop_duplicates(["user_id", "document_id"]).set_index(["user_id", "document_id"])["value"]
+        grade = future.drop_duplicates(["user_id", "document_id"]).set_index(["user_id", "document_id"])[
+            "value"
+        ]
         for row, user in enumerate(eligible):
             unseen = ~np.isin(docs_all, list(seen.get(user, ())))
             cv, pp, dd = covisit[row][unseen], pop_all[unseen], docs_all[unseen]
@@ -139,10 +148,10 @@ def retrieval_lists(events: pd.DataFrame, protocol: RetrievalProtocol, progress:
             frames.append(pd.DataFrame({"list_id": f"{user}@{cut.date()}", "user_id": user, "document_id": dd[pick],
                                         "event_timestamp": cut, "first_stage_score": score,
                                         "cand_popularity": cand_pop, "cand_covisit": cand_cv}))  # fmt: skip
-        block = pd.concat(frames[-len(eligible):], ignore_index=True)
+        block = pd.concat(frames[-len(eligible) :], ignore_index=True)
         values = grade.reindex(pd.MultiIndex.from_frame(block[["user_id", "document_id"]])).to_numpy()
         block["label"] = np.select([values >= 5, values >= 4], [2.0, 1.0], 0.0)
-        frames[-len(eligible):] = [block]
+        frames[-len(eligible) :] = [block]
     columns = ["list_id", "user_id", "document_id", "event_timestamp", "first_stage_score", *CANDIDATE_FEATURES,
                "label"]  # fmt: skip
     if not frames:
@@ -150,7 +159,9 @@ def retrieval_lists(events: pd.DataFrame, protocol: RetrievalProtocol, progress:
     return pd.concat(frames, ignore_index=True)[columns]
 
 
-def split_by_time(lists: pd.DataFrame, test_from: pd.Timestamp, horizon_days: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def split_by_time(
+    lists: pd.DataFrame, test_from: pd.Timestamp, horizon_days: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Train lists are those whose labels were fully observed before test_from; test lists start at test_from."""
     ts = pd.to_datetime(lists["event_timestamp"], utc=True)
     train = lists[ts + pd.Timedelta(days=horizon_days) <= test_from]

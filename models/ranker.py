@@ -27,7 +27,9 @@ def feature_matrix(features: pd.DataFrame, names: list[str]) -> np.ndarray:
     out = np.full((len(features), len(names)), np.nan, dtype=np.float64)
     for j, name in enumerate(names):
         if name in features:
-            out[:, j] = pd.to_numeric(features[name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+            out[:, j] = pd.to_numeric(features[name], errors="coerce").to_numpy(
+                dtype=np.float64, na_value=np.nan
+            )
     return out
 
 

@@ -24,6 +24,8 @@ class RuleBasedRanker:
     def score(self, features: pd.DataFrame) -> np.ndarray:
         pos, pos_recent, age, match = feature_matrix(features, self.feature_names).T
         popularity = np.log1p(np.nan_to_num(pos) + self.recent_weight * np.nan_to_num(pos_recent)) + 1e-3
-        freshness = np.power(0.5, np.clip(np.nan_to_num(age, nan=0.0), 0, None) / self.freshness_half_life_days)
+        freshness = np.power(
+            0.5, np.clip(np.nan_to_num(age, nan=0.0), 0, None) / self.freshness_half_life_days
+        )
         category = self.match_floor + np.nan_to_num(match, nan=1.0 - self.match_floor)
         return popularity * freshness * category

@@ -40,7 +40,9 @@ class TrainPlan:
     n_boot: int = 1000
     seed: int = 7
     protocol: RetrievalProtocol = field(default_factory=RetrievalProtocol)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(num_boost_round=150, params=dict(LEARNED_PARAMS)))
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(num_boost_round=150, params=dict(LEARNED_PARAMS))
+    )
     gates: GatePolicy = field(default_factory=GatePolicy)
     feature_service: str = "reranker_features"
 
@@ -69,15 +71,21 @@ class TrainOutcome:
             "passed_gates": self.passed,
             "gates": {k: {"passed": g.passed, "detail": g.detail} for k, g in self.gates.items()},
             "n_lists": self.report.n_lists,
-            "metrics": {r: {m: ms[m].to_dict() for m in metrics if m in ms} for r, ms in self.report.metrics.items()},
-            "differences": {p: {m: d[m].to_dict() for m in metrics if m in d} for p, d in self.report.differences.items()},
+            "metrics": {
+                r: {m: ms[m].to_dict() for m in metrics if m in ms} for r, ms in self.report.metrics.items()
+            },
+            "differences": {
+                p: {m: d[m].to_dict() for m in metrics if m in d} for p, d in self.report.differences.items()
+            },
             "data": self.data,
             "seconds": self.seconds,
             "run_id": self.run_id,
         }
 
 
-def build_lists(events: pd.DataFrame, protocol: RetrievalProtocol, progress: bool = False) -> tuple[pd.DataFrame, int]:
+def build_lists(
+    events: pd.DataFrame, protocol: RetrievalProtocol, progress: bool = False
+) -> tuple[pd.DataFrame, int]:
     """Lists from served logs when the lake has them, else from the retrieval protocol; and the label horizon."""
     if has_logged_lists(events):
         return logged_lists(events), 0
@@ -85,7 +93,9 @@ def build_lists(events: pd.DataFrame, protocol: RetrievalProtocol, progress: boo
 
 
 def _list_index(data: TrainingSet) -> pd.DataFrame:
-    return data.frame.drop_duplicates("list_id")[["list_id", "user_id", "event_timestamp"]].reset_index(drop=True)
+    return data.frame.drop_duplicates("list_id")[["list_id", "user_id", "event_timestamp"]].reset_index(
+        drop=True
+    )
 
 
 def rolling_origin(
@@ -145,7 +155,9 @@ def evaluate_against_baselines(
 
 def code_version() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
+        )
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -261,7 +273,9 @@ def train_and_register(
             "rows": len(data.frame), "folds": folds, "position_aware": fit["position_aware"],
             "source": "logged lists" if horizon == 0 else "retrieval protocol"}  # fmt: skip
     t = time.perf_counter()
-    version, alias, run_id = register(registry, plan, final, report, gates, info, serving_files, artifact_root)
+    version, alias, run_id = register(
+        registry, plan, final, report, gates, info, serving_files, artifact_root
+    )
     seconds["register"] = time.perf_counter() - t
     return TrainOutcome(plan.model_id, version, alias, gates, report, champion.version if champion else None, run_id,
                         info, {k: round(v, 2) for k, v in seconds.items()})  # fmt: skip

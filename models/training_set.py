@@ -15,7 +15,13 @@ from feature_repo.transforms import REQUEST_FEATURES, request_features
 from models.lists import CANDIDATE_FEATURES
 from models.rule_based import RuleBasedRanker
 
-MODEL_FEATURES = [*feature_names(), *REQUEST_FEATURES, *CANDIDATE_FEATURES, "rule_score", "rule_score_list_pct"]
+MODEL_FEATURES = [
+    *feature_names(),
+    *REQUEST_FEATURES,
+    *CANDIDATE_FEATURES,
+    "rule_score",
+    "rule_score_list_pct",
+]
 
 
 @dataclass
@@ -30,7 +36,9 @@ class TrainingSet:
     def digest(self) -> str:
         """Content digest of keys and labels (what MLflow records as the dataset's identity)."""
         keys = self.frame[["list_id", "document_id", "label"]]
-        return hashlib.sha256(pd.util.hash_pandas_object(keys, index=False).to_numpy().tobytes()).hexdigest()[:16]
+        return hashlib.sha256(pd.util.hash_pandas_object(keys, index=False).to_numpy().tobytes()).hexdigest()[
+            :16
+        ]
 
     def window(self) -> tuple[str, str]:
         ts = pd.to_datetime(self.frame["event_timestamp"], utc=True)

@@ -15,7 +15,9 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="Learned reranking: logged interactions -> features -> LambdaRank -> registry -> stage.",
                   no_args_is_help=True, pretty_exceptions_enable=False)  # fmt: skip
-data_app = typer.Typer(help="Load the bundled datasets (MovieLens-100K, Open Bandit, synthetic).", no_args_is_help=True)
+data_app = typer.Typer(
+    help="Load the bundled datasets (MovieLens-100K, Open Bandit, synthetic).", no_args_is_help=True
+)
 features_app = typer.Typer(help="Build, register and materialize Feast features.", no_args_is_help=True)
 experiment_app = typer.Typer(help="Studies with a known answer (position bias, off-policy estimation).",
                              no_args_is_help=True)  # fmt: skip
@@ -81,8 +83,9 @@ def _table(title: str, rows: list[dict[str, Any]]) -> None:
 @data_app.command("load")
 def data_load(
     dataset: Dataset,
-    size: Annotated[int, typer.Option(help="Synthetic: number of events (1k .. 10M).", min=1_000,
-                                      max=10_000_000)] = 100_000,  # fmt: skip
+    size: Annotated[
+        int, typer.Option(help="Synthetic: number of events (1k .. 10M).", min=1_000, max=10_000_000)
+    ] = 100_000,
     seed: Annotated[int, typer.Option(help="Synthetic: world seed.")] = 7,
     campaign: Annotated[str, typer.Option(help="OBD: all, men or women.")] = "all",
     data_dir: DataDirOpt = None,
@@ -93,23 +96,34 @@ def data_load(
     from reranker.lake import atomic_write_parquet
 
     layout = _settings(data_dir).layout
-    name = {"movielens": "movielens", "obd": f"obd-{campaign}", "synthetic": f"synthetic-{size}-s{seed}"}[dataset]
+    name = {"movielens": "movielens", "obd": f"obd-{campaign}", "synthetic": f"synthetic-{size}-s{seed}"}[
+        dataset
+    ]
     out = layout.raw / name
     try:
         if dataset is Dataset.synthetic:
             from reranker.synthetic import SyntheticWorld, WorldConfig, write_dataset
 
-            meta = write_dataset(SyntheticWorld.create(WorldConfig(seed=seed)), size, out, progress=not as_json)
+            meta = write_dataset(
+                SyntheticWorld.create(WorldConfig(seed=seed)), size, out, progress=not as_json
+            )
             events_path, n = out / "interactions", int(meta["events"])  # type: ignore[call-overload]
         else:
-            events, catalog = movielens(layout.cache) if dataset is Dataset.movielens else obd(layout.cache, campaign)
+            events, catalog = (
+                movielens(layout.cache) if dataset is Dataset.movielens else obd(layout.cache, campaign)
+            )
             events_path = out / "interactions" / "events.parquet"
             atomic_write_parquet(events, events_path)
             atomic_write_parquet(catalog, out / "documents.parquet")
             n = len(events)
     except DatasetError as exc:
         _fail(str(exc))
-    result = {"dataset": name, "events": n, "interactions": str(events_path), "documents": str(out / "documents.parquet")}
+    result = {
+        "dataset": name,
+        "events": n,
+        "interactions": str(events_path),
+        "documents": str(out / "documents.parquet"),
+    }
     _emit(result, as_json)
     if not as_json:
         typer.echo(f"{n:,} events -> {events_path}")
@@ -217,7 +231,9 @@ def features_apply(data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> Non
               "repo": str(settings.layout.feast)}  # fmt: skip
     _emit(result, as_json)
     if not as_json:
-        typer.echo(f"applied feature service {FEATURE_SERVICE!r} ({len(feature_refs())} features) in {result['repo']}")
+        typer.echo(
+            f"applied feature service {FEATURE_SERVICE!r} ({len(feature_refs())} features) in {result['repo']}"
+        )
 
 
 @features_app.command("materialize")
@@ -275,7 +291,10 @@ def _print_outcome(summary: dict[str, Any]) -> None:
     _table(f"rolling-origin evaluation: {summary['n_lists']} lists, mean [95% CI, users resampled]",
            _metric_rows(summary))  # fmt: skip
     _table("learned vs baselines (paired)", _difference_rows(summary))
-    _table("gates", [{"gate": k, "passed": g["passed"], "detail": g["detail"]} for k, g in summary["gates"].items()])
+    _table(
+        "gates",
+        [{"gate": k, "passed": g["passed"], "detail": g["detail"]} for k, g in summary["gates"].items()],
+    )
 
 
 @app.command()
@@ -304,12 +323,16 @@ def train(
     _emit(summary, as_json)
     if not as_json:
         _print_outcome(summary)
-        typer.echo(f"registered {model_id} v{outcome.version}: alias {outcome.alias or 'none (failed gates)'}")
+        typer.echo(
+            f"registered {model_id} v{outcome.version}: alias {outcome.alias or 'none (failed gates)'}"
+        )
 
 
 @app.command()
 def evaluate(
-    model_id: Annotated[str, typer.Option("--model-id", help="Compare against this model's champion.")] = "reranker",
+    model_id: Annotated[
+        str, typer.Option("--model-id", help="Compare against this model's champion.")
+    ] = "reranker",
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -318,13 +341,22 @@ def evaluate(
     from models.gates import check_gates
     from models.lambdarank import TrainConfig
     from models.registry import CHAMPION
-    from models.training import LEARNED_PARAMS, TrainPlan, build_lists, evaluate_against_baselines, rolling_origin
+    from models.training import (
+        LEARNED_PARAMS,
+        TrainPlan,
+        build_lists,
+        evaluate_against_baselines,
+        rolling_origin,
+    )
     from models.training_set import build_training_set
 
     settings = _settings(data_dir)
     events, store, registry = _training_inputs(settings)
-    plan = TrainPlan(model_id=model_id, seed=settings.seed,
-                     train=TrainConfig(num_boost_round=150, threads=settings.lgbm_threads, params=dict(LEARNED_PARAMS)))
+    plan = TrainPlan(
+        model_id=model_id,
+        seed=settings.seed,
+        train=TrainConfig(num_boost_round=150, threads=settings.lgbm_threads, params=dict(LEARNED_PARAMS)),
+    )
     champion = registry.load(model_id, CHAMPION) if CHAMPION in registry.aliases(model_id) else None
     lists, horizon = build_lists(events, plan.protocol, progress=not as_json)
     data = build_training_set(store, lists).with_relevant_lists()
@@ -356,7 +388,9 @@ def experiment_position_bias(
     mean = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0] if k != "seed"}
     _emit({"runs": rows, "mean": mean}, as_json)
     if not as_json:
-        _table("position bias: NDCG@10 on true relevance (all 30 candidates)", [*rows, {"seed": "mean", **mean}])
+        _table(
+            "position bias: NDCG@10 on true relevance (all 30 candidates)", [*rows, {"seed": "mean", **mean}]
+        )
 
 
 @experiment_app.command("obd")
@@ -404,7 +438,9 @@ def models_list(
 
 
 @app.command()
-def schema(out: Annotated[Path, typer.Option(help="Where to write the JSON Schema.")] = Path("schemas/events.json")) -> None:
+def schema(
+    out: Annotated[Path, typer.Option(help="Where to write the JSON Schema.")] = Path("schemas/events.json"),
+) -> None:
     """Write the JSON Schema of the event contracts."""
     from reranker.contracts import write_json_schemas
 

@@ -43,10 +43,15 @@ class InteractionEvent(BaseModel):
     query: str | None = None
     position: int | None = Field(default=None, ge=0, description="0-based slot the document was shown in.")
     propensity: float | None = Field(
-        default=None, gt=0, le=1, description="Probability the logging policy showed this document at this position."
+        default=None,
+        gt=0,
+        le=1,
+        description="Probability the logging policy showed this document at this position.",
     )
     value: float | None = Field(default=None, description="Rating, dwell seconds, order value, ...")
-    score: float | None = Field(default=None, description="Score the serving (or first-stage) ranker gave it.")
+    score: float | None = Field(
+        default=None, description="Score the serving (or first-stage) ranker gave it."
+    )
     timestamp: datetime
     model_version: str | None = None
     variant: str | None = Field(default=None, description="champion, canary, fallback, ...")

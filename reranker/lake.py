@@ -47,7 +47,11 @@ def hash_user_id(user_ids: pd.Series, salt: str) -> pd.Series:
 def atomic_write_parquet(frame: pd.DataFrame | pa.Table, path: Path, schema: pa.Schema | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+    table = (
+        frame
+        if isinstance(frame, pa.Table)
+        else pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+    )
     try:
         pq.write_table(table, tmp)
         with open(tmp, "rb") as fh:
@@ -62,8 +66,10 @@ def partition_of(ts: pd.Series) -> pd.Series:
 
 
 def to_lake_table(frame: pd.DataFrame) -> pa.Table:
-    cols = {c: frame[c] if c in frame else None for c in LAKE_COLUMNS}
-    return pa.Table.from_pandas(pd.DataFrame(cols, index=frame.index), schema=LAKE_SCHEMA, preserve_index=False)
+    cols = {c: frame.get(c, None) for c in LAKE_COLUMNS}
+    return pa.Table.from_pandas(
+        pd.DataFrame(cols, index=frame.index), schema=LAKE_SCHEMA, preserve_index=False
+    )
 
 
 def partition_ids(root: Path, date: str) -> set[str]:
@@ -89,7 +95,9 @@ def commit_partition(root: Path, date: str, staged: Iterable[Path], ingest_id: s
     return len(fresh), skipped
 
 
-def read_interactions(root: Path, columns: list[str] | None = None, filters: list | None = None) -> pd.DataFrame:
+def read_interactions(
+    root: Path, columns: list[str] | None = None, filters: list | None = None
+) -> pd.DataFrame:
     """All lake rows (optionally some columns / pyarrow filters); an empty frame with the schema when empty."""
     files = sorted(root.glob("date=*/*.parquet"))
     if not files:

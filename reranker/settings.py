@@ -35,9 +35,13 @@ class Settings(BaseSettings):
     )
     user_id_salt: str = Field(default="reranker-default-salt", description="Salt of the user-id hash.")
     hash_user_ids: bool = Field(default=True, description="Store salted hashes of user ids, never raw ids.")
-    lgbm_threads: int = Field(default=1, ge=1, description="LightGBM threads (1 is fastest on 2 shared cores).")
+    lgbm_threads: int = Field(
+        default=1, ge=1, description="LightGBM threads (1 is fastest on 2 shared cores)."
+    )
     ingest_chunk_rows: int = Field(default=250_000, ge=1_000)
-    future_skew_seconds: int = Field(default=300, ge=0, description="Allowed clock skew for event timestamps.")
+    future_skew_seconds: int = Field(
+        default=300, ge=0, description="Allowed clock skew for event timestamps."
+    )
     seed: int = 7
 
     @property

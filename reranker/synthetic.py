@@ -75,10 +75,16 @@ class SyntheticWorld:
         """The true graded relevance 0..3 of (user, document, query)."""
         return np.digitize(self.latent(users, docs, queries), [0.5, 1.8, 3.0]).astype(np.int8)
 
-    def first_stage_score(self, docs: np.ndarray, queries: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def first_stage_score(
+        self, docs: np.ndarray, queries: np.ndarray, rng: np.random.Generator
+    ) -> np.ndarray:
         """What a non-personalized retriever knows: query match and a noisy view of quality."""
         match = (self.doc_category[docs] == self.query_category(queries)).astype(float)
-        return 0.8 * self.doc_quality[docs] + 1.5 * match + rng.normal(0, self.config.first_stage_noise, docs.shape)
+        return (
+            0.8 * self.doc_quality[docs]
+            + 1.5 * match
+            + rng.normal(0, self.config.first_stage_noise, docs.shape)
+        )
 
     def examination(self, positions: np.ndarray) -> np.ndarray:
         return (1.0 / (1.0 + positions)) ** self.config.eta
@@ -167,7 +173,9 @@ def documents_frame(world: SyntheticWorld) -> pd.DataFrame:
     )
 
 
-def event_chunks(world: SyntheticWorld, n_events: int, chunk_requests: int = 20_000) -> Iterator[pd.DataFrame]:
+def event_chunks(
+    world: SyntheticWorld, n_events: int, chunk_requests: int = 20_000
+) -> Iterator[pd.DataFrame]:
     """Interaction events (impressions, clicks, purchases) in time order, exactly n_events of them."""
     cfg = world.config
     rng = np.random.default_rng(cfg.seed + 1)
@@ -214,15 +222,27 @@ def _events_frame(
     )
     parts = [base.assign(interaction_type="impression")]
     click_mask = clicked.ravel()
-    parts.append(base[click_mask].assign(interaction_type="click", timestamp=base_t[click_mask] + pd.Timedelta(seconds=5)))
+    parts.append(
+        base[click_mask].assign(
+            interaction_type="click", timestamp=base_t[click_mask] + pd.Timedelta(seconds=5)
+        )
+    )
     buy_mask = purchased.ravel()
-    parts.append(base[buy_mask].assign(interaction_type="purchase", timestamp=base_t[buy_mask] + pd.Timedelta(seconds=60)))
+    parts.append(
+        base[buy_mask].assign(
+            interaction_type="purchase", timestamp=base_t[buy_mask] + pd.Timedelta(seconds=60)
+        )
+    )
     events = pd.concat(parts, ignore_index=True)
-    events["event_id"] = events["request_id"] + "-" + events["position"].astype(str) + "-" + events["interaction_type"]
+    events["event_id"] = (
+        events["request_id"] + "-" + events["position"].astype(str) + "-" + events["interaction_type"]
+    )
     return events.sort_values(["timestamp", "request_id", "position"], kind="stable").reset_index(drop=True)
 
 
-def write_dataset(world: SyntheticWorld, n_events: int, out_dir: Path, progress: bool = True) -> dict[str, object]:
+def write_dataset(
+    world: SyntheticWorld, n_events: int, out_dir: Path, progress: bool = True
+) -> dict[str, object]:
     """Write events as Parquet parts (bounded memory), documents and the world's parameters."""
     from tqdm import tqdm
 

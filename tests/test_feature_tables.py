@@ -3,14 +3,24 @@
 import numpy as np
 import pandas as pd
 
-from feature_repo.transforms import CategoryVocabulary, document_tables, label_events, request_features, user_tables
+from feature_repo.transforms import (
+    CategoryVocabulary,
+    document_tables,
+    label_events,
+    request_features,
+    user_tables,
+)
 from reranker.synthetic import documents_frame
 
 
 def _tables(world, events):
     catalog = documents_frame(world)
     labelled = label_events(events)
-    return labelled, user_tables(labelled, catalog, CategoryVocabulary.from_catalog(catalog)), document_tables(labelled)
+    return (
+        labelled,
+        user_tables(labelled, catalog, CategoryVocabulary.from_catalog(catalog)),
+        document_tables(labelled),
+    )
 
 
 def test_user_snapshot_counts_only_events_strictly_before_it(world, synthetic_events):

@@ -72,7 +72,7 @@ def test_missing_required_column_fails_every_row_with_a_table_reason(tmp_path, l
 
 
 def test_duplicate_event_ids_keep_the_first_copy(tmp_path, layout):
-    records = rows(3) + [{**GOOD, "event_id": "e1", "document_id": "other"}]
+    records = [*rows(3), {**GOOD, "event_id": "e1", "document_id": "other"}]
     summary = run(write_jsonl(tmp_path / "dups.jsonl", records), layout)
     assert summary.added == 3 and summary.quarantined == 1
     (row,) = quarantined(summary)
