@@ -20,7 +20,9 @@ def lake(tmp_path_factory, world, synthetic_events):
     layout = Layout(tmp_path_factory.mktemp("lake") / "data")
     layout.raw.mkdir(parents=True)
     synthetic_events.to_parquet(layout.raw / "events.parquet")
-    assert ingest(layout.raw / "events.parquet", layout, salt="s", hash_ids=False).added == len(synthetic_events)
+    assert ingest(layout.raw / "events.parquet", layout, salt="s", hash_ids=False).added == len(
+        synthetic_events
+    )
     upsert_documents(layout.documents, documents_frame(world))
     events = read_interactions(layout.interactions)
     fs.build_tables(events, pd.read_parquet(layout.documents), layout.feature_tables)
@@ -73,7 +75,9 @@ def test_materialized_online_values_are_the_newest_snapshots(lake):
     ).to_df()
     table = pd.read_parquet(layout.feature_tables / "user_activity.parquet")
     newest = table.sort_values("event_timestamp").groupby("user_id").tail(1).set_index("user_id")
-    assert online.set_index("user_id")["user_n_events"].to_dict() == newest.loc[users, "user_n_events"].to_dict()
+    assert (
+        online.set_index("user_id")["user_n_events"].to_dict() == newest.loc[users, "user_n_events"].to_dict()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +111,10 @@ def test_register_champion_then_canary_then_reject_a_worse_model(lake, registry)
     first = train_and_register(events, store, registry, _plan(), files, root)
     assert first.passed and first.alias == CHAMPION
     second = train_and_register(events, store, registry, _plan(), files, root)
-    assert second.alias == CANARY and registry.aliases("synthetic") == {CHAMPION: first.version, CANARY: second.version}
+    assert second.alias == CANARY and registry.aliases("synthetic") == {
+        CHAMPION: first.version,
+        CANARY: second.version,
+    }
 
     # labels shuffled: each click or purchase moves to a uniformly random slot of its own list, so nothing is learnable
     shuffled = events.copy()

@@ -1,0 +1,12 @@
+.PHONY: uv install quickstart test test-all lint ci bench schema
+UV ?= uv
+RUN = $(UV) run --frozen --extra scale
+uv: ; @command -v $(UV) >/dev/null || python3 -m pip install -q uv
+install: uv ; $(UV) sync --frozen --extra scale
+quickstart: install ; $(RUN) reranker quickstart
+test: install ; $(RUN) pytest -q
+test-all: install ; $(RUN) pytest -q -m ""
+lint: install ; $(RUN) ruff check . && $(RUN) ruff format --check . && $(RUN) mypy && $(RUN) lint-imports
+ci: lint test-all
+bench: install ; $(RUN) python -m benchmarks.offline --sizes 100000 1000000
+schema: install ; $(RUN) reranker schema --out schemas/events.json

@@ -1,0 +1,76 @@
+import json
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from reranker.cli import app
+
+runner = CliRunner()
+
+
+def test_cli_start_up_imports_no_heavy_library():
+    code = ("import sys, reranker.cli; heavy = [m for m in ('feast', 'mlflow', 'great_expectations', 'lightgbm', "
+            "'pandas', 'prefect', 'bentoml', 'pydantic_settings') if m in sys.modules]; print(heavy)")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_help_lists_every_command():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("ingest", "train", "evaluate", "quickstart", "data", "features", "experiment", "models"):
+        assert command in result.output
+
+
+def test_ingest_of_a_missing_file_is_a_clear_error(tmp_path):
+    result = runner.invoke(app, ["ingest", str(tmp_path / "absent.jsonl"), "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "no such file" in result.output
+
+
+def test_ingest_with_bad_rows_exits_1_and_reports_them(tmp_path):
+    good = {"event_id": "a", "interaction_type": "click", "user_id": "u", "document_id": "d",
+            "timestamp": "2026-01-01T00:00:00Z"}  # fmt: skip
+    bad = {**good, "event_id": "b", "position": -3}
+    path = tmp_path / "events.jsonl"
+    path.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
+    result = runner.invoke(app, ["ingest", str(path), "--data-dir", str(tmp_path / "d"), "--json"])
+    assert result.exit_code == 1
+    report = json.loads(result.output[result.output.index("{") :])
+    assert report["added"] == 1 and report["quarantined"] == 1
+    assert any("position" in reason for reason in report["reasons"])
+
+
+def test_empty_file_exits_non_zero(tmp_path):
+    (tmp_path / "empty.csv").write_text("")
+    result = runner.invoke(app, ["ingest", str(tmp_path / "empty.csv"), "--data-dir", str(tmp_path / "d")])
+    assert result.exit_code == 1 and "empty input" in result.output
+
+
+def test_train_on_an_empty_lake_says_so(tmp_path):
+    result = runner.invoke(app, ["train", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "lake is empty" in result.output
+
+
+def test_synthetic_load_rejects_sizes_out_of_range(tmp_path):
+    result = runner.invoke(app, ["data", "load", "synthetic", "--size", "10", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2
+
+
+def test_synthetic_load_writes_exactly_the_requested_events(tmp_path):
+    import pandas as pd
+
+    result = runner.invoke(
+        app, ["data", "load", "synthetic", "--size", "5000", "--data-dir", str(tmp_path), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output[result.output.index("{") :])
+    assert len(pd.read_parquet(out["interactions"])) == 5000
+
+
+def test_schema_command_writes_both_contracts(tmp_path):
+    target = tmp_path / "events.json"
+    assert runner.invoke(app, ["schema", "--out", str(target)]).exit_code == 0
+    schemas = json.loads(target.read_text())
+    assert set(schemas) == {"InteractionEvent", "ServedListEvent"}
+    assert "propensity" in schemas["InteractionEvent"]["properties"]
