@@ -57,11 +57,12 @@ def build_tables(
     catalog: pd.DataFrame,
     tables_dir: Path,
     *,
-    segment_fit_until: datetime | None = None,
+    segment_fit_quantile: float = 0.5,
     n_segments: int = 6,
     seed: int = 7,
 ) -> FeatureBuild:
-    """Write every feature view's offline table (microsecond timestamps, atomically) and the segment model."""
+    """Write every feature view's offline table (microsecond timestamps, atomically) and the segment model,
+    fitted on user snapshots of the first `segment_fit_quantile` of the events' time window."""
     import pickle
 
     started = time.perf_counter()
@@ -72,7 +73,9 @@ def build_tables(
     vocab = CategoryVocabulary.from_catalog(catalog)
     labelled = label_events(events)
     users = user_tables(labelled, catalog, vocab)
-    fit_rows = users if segment_fit_until is None else users[users["event_timestamp"] <= segment_fit_until]
+    # Centroids come from the first part of the window only, so no evaluated list's segment depends on its future.
+    fit_until = pd.to_datetime(events["timestamp"], utc=True).quantile(segment_fit_quantile)
+    fit_rows = users[users["event_timestamp"] <= fit_until]
     segments = SegmentModel.fit(fit_rows if len(fit_rows) else users, n_segments=n_segments, seed=seed)
     users["user_segment"] = segments.assign(users)
     docs = document_tables(labelled)

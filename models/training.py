@@ -172,9 +172,11 @@ def register(
     data: dict[str, Any],
     serving_files: dict[str, Path],
     artifact_root: Path | None,
+    lists: pd.DataFrame | None = None,
 ) -> tuple[str, str | None, str]:
     """Log the run and the model, register a version, tag it and give it an alias if it passed the gates."""
     import mlflow
+    from mlflow.data.pandas_dataset import from_pandas
 
     experiment_id = registry.experiment(plan.model_id, artifact_root)
     champion_before = registry.aliases(plan.model_id).get(CHAMPION)
@@ -196,6 +198,9 @@ def register(
                 mlflow.log_metrics({f"{name}.{key}": iv.mean, f"{name}.{key}.low": iv.low,
                                     f"{name}.{key}.high": iv.high})  # fmt: skip
         mlflow.log_metric("n_lists", report.n_lists)
+        if lists is not None:  # lineage: the training lists (keys and labels) as the run's input dataset
+            keys = lists[["list_id", "user_id", "document_id", "event_timestamp", "label"]]
+            mlflow.log_input(from_pandas(keys, name="training_lists", targets="label"), context="training")
         mlflow.set_tags({"data_window": data["window"], "dataset_digest": data["digest"], "code_version": code_version(),
                          "feature_service": plan.feature_service, "gates_passed": str(reason is None)})  # fmt: skip
         with tempfile.TemporaryDirectory() as tmp:

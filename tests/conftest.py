@@ -48,3 +48,10 @@ def random_lists(n_lists: int, size: int, seed: int = 0) -> pd.DataFrame:
             "score": rng.normal(size=n_lists * size),
         }
     )
+
+
+def first_json(text: str) -> object:
+    """The first JSON value in a command's output (libraries may log after it)."""
+    import json
+
+    return json.JSONDecoder().raw_decode(text[text.index("{") :])[0]

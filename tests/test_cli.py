@@ -5,6 +5,7 @@ import sys
 from typer.testing import CliRunner
 
 from reranker.cli import app
+from tests.conftest import first_json
 
 runner = CliRunner()
 
@@ -36,7 +37,7 @@ def test_ingest_with_bad_rows_exits_1_and_reports_them(tmp_path):
     path.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
     result = runner.invoke(app, ["ingest", str(path), "--data-dir", str(tmp_path / "d"), "--json"])
     assert result.exit_code == 1
-    report = json.loads(result.output[result.output.index("{") :])
+    report = first_json(result.output)
     assert report["added"] == 1 and report["quarantined"] == 1
     assert any("position" in reason for reason in report["reasons"])
 
@@ -64,7 +65,7 @@ def test_synthetic_load_writes_exactly_the_requested_events(tmp_path):
         app, ["data", "load", "synthetic", "--size", "5000", "--data-dir", str(tmp_path), "--json"]
     )
     assert result.exit_code == 0, result.output
-    out = json.loads(result.output[result.output.index("{") :])
+    out = first_json(result.output)
     assert len(pd.read_parquet(out["interactions"])) == 5000
 
 

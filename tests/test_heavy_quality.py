@@ -29,12 +29,12 @@ def test_movielens_learned_reranker_beats_both_baselines(tmp_path):
     from typer.testing import CliRunner
 
     from reranker.cli import app
+    from tests.conftest import first_json
 
     result = CliRunner().invoke(app, ["quickstart", "--json", "--data-dir", str(tmp_path / "data")])
     assert result.exit_code == 0, result.output[-2000:]
-    import json
 
-    out = json.loads(result.output[result.output.index("{") :])
+    out = first_json(result.output)
     assert out["n_lists"] >= 500 and out["alias"] == "champion"
     for baseline in ("first_stage", "rule_based"):
         assert out["differences"][f"learned - {baseline}"]["ndcg@10"]["low"] > 0
