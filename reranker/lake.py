@@ -37,11 +37,15 @@ LAKE_SCHEMA = pa.schema(
 LAKE_COLUMNS = LAKE_SCHEMA.names
 
 
+def user_key(user_id: str, salt: str) -> str:
+    """The stored form of a user id: salted SHA-256, 16 hex characters."""
+    return hashlib.sha256(f"{salt}:{user_id}".encode()).hexdigest()[:16]
+
+
 def hash_user_id(user_ids: pd.Series, salt: str) -> pd.Series:
-    """Salted SHA-256 (16 hex chars) of each user id; computed once per distinct id."""
+    """`user_key` of each user id; computed once per distinct id."""
     uniques = pd.unique(user_ids.dropna())
-    mapping = {u: hashlib.sha256(f"{salt}:{u}".encode()).hexdigest()[:16] for u in uniques}
-    return user_ids.map(mapping)
+    return user_ids.map({u: user_key(u, salt) for u in uniques})
 
 
 def atomic_write_parquet(frame: pd.DataFrame | pa.Table, path: Path, schema: pa.Schema | None = None) -> None:

@@ -43,10 +43,27 @@ class Settings(BaseSettings):
         default=300, ge=0, description="Allowed clock skew for event timestamps."
     )
     seed: int = 7
+    canary_share: float = Field(default=0.2, ge=0, le=1, description="Share of users the canary serves.")
+    alias_poll_seconds: float = Field(
+        default=10.0, gt=0, description="How often serving re-reads MLflow aliases."
+    )
+    budget_ms: float = Field(default=50.0, gt=0, description="Scoring time budget before answering unranked.")
+    opt_out_file: Path | None = Field(
+        default=None, description="User ids (one a line) not to personalize for."
+    )
 
     @property
     def layout(self) -> Layout:
         return Layout(self.data_dir.resolve())
+
+    def opted_out_users(self) -> set[str]:
+        """Hashed keys of the users who opted out of personalization (the file holds raw ids, one a line)."""
+        if self.opt_out_file is None or not self.opt_out_file.exists():
+            return set()
+        from reranker.lake import user_key
+
+        ids = [line.strip() for line in self.opt_out_file.read_text().splitlines() if line.strip()]
+        return {user_key(u, self.user_id_salt) if self.hash_user_ids else u for u in ids}
 
     def tracking_uri(self) -> str:
         return self.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or self.layout.mlflow_uri

@@ -55,3 +55,24 @@ def first_json(text: str) -> object:
     import json
 
     return json.JSONDecoder().raw_decode(text[text.index("{") :])[0]
+
+
+@pytest.fixture(scope="session")
+def lake(tmp_path_factory, world, synthetic_events):
+    from expectations.ingest import ingest
+    from feature_repo import store as fs
+    from reranker.lake import read_interactions, upsert_documents
+    from reranker.settings import Layout
+    from reranker.synthetic import documents_frame
+
+    layout = Layout(tmp_path_factory.mktemp("lake") / "data")
+    layout.raw.mkdir(parents=True)
+    synthetic_events.to_parquet(layout.raw / "events.parquet")
+    assert ingest(layout.raw / "events.parquet", layout, salt="s", hash_ids=False).added == len(
+        synthetic_events
+    )
+    upsert_documents(layout.documents, documents_frame(world))
+    events = read_interactions(layout.interactions)
+    fs.build_tables(events, pd.read_parquet(layout.documents), layout.feature_tables)
+    store = fs.apply(layout.feast, layout.feature_tables)
+    return layout, events, store

@@ -1,0 +1,195 @@
+"""The rerank pipeline: features -> score -> explore -> explain -> respond, with the fallback table.
+
+| situation | what is served |
+|---|---|
+| unknown or cold-start user (no online features) | the requested fallback ranker (`served_by: fallback`) |
+| user opted out of personalization | the learned model without user features (non-personalized) |
+| model_id not registered | `ModelNotFound` (the service answers 404) |
+| registry unreachable | the last loaded model, else the fallback |
+| online store unreachable | the fallback ranker on the features the request carries |
+| some features missing | the learned model on the ones available (missing = NaN, LightGBM's missing branch) |
+| scoring over the time budget | the candidates in their original order (`served_by: unranked`) |
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+
+from feature_repo.transforms import AFF_COLS
+from models.ranker import FirstStageRanker, Ranker
+from models.rule_based import RuleBasedRanker
+from models.training_set import model_inputs
+from reranker.contracts import ServedItem, ServedListEvent
+from reranker.synthetic import epsilon_greedy_slots
+from serving.model_cache import ModelCache, RegistryUnavailable, Variant
+from serving.online_features import DOC_FEATURES, USER_FEATURES, OnlineFeatures
+from serving.schemas import (
+    Fallback,
+    FeatureContribution,
+    LearnedRerank,
+    RerankRequest,
+    RerankResponse,
+    RerankResult,
+    ServedBy,
+)
+
+PERSONAL = {*USER_FEATURES, "user_doc_affinity", "user_doc_affinity_max", "user_doc_affinity_list_pct",
+            "user_doc_affinity_max_list_pct"}  # fmt: skip
+FALLBACKS: dict[Fallback, Ranker] = {
+    Fallback.rule_based: RuleBasedRanker(),
+    Fallback.first_stage: FirstStageRanker(),
+}
+
+
+class UnknownFeatures(ValueError):
+    pass
+
+
+@dataclass
+class RerankPipeline:
+    features: OnlineFeatures | None
+    models: ModelCache
+    hash_user: Callable[[str], str]
+    opted_out: set[str] = field(default_factory=set)
+    budget_ms: float = 50.0
+    explain_top: int = 3
+    _pool: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="score")
+    )
+
+    def rerank(self, req: RerankRequest) -> tuple[RerankResponse, ServedListEvent]:
+        started = time.perf_counter()
+        request_id = uuid.uuid4().hex
+        user_key = self.hash_user(req.user_id) if req.user_id else None
+        reason: list[str] = []
+        try:
+            variant = self.models.choose(req.model_id, user_key)  # ModelNotFound propagates: 404
+            if variant is None:
+                reason.append("no champion alias")
+        except RegistryUnavailable as exc:
+            variant = None
+            reason.append(f"registry unavailable ({exc})")
+        if variant is not None and req.features is not None:
+            unknown = sorted(set(req.features) - set(variant.ranker.feature_names))
+            if unknown:
+                raise UnknownFeatures(f"unknown feature names for this model: {unknown}")
+        personalize = user_key is not None and user_key not in self.opted_out
+        user, docs, store_ok = None, None, True
+        try:
+            if self.features is not None:
+                docs = self.features.documents().rows([c.document_id for c in req.candidates])
+                if personalize and user_key is not None:
+                    user = self.features.user(user_key)
+        except Exception as exc:  # the online store is down: rank on what the request carries
+            store_ok = False
+            reason.append(f"online store unavailable ({type(exc).__name__})")
+        frame = self._frame(req, docs, user)
+        learned = variant is not None and store_ok and (user is not None or not personalize)
+        if variant is not None and store_ok and personalize and user is None:
+            reason.append("unknown or cold-start user")
+        if user_key is not None and user_key in self.opted_out:
+            reason.append("user opted out: non-personalized")
+        if learned:
+            assert variant is not None
+            frame = self._restrict(frame, variant.ranker.feature_names, req.features)
+            remaining = self.budget_ms / 1000 - (time.perf_counter() - started)
+            future = self._pool.submit(variant.ranker.score, frame)
+            try:
+                scores = future.result(timeout=max(remaining, 0.0))
+                served_by = ServedBy.learned
+            except FutureTimeout:
+                scores = -np.arange(len(frame), dtype=float)
+                served_by = ServedBy.unranked
+                reason.append(f"scoring exceeded the {self.budget_ms:.0f} ms budget")
+        else:
+            scores = FALLBACKS[req.fallback].score(frame)
+            served_by = ServedBy.fallback
+        deterministic = np.argsort(-scores, kind="stable")
+        k = min(req.top_n, len(frame))
+        eps = req.exploration_rate if served_by is not ServedBy.unranked else 0.0
+        if eps > 0:
+            slots, propensity = epsilon_greedy_slots(scores[None, :], k, eps, np.random.default_rng())
+            order, prop = slots[0], propensity[0]
+        else:
+            order, prop = deterministic[:k], np.ones(k)
+        rank_of = np.empty(len(frame), dtype=int)
+        rank_of[deterministic] = np.arange(len(frame))
+        contribs = self._explain(variant, frame, order) if served_by is ServedBy.learned and variant else None
+        segment = (
+            None if user is None or np.isnan(user.get("user_segment", np.nan)) else int(user["user_segment"])
+        )
+        results = []
+        for pos, idx in enumerate(order):
+            cand = req.candidates[idx]
+            top, personal = [], 0.0
+            if contribs is not None:
+                row = contribs[pos]
+                personal = float(sum(v for n, v in row.items() if n in PERSONAL)) if user is not None else 0.0
+                top = [FeatureContribution(name=n, contribution=round(v, 6))
+                       for n, v in sorted(row.items(), key=lambda kv: -abs(kv[1]))[: self.explain_top]]  # fmt: skip
+            results.append(RerankResult(
+                document_id=cand.document_id, content=cand.content, score=float(scores[idx]),
+                learned_rerank=LearnedRerank(personalization_score=personal,
+                                             exploration_boost=float(max(rank_of[idx] - pos, 0)),
+                                             user_segment=segment, top_features=top)))  # fmt: skip
+        variant_name = (
+            variant.name if (variant is not None and served_by is ServedBy.learned) else served_by.value
+        )
+        version = variant.model.version if variant is not None and served_by is ServedBy.learned else None
+        response = RerankResponse(request_id=request_id, model_id=req.model_id, model_version=version,
+                                  variant=variant_name, served_by=served_by, reason="; ".join(reason) or "ok",
+                                  results=results)  # fmt: skip
+        event = ServedListEvent(
+            request_id=request_id, user_id=user_key or "anonymous", query=req.query, model_id=req.model_id,
+            model_version=version, variant=variant_name, served_by=served_by.value, timestamp=datetime.now(UTC),
+            items=[ServedItem(document_id=r.document_id, position=i, score=r.score, propensity=float(prop[i]))
+                   for i, r in enumerate(results)],
+        )  # fmt: skip
+        return response, event
+
+    def _frame(
+        self, req: RerankRequest, docs: np.ndarray | None, user: dict[str, float] | None
+    ) -> pd.DataFrame:
+        n = len(req.candidates)
+        frame = pd.DataFrame(docs if docs is not None else np.full((n, len(DOC_FEATURES)), np.nan),
+                             columns=DOC_FEATURES)  # fmt: skip
+        for name in USER_FEATURES:
+            frame[name] = np.nan if user is None else user.get(name, np.nan)
+        frame["list_id"] = "request"
+        frame["event_timestamp"] = pd.Timestamp.now(tz="UTC")
+        frame["first_stage_score"] = [np.nan if c.score is None else c.score for c in req.candidates]
+        overrides = pd.DataFrame([c.features for c in req.candidates]).astype(float)
+        for col in overrides.columns:  # features sent in the request win over stored ones
+            frame[col] = (
+                overrides[col].to_numpy()
+                if col not in frame
+                else overrides[col].fillna(frame[col]).to_numpy()
+            )
+        if user is None:
+            frame[AFF_COLS] = np.nan
+        return model_inputs(frame)
+
+    @staticmethod
+    def _restrict(frame: pd.DataFrame, ranker_features: list[str], use: list[str] | None) -> pd.DataFrame:
+        if use is None:
+            return frame
+        blank = [f for f in ranker_features if f not in set(use)]
+        return frame.assign(**{f: np.nan for f in blank})
+
+    def _explain(self, variant: Variant, frame: pd.DataFrame, order: np.ndarray) -> list[dict[str, float]]:
+        """Per-row SHAP contributions (LightGBM pred_contrib) for the returned rows only."""
+        from models.ranker import feature_matrix
+
+        names = variant.ranker.feature_names
+        X = np.ascontiguousarray(feature_matrix(frame.iloc[order], names), dtype=np.float32)
+        contrib = variant.ranker.booster.predict(X, pred_contrib=True, num_threads=variant.ranker.threads)
+        return [dict(zip(names, row[:-1].tolist(), strict=True)) for row in np.atleast_2d(contrib)]

@@ -1,0 +1,75 @@
+"""The stage's HTTP contract: request and response of POST /rerank (the seed's learned_rerank output schema)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Fallback(StrEnum):
+    rule_based = "rule_based"
+    first_stage = "first_stage"
+
+
+class ServedBy(StrEnum):
+    learned = "learned"
+    fallback = "fallback"
+    unranked = "unranked"
+
+
+class Candidate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    document_id: str = Field(min_length=1)
+    content: str | None = None
+    score: float | None = Field(default=None, description="The first-stage score.")
+    features: dict[str, float] = Field(
+        default_factory=dict, description="Override or add request-time features."
+    )
+
+
+class RerankRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model_id: str = Field(min_length=1)
+    user_id: str | None = None
+    query: str | None = None
+    candidates: list[Candidate] = Field(min_length=1, max_length=1000)
+    features: list[str] | None = Field(
+        default=None, description="Model features to use; default all it knows."
+    )
+    top_n: int = Field(default=10, ge=1, le=1000)
+    exploration_rate: float = Field(default=0.1, ge=0.0, le=1.0)
+    fallback: Fallback = Fallback.rule_based
+
+
+class FeatureContribution(BaseModel):
+    name: str
+    contribution: float
+
+
+class LearnedRerank(BaseModel):
+    personalization_score: float
+    exploration_boost: float = Field(
+        description="Ranks the item moved up through exploration (0: not moved)."
+    )
+    user_segment: int | None
+    top_features: list[FeatureContribution]
+
+
+class RerankResult(BaseModel):
+    document_id: str
+    content: str | None
+    score: float
+    learned_rerank: LearnedRerank
+
+
+class RerankResponse(BaseModel):
+    request_id: str
+    model_id: str
+    model_version: str | None
+    variant: str
+    served_by: ServedBy
+    reason: str
+    results: list[RerankResult]

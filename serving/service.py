@@ -1,0 +1,66 @@
+"""The BentoML service: thin wiring of the rerank pipeline behind POST /rerank.
+
+FastAPI routes mounted on the BentoML service give the contract's exact HTTP semantics (404 for an unknown model,
+422 naming the field of a malformed request); BentoML adds /livez, /readyz, /healthz and /metrics.
+Start: `reranker serve` or `bentoml serve serving.service:Reranker` (settings from RERANKER_* variables).
+"""
+
+from __future__ import annotations
+
+import bentoml
+from fastapi import FastAPI, HTTPException
+
+from models.registry import ModelNotFound
+from serving.pipeline import UnknownFeatures
+from serving.schemas import RerankRequest, RerankResponse
+
+app = FastAPI(title="reranker", description="Learned reranking stage: POST /rerank")
+
+
+def build_pipeline():  # type: ignore[no-untyped-def]
+    """Everything the stage needs, from the one settings object (read here, at the entry point)."""
+    import pandas as pd
+
+    from feature_repo.store import open_store
+    from models.registry import Registry
+    from reranker.lake import user_key
+    from reranker.settings import Settings, apply_runtime_env
+    from serving.model_cache import ModelCache
+    from serving.online_features import OnlineFeatures
+    from serving.pipeline import RerankPipeline
+    from serving.served_log import ServedListLog
+
+    apply_runtime_env()
+    settings = Settings()
+    layout = settings.layout
+    docs = pd.read_parquet(layout.documents, columns=["document_id"])["document_id"].tolist()
+    features = OnlineFeatures(open_store(layout.feast), docs)
+    features.documents()
+    models = ModelCache(lambda: Registry(settings.tracking_uri()), canary_share=settings.canary_share,
+                        poll_seconds=settings.alias_poll_seconds, threads=settings.lgbm_threads)  # fmt: skip
+    models.start()
+
+    def hasher(user_id: str) -> str:
+        return user_key(user_id, settings.user_id_salt) if settings.hash_user_ids else user_id
+
+    pipeline = RerankPipeline(features, models, hasher, opted_out=settings.opted_out_users(),
+                              budget_ms=settings.budget_ms)  # fmt: skip
+    return pipeline, ServedListLog(layout.lake / "served")
+
+
+@bentoml.service(traffic={"timeout": 10, "concurrency": 64})
+@bentoml.asgi_app(app, path="/")
+class Reranker:
+    def __init__(self) -> None:
+        self.pipeline, self.log = build_pipeline()
+
+    @app.post("/rerank", response_model=RerankResponse)
+    def rerank(self, request: RerankRequest) -> RerankResponse:
+        try:
+            response, event = self.pipeline.rerank(request)
+        except ModelNotFound as exc:
+            raise HTTPException(status_code=404, detail={"field": "model_id", "message": str(exc)}) from exc
+        except UnknownFeatures as exc:
+            raise HTTPException(status_code=422, detail={"field": "features", "message": str(exc)}) from exc
+        self.log.append(event)
+        return response

@@ -1,0 +1,184 @@
+"""The rerank stage's contract, in process, on real Feast (online store) and a real MLflow registry."""
+
+import numpy as np
+import pytest
+
+from serving.schemas import Candidate, RerankRequest, ServedBy
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def stage(lake):
+    from feature_repo.store import materialize
+    from models.gates import GatePolicy
+    from models.registry import Registry
+    from models.training import TrainPlan, train_and_register
+    from serving.model_cache import ModelCache
+    from serving.online_features import OnlineFeatures
+    from serving.pipeline import RerankPipeline
+
+    layout, events, store = lake
+    materialize(store, layout.feature_tables)
+    layout.mlflow.mkdir(parents=True, exist_ok=True)
+    registry = Registry(layout.mlflow_uri)
+    plan = TrainPlan(
+        model_id="serving", n_boot=100, folds=2, gates=GatePolicy(min_lists=50, baselines=("rule_based",))
+    )
+    plan.train.num_boost_round = 30
+    files = {"segments.pkl": layout.feature_tables / "segments.pkl"}
+    outcome = train_and_register(events, store, registry, plan, files, layout.mlflow / "artifacts")
+    assert outcome.alias == "champion"
+    docs = sorted(events["document_id"].unique())
+    features = OnlineFeatures(store, docs)
+    cache = ModelCache(lambda: registry, canary_share=0.2, poll_seconds=3600)
+    pipeline = RerankPipeline(features, cache, hash_user=lambda u: u, budget_ms=5_000)
+    return pipeline, registry, events, store, outcome
+
+
+def request(events, user="u1", n=30, **kw):
+    docs = list(dict.fromkeys(events["document_id"]))[:n]
+    cands = [Candidate(document_id=d, content=f"doc {d}", score=float(-i)) for i, d in enumerate(docs)]
+    return RerankRequest(model_id=kw.pop("model_id", "serving"), user_id=user, candidates=cands, **kw)
+
+
+def known_user(events):
+    return events["user_id"].value_counts().index[0]
+
+
+def test_known_user_is_served_by_the_learned_champion(stage):
+    pipeline, _, events, _, outcome = stage
+    resp, event = pipeline.rerank(request(events, known_user(events), exploration_rate=0.0, top_n=5))
+    assert resp.served_by is ServedBy.learned and resp.variant == "champion"
+    assert resp.model_version == outcome.version and len(resp.results) == 5
+    scores = [r.score for r in resp.results]
+    assert scores == sorted(scores, reverse=True)
+    first = resp.results[0]
+    assert first.content is not None and len(first.learned_rerank.top_features) == 3
+    assert first.learned_rerank.user_segment is not None
+    assert [i.position for i in event.items] == list(range(5)) and all(i.propensity == 1 for i in event.items)
+
+
+def test_unknown_user_gets_the_fallback(stage):
+    pipeline, _, events, _, _ = stage
+    resp, _ = pipeline.rerank(request(events, "never-seen-user"))
+    assert resp.served_by is ServedBy.fallback and "cold-start" in resp.reason
+    first_stage, _ = pipeline.rerank(
+        request(events, "never-seen-user", fallback="first_stage", exploration_rate=0)
+    )
+    assert [r.document_id for r in first_stage.results] == [
+        c.document_id for c in request(events).candidates[:10]
+    ]
+
+
+def test_unregistered_model_is_a_clear_error(stage):
+    from models.registry import ModelNotFound
+
+    pipeline, _, events, _, _ = stage
+    with pytest.raises(ModelNotFound, match="not registered"):
+        pipeline.rerank(request(events, model_id="no-such-model"))
+
+
+def test_missing_features_rank_with_the_ones_available(stage):
+    pipeline, _, events, _, _ = stage
+    req = request(events, known_user(events), exploration_rate=0.0)
+    req.candidates.append(Candidate(document_id="brand-new-doc", score=None))
+    resp, _ = pipeline.rerank(req)
+    assert resp.served_by is ServedBy.learned and all(np.isfinite(r.score) for r in resp.results)
+
+
+def test_unknown_feature_names_are_refused(stage):
+    from serving.pipeline import UnknownFeatures
+
+    pipeline, _, events, _, _ = stage
+    with pytest.raises(UnknownFeatures, match="no_such_feature"):
+        pipeline.rerank(request(events, known_user(events), features=["no_such_feature"]))
+
+
+def test_over_budget_returns_the_candidates_unranked(stage):
+    from dataclasses import replace
+
+    pipeline, _, events, _, _ = stage
+    slow = replace(pipeline, budget_ms=1e-6)
+    req = request(events, known_user(events), top_n=30)
+    resp, _ = slow.rerank(req)
+    assert resp.served_by is ServedBy.unranked and "budget" in resp.reason
+    assert [r.document_id for r in resp.results] == [c.document_id for c in req.candidates]
+
+
+def test_opted_out_user_gets_a_non_personalized_ranking(stage):
+    from dataclasses import replace
+
+    pipeline, _, events, _, _ = stage
+    user = known_user(events)
+    resp, _ = replace(pipeline, opted_out={user}).rerank(request(events, user, exploration_rate=0.0))
+    assert resp.served_by is ServedBy.learned and "opted out" in resp.reason
+    assert all(r.learned_rerank.personalization_score == 0 and r.learned_rerank.user_segment is None
+               for r in resp.results)  # fmt: skip
+
+
+def test_unreachable_registry_serves_the_last_loaded_model_else_the_fallback(stage):
+    from dataclasses import replace
+
+    from serving.model_cache import ModelCache
+
+    pipeline, registry, events, _, _ = stage
+
+    def down():
+        raise ConnectionError("registry down")
+
+    cold = replace(pipeline, models=ModelCache(down))
+    resp, _ = cold.rerank(request(events, known_user(events)))
+    assert resp.served_by is ServedBy.fallback and "registry unavailable" in resp.reason
+    warm_cache = ModelCache(lambda: registry)
+    warm = replace(pipeline, models=warm_cache)
+    assert warm.rerank(request(events, known_user(events)))[0].served_by is ServedBy.learned
+    warm_cache._registry = None
+    warm_cache._registry_factory = down
+    warm_cache.refresh()  # fails, keeps what it has
+    assert warm.rerank(request(events, known_user(events)))[0].served_by is ServedBy.learned
+
+
+def test_exploration_logs_policy_probabilities(stage):
+    pipeline, _, events, _, _ = stage
+    user = known_user(events)
+    base, _ = pipeline.rerank(request(events, user, exploration_rate=0.0))
+    again, _ = pipeline.rerank(request(events, user, exploration_rate=0.0))
+    assert [r.document_id for r in base.results] == [r.document_id for r in again.results]
+    boosts, props = [], []
+    for _ in range(40):
+        resp, event = pipeline.rerank(request(events, user, exploration_rate=0.5))
+        boosts += [r.learned_rerank.exploration_boost for r in resp.results]
+        props += [i.propensity for i in event.items]
+    assert max(boosts) > 0 and min(boosts) == 0
+    # slot 0 among 30 candidates: greedy pick 0.5 + 0.5/30, any other pick 0.5/30
+    assert set(np.round(props, 6)) >= {round(0.5 + 0.5 / 30, 6), round(0.5 / 30, 6)}
+    assert all(0 < p <= 1 for p in props)
+
+
+def test_canary_share_and_stickiness(stage):
+    from serving.model_cache import ModelCache, bucket
+
+    shares = np.array([bucket(f"user-{i}") < 0.2 for i in range(2_000)])
+    assert abs(shares.mean() - 0.2) < 0.03
+    cache = ModelCache(lambda: None, canary_share=0.2)  # type: ignore[arg-type]
+    assert all(bucket("user-7") == bucket("user-7") for _ in range(3)) and cache.canary_share == 0.2
+
+
+def test_online_reads_equal_feasts(stage):
+    from serving.online_features import DOC_FEATURES, DOC_REFS, USER_FEATURES, USER_REFS
+
+    pipeline, _, events, store, _ = stage
+    docs = list(events["document_id"].unique()[:25])
+    ours = pipeline.features.documents().rows(docs)
+    theirs = store.get_online_features(
+        features=DOC_REFS, entity_rows=[{"document_id": d} for d in docs]
+    ).to_dict()
+    for j, name in enumerate(DOC_FEATURES):
+        expected = np.array([np.nan if v is None else v for v in theirs[name]], dtype=float)
+        np.testing.assert_array_equal(ours[:, j], expected)
+    user = known_user(events)
+    mine = pipeline.features.user(user)
+    got = store.get_online_features(features=USER_REFS, entity_rows=[{"user_id": user}]).to_dict()
+    expected = {n: np.nan if got[n][0] is None else float(got[n][0]) for n in USER_FEATURES}
+    np.testing.assert_equal(mine, expected)
