@@ -434,6 +434,39 @@ def models_list(
         _table(f"model {model_id}", rows)
 
 
+# ---------------------------------------------------------------- serve
+
+
+@app.command()
+def serve(
+    port: Annotated[int, typer.Option(help="HTTP port.")] = 3000,
+    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Start the rerank stage (BentoML): POST /rerank, /metrics, /livez, /readyz, /docs."""
+    import os
+    import subprocess
+
+    settings = _settings(data_dir)
+    if not settings.layout.documents.exists() or not (settings.layout.feast / "feature_store.yaml").exists():
+        _fail(
+            "no features to serve yet: run `reranker quickstart` (or ingest + features apply + materialize)"
+        )
+    env = {**os.environ, "RERANKER_DATA_DIR": str(settings.data_dir.resolve())}
+    cmd = [
+        sys.executable,
+        "-m",
+        "bentoml",
+        "serve",
+        "serving.service:Reranker",
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
+    raise typer.Exit(subprocess.call(cmd, env=env))
+
+
 # ---------------------------------------------------------------- schema / quickstart
 
 

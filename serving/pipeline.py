@@ -67,7 +67,6 @@ class RerankPipeline:
     )
 
     def rerank(self, req: RerankRequest) -> tuple[RerankResponse, ServedListEvent]:
-        started = time.perf_counter()
         request_id = uuid.uuid4().hex
         user_key = self.hash_user(req.user_id) if req.user_id else None
         reason: list[str] = []
@@ -78,6 +77,7 @@ class RerankPipeline:
         except RegistryUnavailable as exc:
             variant = None
             reason.append(f"registry unavailable ({exc})")
+        started = time.perf_counter()  # the budget covers features and scoring, not a first model load
         if variant is not None and req.features is not None:
             unknown = sorted(set(req.features) - set(variant.ranker.feature_names))
             if unknown:

@@ -7,6 +7,8 @@ Start: `reranker serve` or `bentoml serve serving.service:Reranker` (settings fr
 
 from __future__ import annotations
 
+import logging
+
 import bentoml
 from fastapi import FastAPI, HTTPException
 
@@ -38,6 +40,11 @@ def build_pipeline():  # type: ignore[no-untyped-def]
     features.documents()
     models = ModelCache(lambda: Registry(settings.tracking_uri()), canary_share=settings.canary_share,
                         poll_seconds=settings.alias_poll_seconds, threads=settings.lgbm_threads)  # fmt: skip
+    for model_id in settings.preload_models:  # load and warm up before the first caller
+        try:
+            models.variants(model_id)
+        except Exception as exc:  # a missing model is answered 404 later, not a start-up failure
+            logging.getLogger("reranker.serving").warning("preload of %s failed: %s", model_id, exc)
     models.start()
 
     def hasher(user_id: str) -> str:

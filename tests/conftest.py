@@ -76,3 +76,31 @@ def lake(tmp_path_factory, world, synthetic_events):
     fs.build_tables(events, pd.read_parquet(layout.documents), layout.feature_tables)
     store = fs.apply(layout.feast, layout.feature_tables)
     return layout, events, store
+
+
+@pytest.fixture(scope="session")
+def stage(lake):
+    from feature_repo.store import materialize
+    from models.gates import GatePolicy
+    from models.registry import Registry
+    from models.training import TrainPlan, train_and_register
+    from serving.model_cache import ModelCache
+    from serving.online_features import OnlineFeatures
+    from serving.pipeline import RerankPipeline
+
+    layout, events, store = lake
+    materialize(store, layout.feature_tables)
+    layout.mlflow.mkdir(parents=True, exist_ok=True)
+    registry = Registry(layout.mlflow_uri)
+    plan = TrainPlan(
+        model_id="serving", n_boot=100, folds=2, gates=GatePolicy(min_lists=50, baselines=("rule_based",))
+    )
+    plan.train.num_boost_round = 30
+    files = {"segments.pkl": layout.feature_tables / "segments.pkl"}
+    outcome = train_and_register(events, store, registry, plan, files, layout.mlflow / "artifacts")
+    assert outcome.alias == "champion"
+    docs = sorted(events["document_id"].unique())
+    features = OnlineFeatures(store, docs)
+    cache = ModelCache(lambda: registry, canary_share=0.2, poll_seconds=3600)
+    pipeline = RerankPipeline(features, cache, hash_user=lambda u: u, budget_ms=5_000)
+    return pipeline, registry, events, store, outcome

@@ -8,34 +8,6 @@ from serving.schemas import Candidate, RerankRequest, ServedBy
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def stage(lake):
-    from feature_repo.store import materialize
-    from models.gates import GatePolicy
-    from models.registry import Registry
-    from models.training import TrainPlan, train_and_register
-    from serving.model_cache import ModelCache
-    from serving.online_features import OnlineFeatures
-    from serving.pipeline import RerankPipeline
-
-    layout, events, store = lake
-    materialize(store, layout.feature_tables)
-    layout.mlflow.mkdir(parents=True, exist_ok=True)
-    registry = Registry(layout.mlflow_uri)
-    plan = TrainPlan(
-        model_id="serving", n_boot=100, folds=2, gates=GatePolicy(min_lists=50, baselines=("rule_based",))
-    )
-    plan.train.num_boost_round = 30
-    files = {"segments.pkl": layout.feature_tables / "segments.pkl"}
-    outcome = train_and_register(events, store, registry, plan, files, layout.mlflow / "artifacts")
-    assert outcome.alias == "champion"
-    docs = sorted(events["document_id"].unique())
-    features = OnlineFeatures(store, docs)
-    cache = ModelCache(lambda: registry, canary_share=0.2, poll_seconds=3600)
-    pipeline = RerankPipeline(features, cache, hash_user=lambda u: u, budget_ms=5_000)
-    return pipeline, registry, events, store, outcome
-
-
 def request(events, user="u1", n=30, **kw):
     docs = list(dict.fromkeys(events["document_id"]))[:n]
     cands = [Candidate(document_id=d, content=f"doc {d}", score=float(-i)) for i, d in enumerate(docs)]
@@ -182,3 +154,48 @@ def test_online_reads_equal_feasts(stage):
     got = store.get_online_features(features=USER_REFS, entity_rows=[{"user_id": user}]).to_dict()
     expected = {n: np.nan if got[n][0] is None else float(got[n][0]) for n in USER_FEATURES}
     np.testing.assert_equal(mine, expected)
+
+
+def test_alias_move_is_followed_within_30s_without_a_failed_request(stage, lake):
+    """v1 serves; the champion alias moves to v2 through the MLflow client; the stage switches while called."""
+    import threading
+    import time
+    from dataclasses import replace
+
+    from models.registry import CHAMPION
+    from serving.model_cache import ModelCache
+
+    pipeline, registry, events, _, outcome = stage
+    cache = ModelCache(lambda: registry, poll_seconds=1.0)
+    live = replace(pipeline, models=cache)
+    user = known_user(events)
+    assert live.rerank(request(events, user))[0].model_version == outcome.version
+    cache.start()
+    try:
+        source = registry.client.get_model_version("serving", outcome.version).source
+        new = registry.client.create_model_version("serving", source, run_id=None).version
+        served, failures, stop = [], [], threading.Event()
+
+        def client():
+            while not stop.is_set():
+                try:
+                    served.append(live.rerank(request(events, user))[0].model_version)
+                except Exception as exc:
+                    failures.append(exc)
+
+        worker = threading.Thread(target=client)
+        worker.start()
+        time.sleep(0.5)
+        registry.set_alias("serving", CHAMPION, new)
+        moved = time.monotonic()
+        while time.monotonic() - moved < 30 and (not served or served[-1] != str(new)):
+            time.sleep(0.2)
+        switch_seconds = time.monotonic() - moved
+        stop.set()
+        worker.join()
+    finally:
+        cache.stop()
+        registry.set_alias("serving", CHAMPION, outcome.version)
+    assert not failures
+    assert served[-1] == str(new) and switch_seconds < 30
+    assert served[0] == outcome.version

@@ -1,0 +1,102 @@
+"""The stage over HTTP: a real `bentoml serve` process on loopback."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(stage, lake):
+    import httpx
+
+    layout, _, _ = lake
+    port = _free_port()
+    env = {**os.environ, "RERANKER_DATA_DIR": str(layout.root), "RERANKER_HASH_USER_IDS": "false",
+           "RERANKER_PRELOAD_MODELS": '["serving"]',
+           "MLFLOW_TRACKING_URI": layout.mlflow_uri, "BENTOML_HOME": str(layout.root / "bentoml")}  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "serving.service:Reranker", "--port",
+                             str(port), "--host", "127.0.0.1"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(proc.stderr.read()[-3000:])  # type: ignore[union-attr]
+        time.sleep(1)
+    else:
+        proc.kill()
+        raise RuntimeError("bentoml serve did not become ready in 180 s")
+    with httpx.Client(base_url=base, timeout=10) as client:
+        yield client
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def _body(events, **kw):
+    docs = list(dict.fromkeys(events["document_id"]))[:20]
+    user = events["user_id"].value_counts().index[0]
+    return {"model_id": "serving", "user_id": user, "candidates": [{"document_id": d, "score": -i} for i, d in
+            enumerate(docs)], **kw}  # fmt: skip
+
+
+def test_rerank_over_http(server, lake):
+    _, events, _ = lake
+    resp = server.post("/rerank", json=_body(events, top_n=5, exploration_rate=0.0))
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["served_by"] == "learned" and body["variant"] == "champion" and len(body["results"]) == 5
+    assert set(body["results"][0]["learned_rerank"]) == {"personalization_score", "exploration_boost",
+                                                         "user_segment", "top_features"}  # fmt: skip
+
+
+def test_unknown_model_is_404_and_malformed_request_is_422_naming_the_field(server, lake):
+    _, events, _ = lake
+    missing = server.post("/rerank", json=_body(events, model_id="nope"))
+    assert missing.status_code == 404 and "not registered" in missing.text
+    bad = server.post("/rerank", json=_body(events, top_n=0))
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"][-1] == "top_n"
+    no_candidates = server.post("/rerank", json={"model_id": "serving", "candidates": []})
+    assert no_candidates.status_code == 422 and no_candidates.json()["detail"][0]["loc"][-1] == "candidates"
+    unknown_feature = server.post("/rerank", json=_body(events, features=["nope"]))
+    assert unknown_feature.status_code == 422 and unknown_feature.json()["detail"]["field"] == "features"
+
+
+def test_operational_endpoints(server):
+    assert server.get("/livez").status_code == 200
+    assert server.get("/metrics").status_code == 200
+    assert "/rerank" in server.get("/openapi.json").json()["paths"]
+
+
+def test_served_lists_are_logged_to_the_lake(server, lake):
+    import json
+
+    layout, events, _ = lake
+    resp = server.post("/rerank", json=_body(events, top_n=3))
+    request_id = resp.json()["request_id"]
+    lines = [
+        json.loads(line)
+        for f in (layout.lake / "served").rglob("*.jsonl")
+        for line in f.read_text().splitlines()
+    ]
+    logged = next(e for e in lines if e["request_id"] == request_id)
+    assert len(logged["items"]) == 3 and all(0 < i["propensity"] <= 1 for i in logged["items"])
