@@ -39,7 +39,11 @@ class LambdaRankRanker:
         return list(self.booster.feature_name())
 
     def score(self, features: pd.DataFrame) -> np.ndarray:
-        X = np.ascontiguousarray(feature_matrix(features, self.feature_names), dtype=np.float32)
+        return self.score_matrix(feature_matrix(features, self.feature_names))
+
+    def score_matrix(self, X: np.ndarray) -> np.ndarray:
+        """Scores of a matrix whose columns are `feature_names`, in order."""
+        X = np.ascontiguousarray(X, dtype=np.float32)
         return np.asarray(self.booster.predict(X, num_threads=self.threads), dtype=np.float64)
 
     def importance(self) -> pd.Series:

@@ -21,6 +21,10 @@ class Ranker(Protocol):
         """One score per row (higher ranks first). Rows of different lists may be mixed."""
         ...
 
+    def score_matrix(self, X: np.ndarray) -> np.ndarray:
+        """The same from a matrix whose columns are `feature_names` in order (serving's hot path)."""
+        ...
+
 
 def feature_matrix(features: pd.DataFrame, names: list[str]) -> np.ndarray:
     """C-contiguous float matrix of the named columns; a column the frame lacks is all-missing (NaN)."""
@@ -43,4 +47,7 @@ class FirstStageRanker:
         return ["first_stage_score"]
 
     def score(self, features: pd.DataFrame) -> np.ndarray:
-        return np.nan_to_num(feature_matrix(features, self.feature_names)[:, 0], nan=-np.inf)
+        return self.score_matrix(feature_matrix(features, self.feature_names))
+
+    def score_matrix(self, X: np.ndarray) -> np.ndarray:
+        return np.nan_to_num(X[:, 0], nan=-np.inf)

@@ -22,14 +22,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
-import pandas as pd
 
-from feature_repo.transforms import AFF_COLS
 from models.ranker import FirstStageRanker, Ranker
 from models.rule_based import RuleBasedRanker
-from models.training_set import model_inputs
 from reranker.contracts import ServedItem, ServedListEvent
 from reranker.synthetic import epsilon_greedy_slots
+from serving.fast_inputs import assemble
 from serving.model_cache import ModelCache, RegistryUnavailable, Variant
 from serving.online_features import DOC_FEATURES, USER_FEATURES, OnlineFeatures
 from serving.schemas import (
@@ -92,7 +90,18 @@ class RerankPipeline:
         except Exception as exc:  # the online store is down: rank on what the request carries
             store_ok = False
             reason.append(f"online store unavailable ({type(exc).__name__})")
-        frame = self._frame(req, docs, user)
+        n = len(req.candidates)
+        user_vec = (
+            None if user is None else np.array([user.get(f, np.nan) for f in USER_FEATURES], dtype=float)
+        )
+        docs = docs if docs is not None else np.full((n, len(DOC_FEATURES)), np.nan)
+        first_stage = np.array([np.nan if c.score is None else c.score for c in req.candidates], dtype=float)
+        overrides = [c.features for c in req.candidates]
+        now_days = time.time() / 86400.0
+
+        def inputs(names: list[str]) -> np.ndarray:
+            return assemble(docs, user_vec, first_stage, overrides, now_days, names)
+
         learned = variant is not None and store_ok and (user is not None or not personalize)
         if variant is not None and store_ok and personalize and user is None:
             reason.append("unknown or cold-start user")
@@ -100,30 +109,34 @@ class RerankPipeline:
             reason.append("user opted out: non-personalized")
         if learned:
             assert variant is not None
-            frame = self._restrict(frame, variant.ranker.feature_names, req.features)
+            names = variant.ranker.feature_names
+            X = inputs(names)
+            if req.features is not None:  # only the requested features: the others count as missing
+                X[:, [j for j, f in enumerate(names) if f not in set(req.features)]] = np.nan
             remaining = self.budget_ms / 1000 - (time.perf_counter() - started)
-            future = self._pool.submit(variant.ranker.score, frame)
+            future = self._pool.submit(variant.ranker.score_matrix, X)
             try:
                 scores = future.result(timeout=max(remaining, 0.0))
                 served_by = ServedBy.learned
             except FutureTimeout:
-                scores = -np.arange(len(frame), dtype=float)
+                scores = -np.arange(n, dtype=float)
                 served_by = ServedBy.unranked
                 reason.append(f"scoring exceeded the {self.budget_ms:.0f} ms budget")
         else:
-            scores = FALLBACKS[req.fallback].score(frame)
+            fallback = FALLBACKS[req.fallback]
+            scores = fallback.score_matrix(inputs(fallback.feature_names))
             served_by = ServedBy.fallback
         deterministic = np.argsort(-scores, kind="stable")
-        k = min(req.top_n, len(frame))
+        k = min(req.top_n, n)
         eps = req.exploration_rate if served_by is not ServedBy.unranked else 0.0
         if eps > 0:
             slots, propensity = epsilon_greedy_slots(scores[None, :], k, eps, np.random.default_rng())
             order, prop = slots[0], propensity[0]
         else:
             order, prop = deterministic[:k], np.ones(k)
-        rank_of = np.empty(len(frame), dtype=int)
-        rank_of[deterministic] = np.arange(len(frame))
-        contribs = self._explain(variant, frame, order) if served_by is ServedBy.learned and variant else None
+        rank_of = np.empty(n, dtype=int)
+        rank_of[deterministic] = np.arange(n)
+        contribs = self._explain(variant, X, order) if served_by is ServedBy.learned and variant else None
         segment = (
             None if user is None or np.isnan(user.get("user_segment", np.nan)) else int(user["user_segment"])
         )
@@ -156,40 +169,9 @@ class RerankPipeline:
         )  # fmt: skip
         return response, event
 
-    def _frame(
-        self, req: RerankRequest, docs: np.ndarray | None, user: dict[str, float] | None
-    ) -> pd.DataFrame:
-        n = len(req.candidates)
-        frame = pd.DataFrame(docs if docs is not None else np.full((n, len(DOC_FEATURES)), np.nan),
-                             columns=DOC_FEATURES)  # fmt: skip
-        for name in USER_FEATURES:
-            frame[name] = np.nan if user is None else user.get(name, np.nan)
-        frame["list_id"] = "request"
-        frame["event_timestamp"] = pd.Timestamp.now(tz="UTC")
-        frame["first_stage_score"] = [np.nan if c.score is None else c.score for c in req.candidates]
-        overrides = pd.DataFrame([c.features for c in req.candidates]).astype(float)
-        for col in overrides.columns:  # features sent in the request win over stored ones
-            frame[col] = (
-                overrides[col].to_numpy()
-                if col not in frame
-                else overrides[col].fillna(frame[col]).to_numpy()
-            )
-        if user is None:
-            frame[AFF_COLS] = np.nan
-        return model_inputs(frame)
-
-    @staticmethod
-    def _restrict(frame: pd.DataFrame, ranker_features: list[str], use: list[str] | None) -> pd.DataFrame:
-        if use is None:
-            return frame
-        blank = [f for f in ranker_features if f not in set(use)]
-        return frame.assign(**{f: np.nan for f in blank})
-
-    def _explain(self, variant: Variant, frame: pd.DataFrame, order: np.ndarray) -> list[dict[str, float]]:
+    def _explain(self, variant: Variant, X: np.ndarray, order: np.ndarray) -> list[dict[str, float]]:
         """Per-row SHAP contributions (LightGBM pred_contrib) for the returned rows only."""
-        from models.ranker import feature_matrix
-
         names = variant.ranker.feature_names
-        X = np.ascontiguousarray(feature_matrix(frame.iloc[order], names), dtype=np.float32)
-        contrib = variant.ranker.booster.predict(X, pred_contrib=True, num_threads=variant.ranker.threads)
+        rows = np.ascontiguousarray(X[order], dtype=np.float32)
+        contrib = variant.ranker.booster.predict(rows, pred_contrib=True, num_threads=variant.ranker.threads)
         return [dict(zip(names, row[:-1].tolist(), strict=True)) for row in np.atleast_2d(contrib)]
