@@ -1,4 +1,4 @@
-.PHONY: uv install quickstart test test-all lint ci bench schema
+.PHONY: uv install quickstart test test-all lint ci bench bench-serve schema
 UV ?= uv
 RUN = $(UV) run --frozen --extra scale
 uv: ; @command -v $(UV) >/dev/null || python3 -m pip install -q uv
@@ -10,3 +10,4 @@ lint: install ; $(RUN) ruff check . && $(RUN) ruff format --check . && $(RUN) my
 ci: lint test-all
 bench: install ; $(RUN) python -m benchmarks.offline --sizes 100000 1000000
 schema: install ; $(RUN) reranker schema --out schemas/events.json
+bench-serve: install ; $(RUN) python -m benchmarks.serving

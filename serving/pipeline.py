@@ -68,13 +68,16 @@ class RerankPipeline:
         request_id = uuid.uuid4().hex
         user_key = self.hash_user(req.user_id) if req.user_id else None
         reason: list[str] = []
+        codes: list[str] = []
         try:
             variant = self.models.choose(req.model_id, user_key)  # ModelNotFound propagates: 404
             if variant is None:
                 reason.append("no champion alias")
+                codes.append("no_champion")
         except RegistryUnavailable as exc:
             variant = None
             reason.append(f"registry unavailable ({exc})")
+            codes.append("registry_unavailable")
         started = time.perf_counter()  # the budget covers features and scoring, not a first model load
         if variant is not None and req.features is not None:
             unknown = sorted(set(req.features) - set(variant.ranker.feature_names))
@@ -90,6 +93,7 @@ class RerankPipeline:
         except Exception as exc:  # the online store is down: rank on what the request carries
             store_ok = False
             reason.append(f"online store unavailable ({type(exc).__name__})")
+            codes.append("online_store_unavailable")
         n = len(req.candidates)
         user_vec = (
             None if user is None else np.array([user.get(f, np.nan) for f in USER_FEATURES], dtype=float)
@@ -105,8 +109,10 @@ class RerankPipeline:
         learned = variant is not None and store_ok and (user is not None or not personalize)
         if variant is not None and store_ok and personalize and user is None:
             reason.append("unknown or cold-start user")
+            codes.append("cold_start_user")
         if user_key is not None and user_key in self.opted_out:
             reason.append("user opted out: non-personalized")
+            codes.append("opted_out")
         if learned:
             assert variant is not None
             names = variant.ranker.feature_names
@@ -122,6 +128,7 @@ class RerankPipeline:
                 scores = -np.arange(n, dtype=float)
                 served_by = ServedBy.unranked
                 reason.append(f"scoring exceeded the {self.budget_ms:.0f} ms budget")
+                codes.append("over_budget")
         else:
             fallback = FALLBACKS[req.fallback]
             scores = fallback.score_matrix(inputs(fallback.feature_names))
@@ -159,7 +166,7 @@ class RerankPipeline:
         )
         version = variant.model.version if variant is not None and served_by is ServedBy.learned else None
         response = RerankResponse(request_id=request_id, model_id=req.model_id, model_version=version,
-                                  variant=variant_name, served_by=served_by, reason="; ".join(reason) or "ok",
+                                  variant=variant_name, served_by=served_by, reason="; ".join(reason) or "ok", reason_codes=codes,
                                   results=results)  # fmt: skip
         event = ServedListEvent(
             request_id=request_id, user_id=user_key or "anonymous", query=req.query, model_id=req.model_id,

@@ -72,4 +72,5 @@ class RerankResponse(BaseModel):
     variant: str
     served_by: ServedBy
     reason: str
+    reason_codes: list[str] = Field(default_factory=list, description="Short machine-readable reasons.")
     results: list[RerankResult]

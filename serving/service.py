@@ -8,6 +8,7 @@ Start: `reranker serve` or `bentoml serve serving.service:Reranker` (settings fr
 from __future__ import annotations
 
 import logging
+import time
 
 import bentoml
 from fastapi import FastAPI, HTTPException
@@ -55,14 +56,39 @@ def build_pipeline():  # type: ignore[no-untyped-def]
     return pipeline, ServedListLog(layout.lake / "served")
 
 
+log = logging.getLogger("reranker.serving")
+
+
+class StageMetrics:
+    """Prometheus series on BentoML's /metrics (created in the worker, after BentoML set up multiprocess mode)."""
+
+    def __init__(self) -> None:
+        from prometheus_client import Counter, Histogram
+
+        self.requests = Counter("reranker_requests", "Rerank responses", ["model_id", "variant", "served_by"])
+        self.fallbacks = Counter("reranker_fallback_reasons", "Why a response was not the learned ranking",
+                                 ["model_id", "reason"])  # fmt: skip
+        self.latency = Histogram("reranker_latency_seconds", "Time in the rerank pipeline", ["model_id", "variant"],
+                                 buckets=(0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1,
+                                          0.25, 1.0))  # fmt: skip
+
+    def observe(self, response: RerankResponse, seconds: float) -> None:
+        self.requests.labels(response.model_id, response.variant, response.served_by.value).inc()
+        self.latency.labels(response.model_id, response.variant).observe(seconds)
+        for code in response.reason_codes:
+            self.fallbacks.labels(response.model_id, code).inc()
+
+
 @bentoml.service(traffic={"timeout": 10, "concurrency": 64})
 @bentoml.asgi_app(app, path="/")
 class Reranker:
     def __init__(self) -> None:
         self.pipeline, self.log = build_pipeline()
+        self.metrics = StageMetrics()
 
     @app.post("/rerank", response_model=RerankResponse)
     def rerank(self, request: RerankRequest) -> RerankResponse:
+        started = time.perf_counter()
         try:
             response, event = self.pipeline.rerank(request)
         except ModelNotFound as exc:
@@ -70,4 +96,8 @@ class Reranker:
         except UnknownFeatures as exc:
             raise HTTPException(status_code=422, detail={"field": "features", "message": str(exc)}) from exc
         self.log.append(event)
+        self.metrics.observe(response, time.perf_counter() - started)
+        log.info("rerank %s model=%s version=%s variant=%s served_by=%s reasons=%s", response.request_id,
+                 response.model_id, response.model_version, response.variant, response.served_by.value,
+                 ",".join(response.reason_codes) or "-")  # fmt: skip
         return response

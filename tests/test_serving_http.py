@@ -81,9 +81,15 @@ def test_unknown_model_is_404_and_malformed_request_is_422_naming_the_field(serv
     assert unknown_feature.status_code == 422 and unknown_feature.json()["detail"]["field"] == "features"
 
 
-def test_operational_endpoints(server):
+def test_operational_endpoints(server, lake):
+    _, events, _ = lake
+    server.post("/rerank", json=_body(events))
+    server.post("/rerank", json=_body(events, user_id="never-seen"))
     assert server.get("/livez").status_code == 200
-    assert server.get("/metrics").status_code == 200
+    metrics = server.get("/metrics").text
+    assert 'reranker_requests_total{model_id="serving",served_by="learned",variant="champion"}' in metrics
+    assert 'reranker_fallback_reasons_total{model_id="serving",reason="cold_start_user"}' in metrics
+    assert "reranker_latency_seconds_bucket" in metrics
     assert "/rerank" in server.get("/openapi.json").json()["paths"]
 
 
