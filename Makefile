@@ -11,3 +11,4 @@ ci: lint test-all
 bench: install ; $(RUN) python -m benchmarks.offline --sizes 100000 1000000
 schema: install ; $(RUN) reranker schema --out schemas/events.json
 bench-serve: install ; $(RUN) python -m benchmarks.serving
+bento-requirements: ; $(UV) export --frozen --no-dev --no-hashes --no-emit-project --extra scale | grep -v "^ *#" > infra/bento-requirements.txt

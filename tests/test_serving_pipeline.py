@@ -199,3 +199,25 @@ def test_alias_move_is_followed_within_30s_without_a_failed_request(stage, lake)
     assert not failures
     assert served[-1] == str(new) and switch_seconds < 30
     assert served[0] == outcome.version
+
+
+def test_canary_gets_its_share_of_users_and_each_user_keeps_a_variant(stage):
+    from dataclasses import replace
+
+    from models.registry import CANARY
+    from serving.model_cache import ModelCache
+
+    pipeline, registry, events, _, outcome = stage
+    registry.set_alias("serving", CANARY, outcome.version)
+    try:
+        live = replace(pipeline, models=ModelCache(lambda: registry, canary_share=0.2))
+        cache = live.models
+        variants = [cache.choose("serving", f"user-{i}").name for i in range(2_000)]
+        share = variants.count("canary") / len(variants)
+        assert abs(share - 0.2) <= 0.03, share
+        assert all(cache.choose("serving", f"user-{i}").name == variants[i] for i in range(200))
+        user = known_user(events)
+        served = {live.rerank(request(events, user))[0].variant for _ in range(5)}
+        assert len(served) == 1
+    finally:
+        registry.delete_alias("serving", CANARY)
