@@ -25,7 +25,14 @@ import pyarrow.parquet as pq
 
 from expectations.interactions import InteractionValidator
 from reranker.contracts import INTERACTION_COLUMNS, REQUIRED_COLUMNS
-from reranker.lake import atomic_write_parquet, commit_partition, hash_user_id, partition_of, to_lake_table
+from reranker.lake import (
+    STORED_KEY_PREFIX,
+    atomic_write_parquet,
+    commit_partition,
+    hash_user_id,
+    partition_of,
+    to_lake_table,
+)
 from reranker.settings import Layout
 
 SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet"}
@@ -168,8 +175,11 @@ def parse_chunk(
     for col in STRING_COLUMNS:
         if col in raw:
             typed[col] = _blank_to_none(raw[col])
-    if "user_id" in typed and hash_ids:
-        typed["user_id"] = hash_user_id(typed["user_id"], salt)
+    if "user_id" in typed:
+        if hash_ids:
+            typed["user_id"] = hash_user_id(typed["user_id"], salt)
+        else:  # stored keys pass through without their marker
+            typed["user_id"] = typed["user_id"].str.removeprefix(STORED_KEY_PREFIX)
     for col in [*FLOAT_COLUMNS, "position"]:
         if col not in raw:
             continue

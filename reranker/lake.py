@@ -42,10 +42,14 @@ def user_key(user_id: str, salt: str) -> str:
     return hashlib.sha256(f"{salt}:{user_id}".encode()).hexdigest()[:16]
 
 
+STORED_KEY_PREFIX = "userkey:"  # a value already in stored form (e.g. landed by the serving stage)
+
+
 def hash_user_id(user_ids: pd.Series, salt: str) -> pd.Series:
-    """`user_key` of each user id; computed once per distinct id."""
+    """`user_key` of each user id (computed once per distinct id); `userkey:<key>` values pass through as <key>."""
     uniques = pd.unique(user_ids.dropna())
-    return user_ids.map({u: user_key(u, salt) for u in uniques})
+    return user_ids.map({u: u[len(STORED_KEY_PREFIX):] if str(u).startswith(STORED_KEY_PREFIX) else user_key(u, salt)
+                         for u in uniques})  # fmt: skip
 
 
 def atomic_write_parquet(frame: pd.DataFrame | pa.Table, path: Path, schema: pa.Schema | None = None) -> None:

@@ -6,6 +6,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from reranker.contracts import InteractionEvent
+
 
 class Fallback(StrEnum):
     rule_based = "rule_based"
@@ -74,3 +76,14 @@ class RerankResponse(BaseModel):
     reason: str
     reason_codes: list[str] = Field(default_factory=list, description="Short machine-readable reasons.")
     results: list[RerankResult]
+
+
+class InteractionBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[InteractionEvent] = Field(min_length=1, max_length=10_000)
+
+
+class InteractionReceipt(BaseModel):
+    accepted: int
+    users_updated: int

@@ -14,8 +14,9 @@ import bentoml
 from fastapi import FastAPI, HTTPException
 
 from models.registry import ModelNotFound
+from serving.interactions import impressions
 from serving.pipeline import UnknownFeatures
-from serving.schemas import RerankRequest, RerankResponse
+from serving.schemas import InteractionBatch, InteractionReceipt, RerankRequest, RerankResponse
 
 app = FastAPI(title="reranker", description="Learned reranking stage: POST /rerank")
 
@@ -28,6 +29,7 @@ def build_pipeline():  # type: ignore[no-untyped-def]
     from models.registry import Registry
     from reranker.lake import user_key
     from reranker.settings import Settings, apply_runtime_env
+    from serving.interactions import InteractionSink, LandingZone
     from serving.model_cache import ModelCache
     from serving.online_features import OnlineFeatures
     from serving.pipeline import RerankPipeline
@@ -53,7 +55,9 @@ def build_pipeline():  # type: ignore[no-untyped-def]
 
     pipeline = RerankPipeline(features, models, hasher, opted_out=settings.opted_out_users(),
                               budget_ms=settings.budget_ms)  # fmt: skip
-    return pipeline, ServedListLog(layout.lake / "served")
+    sink = InteractionSink(LandingZone(layout.lake / "incoming"), features.store, hasher,
+                           on_user_update=features.invalidate_user)  # fmt: skip
+    return pipeline, ServedListLog(layout.lake / "served"), sink
 
 
 log = logging.getLogger("reranker.serving")
@@ -83,7 +87,7 @@ class StageMetrics:
 @bentoml.asgi_app(app, path="/")
 class Reranker:
     def __init__(self) -> None:
-        self.pipeline, self.log = build_pipeline()
+        self.pipeline, self.log, self.sink = build_pipeline()
         self.metrics = StageMetrics()
 
     @app.post("/rerank", response_model=RerankResponse)
@@ -96,8 +100,14 @@ class Reranker:
         except UnknownFeatures as exc:
             raise HTTPException(status_code=422, detail={"field": "features", "message": str(exc)}) from exc
         self.log.append(event)
+        self.sink.landing.append(impressions(event))
         self.metrics.observe(response, time.perf_counter() - started)
         log.info("rerank %s model=%s version=%s variant=%s served_by=%s reasons=%s", response.request_id,
                  response.model_id, response.model_version, response.variant, response.served_by.value,
                  ",".join(response.reason_codes) or "-")  # fmt: skip
         return response
+
+    @app.post("/interactions", response_model=InteractionReceipt, status_code=202)
+    def interactions(self, batch: InteractionBatch) -> InteractionReceipt:
+        """Land interaction events for the next training and push the users' new counts to the online store."""
+        return InteractionReceipt(**self.sink.accept(batch.events))

@@ -106,3 +106,40 @@ def test_served_lists_are_logged_to_the_lake(server, lake):
     ]
     logged = next(e for e in lines if e["request_id"] == request_id)
     assert len(logged["items"]) == 3 and all(0 < i["propensity"] <= 1 for i in logged["items"])
+
+
+def test_interactions_land_for_training_and_update_the_online_store(server, lake, tmp_path):
+    from expectations.ingest import ingest
+    from models.lists import logged_lists
+    from reranker.lake import read_interactions
+    from reranker.settings import Layout
+
+    layout, events, store = lake
+    user = events["user_id"].value_counts().index[0]
+
+    def online_count() -> float:
+        got = store.get_online_features(features=["user_activity:user_n_events"], entity_rows=[{"user_id": user}])
+        return float(got.to_dict()["user_n_events"][0])
+
+    before = online_count()
+    served = server.post("/rerank", json=_body(events, top_n=5)).json()
+    clicked = served["results"][1]["document_id"]
+    click = {"event_id": f"{served['request_id']}-click", "request_id": served["request_id"],
+             "interaction_type": "click", "user_id": user, "document_id": clicked, "position": 1,
+             "timestamp": "2026-06-01T12:00:05Z"}  # fmt: skip
+    receipt = server.post("/interactions", json={"events": [click]})
+    assert receipt.status_code == 202 and receipt.json() == {"accepted": 1, "users_updated": 1}
+    assert online_count() == before + 1
+
+    bad = server.post("/interactions", json={"events": [{**click, "position": -1}]})
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"][-1] == "position"
+
+    target = Layout(tmp_path / "data")
+    summary = ingest(layout.lake / "incoming", target, salt="s", hash_ids=False)
+    assert summary.quarantined == 0 and summary.added >= 6
+    assert ingest(layout.lake / "incoming", target, salt="s", hash_ids=False).added == 0  # idempotent
+    lists = logged_lists(read_interactions(target.interactions))
+    mine = lists[lists["list_id"] == served["request_id"]]
+    assert len(mine) == 5 and set(mine["user_id"]) == {user}
+    assert mine.set_index("document_id").loc[clicked, "label"] == 1.0
+    assert mine["propensity"].between(0, 1, inclusive="right").all()

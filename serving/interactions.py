@@ -1,0 +1,112 @@
+"""Interactions posted to the stage: landed durably for the next training, and pushed to the online store.
+
+Every served list is landed as impression events (request_id, position, propensity, score, model version and
+variant), and every posted interaction beside them, as JSON lines under `<lake>/incoming/date=…/` (appended,
+flushed and fsynced before the call returns). `reranker ingest <lake>/incoming` validates and lands them in the lake
+like any other log; ingestion is idempotent by event_id, so ingesting the landing zone again adds nothing.
+A posted interaction also updates the user's activity counts in the online store at once (near-real-time);
+rates and affinities are recomputed by the next materialization.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from reranker.contracts import (
+    POSITIVE_RATING,
+    POSITIVE_TYPES,
+    InteractionEvent,
+    InteractionType,
+    ServedListEvent,
+)
+from reranker.lake import STORED_KEY_PREFIX
+
+COUNTS = ["user_n_events", "user_n_positive", "user_n_events_30d", "user_n_positive_30d"]
+
+
+def impressions(event: ServedListEvent) -> list[InteractionEvent]:
+    return [
+        InteractionEvent(event_id=f"{event.request_id}-{item.position}-impression", request_id=event.request_id,
+                         interaction_type=InteractionType.impression, user_id=event.user_id, document_id=item.document_id,
+                         query=event.query, position=item.position, propensity=item.propensity, score=item.score,
+                         timestamp=event.timestamp, model_version=event.model_version, variant=event.variant)
+        for item in event.items
+    ]  # fmt: skip
+
+
+class LandingZone:
+    def __init__(self, root: Path, fsync: bool = True) -> None:
+        self.root = root
+        self.fsync = fsync
+        self._lock = threading.Lock()
+
+    def append(self, events: list[InteractionEvent]) -> None:
+        by_day: dict[str, list[str]] = {}
+        for ev in events:
+            stored = ev.model_copy(update={"user_id": STORED_KEY_PREFIX + ev.user_id})  # already hashed
+            by_day.setdefault(f"{ev.timestamp:%Y-%m-%d}", []).append(
+                stored.model_dump_json(exclude_none=True)
+            )
+        with self._lock:
+            for day, lines in by_day.items():
+                path = self.root / f"date={day}" / f"events-{os.getpid()}.jsonl"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with path.open("a") as fh:
+                    fh.write("\n".join(lines) + "\n")
+                    fh.flush()
+                    if self.fsync:
+                        os.fsync(fh.fileno())
+
+
+def _positive(ev: InteractionEvent) -> bool:
+    rated = ev.interaction_type == "rating" and ev.value is not None and ev.value >= POSITIVE_RATING
+    return ev.interaction_type in POSITIVE_TYPES or rated
+
+
+class InteractionSink:
+    """Hash user ids, land the events, push the users' new activity counts to the online store."""
+
+    def __init__(self, landing: LandingZone, store: Any, hash_user: Callable[[str], str],
+                 on_user_update: Callable[[str], None] = lambda key: None) -> None:  # fmt: skip
+        self.landing = landing
+        self.store = store
+        self.hash_user = hash_user
+        self.on_user_update = on_user_update
+
+    def accept(self, events: list[InteractionEvent]) -> dict[str, int]:
+        hashed = [ev.model_copy(update={"user_id": self.hash_user(ev.user_id)}) for ev in events]
+        self.landing.append(hashed)
+        pushed = self._push(hashed) if self.store is not None else 0
+        return {"accepted": len(hashed), "users_updated": pushed}
+
+    def _push(self, events: list[InteractionEvent]) -> int:
+        counted = [ev for ev in events if ev.interaction_type != "impression"]
+        if not counted:
+            return 0
+        users = sorted({ev.user_id for ev in counted})
+        refs = [f"user_activity:{name}" for name in (*COUNTS, "user_positive_rate", "user_mean_value",
+                                                     "user_tenure_days")]  # fmt: skip
+        current = self.store.get_online_features(
+            features=refs, entity_rows=[{"user_id": u} for u in users]
+        ).to_df()
+        current = current.set_index("user_id")
+        for ev in counted:
+            row = current.loc[ev.user_id]
+            for name in ("user_n_events", "user_n_events_30d"):
+                current.loc[ev.user_id, name] = (0.0 if pd.isna(row[name]) else row[name]) + 1
+            if _positive(ev):
+                for name in ("user_n_positive", "user_n_positive_30d"):
+                    current.loc[ev.user_id, name] = (0.0 if pd.isna(current.loc[ev.user_id, name]) else
+                                                     current.loc[ev.user_id, name]) + 1  # fmt: skip
+        frame = current.reset_index()
+        frame["event_timestamp"] = pd.Timestamp.now(tz="UTC")
+        self.store.write_to_online_store(feature_view_name="user_activity", df=frame)
+        for user in users:
+            self.on_user_update(user)
+        return len(users)
