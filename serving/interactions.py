@@ -2,7 +2,8 @@
 
 Every served list is landed as impression events (request_id, position, propensity, score, model version and
 variant), and every posted interaction beside them, as JSON lines under `<lake>/incoming/date=…/` (appended,
-flushed and fsynced before the call returns). `reranker ingest <lake>/incoming` validates and lands them in the lake
+posted interactions flushed and fsynced before the call returns; served lists flushed
+by a background thread every second, so the hot path does no disk I/O). `reranker ingest <lake>/incoming` validates and lands them in the lake
 like any other log; ingestion is idempotent by event_id, so ingesting the landing zone again adds nothing.
 A posted interaction also updates the user's activity counts in the online store at once (near-real-time);
 rates and affinities are recomputed by the next materialization.
@@ -10,8 +11,6 @@ rates and affinities are recomputed by the next materialization.
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from reranker.contracts import (
     ServedListEvent,
 )
 from reranker.lake import STORED_KEY_PREFIX
+from serving.served_log import JsonlLog
 
 COUNTS = ["user_n_events", "user_n_positive", "user_n_events_30d", "user_n_positive_30d"]
 
@@ -41,27 +41,19 @@ def impressions(event: ServedListEvent) -> list[InteractionEvent]:
 
 
 class LandingZone:
-    def __init__(self, root: Path, fsync: bool = True) -> None:
-        self.root = root
-        self.fsync = fsync
-        self._lock = threading.Lock()
+    """Interaction events as JSON lines under `<root>/date=…/events-<pid>.jsonl` (user ids in stored form)."""
 
-    def append(self, events: list[InteractionEvent]) -> None:
+    def __init__(self, root: Path, flush_seconds: float = 1.0) -> None:
+        self.log = JsonlLog(root, "events", flush_seconds)
+
+    def append(self, events: list[InteractionEvent], sync: bool = True) -> None:
         by_day: dict[str, list[str]] = {}
         for ev in events:
             stored = ev.model_copy(update={"user_id": STORED_KEY_PREFIX + ev.user_id})  # already hashed
             by_day.setdefault(f"{ev.timestamp:%Y-%m-%d}", []).append(
                 stored.model_dump_json(exclude_none=True)
             )
-        with self._lock:
-            for day, lines in by_day.items():
-                path = self.root / f"date={day}" / f"events-{os.getpid()}.jsonl"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                with path.open("a") as fh:
-                    fh.write("\n".join(lines) + "\n")
-                    fh.flush()
-                    if self.fsync:
-                        os.fsync(fh.fileno())
+        self.log.write(by_day, sync)
 
 
 def _positive(ev: InteractionEvent) -> bool:

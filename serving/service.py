@@ -33,7 +33,7 @@ def build_pipeline():  # type: ignore[no-untyped-def]
     from serving.model_cache import ModelCache
     from serving.online_features import OnlineFeatures
     from serving.pipeline import RerankPipeline
-    from serving.served_log import ServedListLog
+    from serving.served_log import JsonlLog
 
     apply_runtime_env()
     settings = Settings()
@@ -57,7 +57,7 @@ def build_pipeline():  # type: ignore[no-untyped-def]
                               budget_ms=settings.budget_ms)  # fmt: skip
     sink = InteractionSink(LandingZone(layout.lake / "incoming"), features.store, hasher,
                            on_user_update=features.invalidate_user)  # fmt: skip
-    return pipeline, ServedListLog(layout.lake / "served"), sink
+    return pipeline, JsonlLog(layout.lake / "served", "served"), sink
 
 
 log = logging.getLogger("reranker.serving")
@@ -90,6 +90,12 @@ class Reranker:
         self.pipeline, self.log, self.sink = build_pipeline()
         self.metrics = StageMetrics()
 
+    @bentoml.on_shutdown
+    def flush_logs(self) -> None:
+        """Served lists still queued are written before the worker exits."""
+        self.log.close()
+        self.sink.landing.log.close()
+
     @app.post("/rerank", response_model=RerankResponse)
     def rerank(self, request: RerankRequest) -> RerankResponse:
         started = time.perf_counter()
@@ -99,8 +105,9 @@ class Reranker:
             raise HTTPException(status_code=404, detail={"field": "model_id", "message": str(exc)}) from exc
         except UnknownFeatures as exc:
             raise HTTPException(status_code=422, detail={"field": "features", "message": str(exc)}) from exc
-        self.log.append(event)
-        self.sink.landing.append(impressions(event))
+        day = f"{event.timestamp:%Y-%m-%d}"
+        self.log.write({day: [event.model_dump_json()]}, sync=False)
+        self.sink.landing.append(impressions(event), sync=False)
         self.metrics.observe(response, time.perf_counter() - started)
         log.info("rerank %s model=%s version=%s variant=%s served_by=%s reasons=%s", response.request_id,
                  response.model_id, response.model_version, response.variant, response.served_by.value,

@@ -52,6 +52,18 @@ def server(stage, lake):
     proc.wait(timeout=30)
 
 
+def eventually(check, seconds: float = 10.0):
+    """Served lists are flushed by a background thread (every second): poll for them."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return check()
+        except (AssertionError, StopIteration):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def _body(events, **kw):
     docs = list(dict.fromkeys(events["document_id"]))[:20]
     user = events["user_id"].value_counts().index[0]
@@ -99,12 +111,13 @@ def test_served_lists_are_logged_to_the_lake(server, lake):
     layout, events, _ = lake
     resp = server.post("/rerank", json=_body(events, top_n=3))
     request_id = resp.json()["request_id"]
-    lines = [
-        json.loads(line)
-        for f in (layout.lake / "served").rglob("*.jsonl")
-        for line in f.read_text().splitlines()
-    ]
-    logged = next(e for e in lines if e["request_id"] == request_id)
+
+    def logged_list():
+        files = (layout.lake / "served").rglob("*.jsonl")
+        lines = [json.loads(line) for f in files for line in f.read_text().splitlines()]
+        return next(e for e in lines if e["request_id"] == request_id)
+
+    logged = eventually(logged_list)
     assert len(logged["items"]) == 3 and all(0 < i["propensity"] <= 1 for i in logged["items"])
 
 
@@ -118,7 +131,9 @@ def test_interactions_land_for_training_and_update_the_online_store(server, lake
     user = events["user_id"].value_counts().index[0]
 
     def online_count() -> float:
-        got = store.get_online_features(features=["user_activity:user_n_events"], entity_rows=[{"user_id": user}])
+        got = store.get_online_features(
+            features=["user_activity:user_n_events"], entity_rows=[{"user_id": user}]
+        )
         return float(got.to_dict()["user_n_events"][0])
 
     before = online_count()
@@ -134,6 +149,11 @@ def test_interactions_land_for_training_and_update_the_online_store(server, lake
     bad = server.post("/interactions", json={"events": [{**click, "position": -1}]})
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"][-1] == "position"
 
+    def impressions_landed():
+        text = "".join(f.read_text() for f in (layout.lake / "incoming").rglob("*.jsonl"))
+        assert f"{served['request_id']}-4-impression" in text
+
+    eventually(impressions_landed)
     target = Layout(tmp_path / "data")
     summary = ingest(layout.lake / "incoming", target, salt="s", hash_ids=False)
     assert summary.quarantined == 0 and summary.added >= 6
