@@ -159,3 +159,30 @@ def historical_features(store: Any, entity_rows: pd.DataFrame) -> pd.DataFrame:
         raise FeatureStoreError(f"feature retrieval returned {len(got)} rows for {len(ask)} asked")
     got = got.sort_values("_row").drop(columns=["_row", "user_id", "document_id", "event_timestamp"])
     return got.reset_index(drop=True)
+
+
+def delete_online_user(store: Any, user_key: str) -> int:
+    """Remove a user's rows from the online store; returns rows deleted. SQLite (the embedded default) only."""
+    import sqlite3
+
+    from feast.infra.key_encoding_utils import serialize_entity_key
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    config = store.config
+    if config.online_store.type != "sqlite":
+        raise FeatureStoreError(
+            f"deleting a user is implemented for the sqlite online store, not {config.online_store.type}"
+        )
+    key = serialize_entity_key(
+        EntityKey(join_keys=[JOIN_KEYS["user"]], entity_values=[Value(string_val=user_key)]),
+        entity_key_serialization_version=config.entity_key_serialization_version,
+    )
+    deleted = 0
+    with sqlite3.connect(config.online_store.path) as conn:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        for view, (entity, _) in VIEWS.items():
+            table = f"{config.project}_{view}"
+            if entity == "user" and table in tables:
+                deleted += conn.execute(f'DELETE FROM "{table}" WHERE entity_key = ?', (key,)).rowcount
+    return deleted

@@ -22,10 +22,12 @@ features_app = typer.Typer(help="Build, register and materialize Feast features.
 experiment_app = typer.Typer(help="Studies with a known answer (position bias, off-policy estimation).",
                              no_args_is_help=True)  # fmt: skip
 models_app = typer.Typer(help="Registered models: versions, aliases, tags.", no_args_is_help=True)
+users_app = typer.Typer(help="Privacy: remove a user's data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(features_app, name="features")
 app.add_typer(experiment_app, name="experiment")
 app.add_typer(models_app, name="models")
+app.add_typer(users_app, name="users")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
 DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Overrides RERANKER_DATA_DIR.")]
@@ -432,6 +434,40 @@ def models_list(
     _emit(rows, as_json)
     if not as_json:
         _table(f"model {model_id}", rows)
+
+
+# ---------------------------------------------------------------- users
+
+
+@users_app.command("delete")
+def users_delete(
+    user_id: Annotated[
+        str, typer.Argument(help="The user id as your systems know it (hashed here with the salt).")
+    ],
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove a user's events and features: lake, offline feature tables, online store, quarantine, logs."""
+    from reranker.lake import delete_user_lines, delete_user_rows, user_key
+
+    settings = _settings(data_dir)
+    layout = settings.layout
+    key = user_key(user_id, settings.user_id_salt) if settings.hash_user_ids else user_id
+    removed = {
+        "lake_events": delete_user_rows(layout.interactions, key),
+        "feature_table_rows": delete_user_rows(layout.feature_tables, key),
+        "quarantined_rows": delete_user_lines(layout.quarantine, key),
+        "served_list_log": delete_user_lines(layout.lake / "served", key),
+        "landing_zone": delete_user_lines(layout.lake / "incoming", key),
+        "online_rows": 0,
+    }
+    if (layout.feast / "feature_store.yaml").exists():
+        from feature_repo.store import delete_online_user, open_store
+
+        removed["online_rows"] = delete_online_user(open_store(layout.feast), key)
+    _emit({"user_key": key, "removed": removed}, as_json)
+    if not as_json:
+        _table(f"removed user {key}", [{"where": k, "rows": v} for k, v in removed.items()])
 
 
 # ---------------------------------------------------------------- serve

@@ -131,3 +131,41 @@ def upsert_documents(path: Path, catalog: pd.DataFrame) -> int:
     catalog = catalog.drop_duplicates("document_id", keep="first").sort_values("document_id")
     atomic_write_parquet(catalog, path)
     return len(catalog)
+
+
+def delete_user_rows(root: Path, key: str, column: str = "user_id") -> int:
+    """Rewrite every Parquet file under root without the user's rows (atomically); returns rows removed."""
+    removed = 0
+    for path in sorted(root.rglob("*.parquet")):
+        table = pq.read_table(path)
+        if column not in table.column_names:
+            continue
+        frame = table.to_pandas()
+        keep = frame[frame[column] != key]
+        if len(keep) == len(frame):
+            continue
+        removed += len(frame) - len(keep)
+        if keep.empty:
+            path.unlink()
+        else:
+            atomic_write_parquet(pa.Table.from_pandas(keep, schema=table.schema, preserve_index=False), path)
+    return removed
+
+
+def delete_user_lines(root: Path, key: str) -> int:
+    """Rewrite every JSON-lines file under root without lines whose user_id is the user's (stored or marked)."""
+    import json
+
+    removed = 0
+    for path in sorted(root.rglob("*.jsonl")):
+        lines = path.read_text().splitlines()
+        keep = [
+            line for line in lines if json.loads(line).get("user_id") not in (key, STORED_KEY_PREFIX + key)
+        ]
+        if len(keep) == len(lines):
+            continue
+        removed += len(lines) - len(keep)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        tmp.write_text("".join(line + "\n" for line in keep))
+        os.replace(tmp, path)
+    return removed

@@ -1,0 +1,54 @@
+"""`reranker users delete`: a user's events and features are gone everywhere; other users are untouched."""
+
+import json
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from reranker.cli import app
+from tests.conftest import first_json
+
+pytestmark = pytest.mark.integration
+
+
+def test_delete_removes_the_user_everywhere(tmp_path, world, synthetic_events, monkeypatch):
+    from expectations.ingest import ingest
+    from feature_repo import store as fs
+    from reranker.lake import read_interactions, upsert_documents, user_key
+    from reranker.settings import Layout
+    from reranker.synthetic import documents_frame
+
+    monkeypatch.setenv("RERANKER_USER_ID_SALT", "salt-1")
+    layout = Layout(tmp_path / "data")
+    layout.raw.mkdir(parents=True)
+    events = synthetic_events.head(5_000).copy()
+    events.to_parquet(layout.raw / "e.parquet")
+    bad = layout.raw / "bad.jsonl"
+    bad.write_text(json.dumps({"event_id": "x", "interaction_type": "click", "user_id": "u1", "document_id": "d1",
+                               "timestamp": "2026-01-01T00:00:00Z", "position": -1}) + "\n")  # fmt: skip
+    ingest(layout.raw / "e.parquet", layout, salt="salt-1")
+    ingest(bad, layout, salt="salt-1")
+    upsert_documents(layout.documents, documents_frame(world))
+    lake = read_interactions(layout.interactions)
+    fs.build_tables(lake, pd.read_parquet(layout.documents), layout.feature_tables)
+    store = fs.apply(layout.feast, layout.feature_tables)
+    fs.materialize(store, layout.feature_tables)
+    victim = "u1" if (events["user_id"] == "u1").any() else events["user_id"].iloc[0]
+    key = user_key(victim, "salt-1")
+    other = user_key(events.loc[events["user_id"] != victim, "user_id"].iloc[0], "salt-1")
+
+    result = CliRunner().invoke(app, ["users", "delete", victim, "--data-dir", str(layout.root), "--json"])
+    assert result.exit_code == 0, result.output
+    removed = first_json(result.output)["removed"]
+    assert removed["lake_events"] == (lake["user_id"] == key).sum() > 0 and removed["online_rows"] > 0
+
+    after = read_interactions(layout.interactions)
+    assert not (after["user_id"] == key).any() and (after["user_id"] == other).any()
+    users_table = pd.read_parquet(layout.feature_tables / "user_activity.parquet")
+    assert not (users_table["user_id"] == key).any()
+    online = store.get_online_features(features=["user_activity:user_n_events"],
+                                       entity_rows=[{"user_id": key}, {"user_id": other}]).to_dict()  # fmt: skip
+    assert online["user_n_events"][0] is None and online["user_n_events"][1] is not None
+    quarantine = "".join(p.read_text() for p in layout.quarantine.rglob("*.jsonl"))
+    assert key not in quarantine
