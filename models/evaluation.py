@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 
 from models.metrics import per_list
-from models.ranker import Ranker
 
 
 @dataclass
@@ -99,18 +98,3 @@ def evaluate_scores(
     }
     n_total = frame["list_id"].nunique()
     return EvaluationReport(len(ref), n_total - len(ref), metrics, differences, per_list_values=per)
-
-
-def evaluate(
-    frame: pd.DataFrame,
-    rankers: dict[str, Ranker],
-    reference: str,
-    ks: tuple[int, ...] = (5, 10, 20),
-    n_boot: int = 1000,
-    seed: int = 7,
-    label: str = "label",
-    cluster: str | None = "user_id",
-) -> EvaluationReport:
-    """Score every list with each ranker and compare `reference` against each other ranker on the same lists."""
-    scores = {name: r.score(frame) for name, r in rankers.items()}
-    return evaluate_scores(frame, scores, reference, ks, n_boot, seed, label, cluster)

@@ -36,6 +36,17 @@ def _observed(world: SyntheticWorld, req: dict[str, np.ndarray], docs: np.ndarra
     )
 
 
+def logged_click_lists(world: SyntheticWorld, n: int, rng: np.random.Generator) -> tuple[pd.DataFrame, dict]:
+    """Logged lists of n requests (shown documents, their position and position-biased clicks), and the requests."""
+    req = world.sample_requests(rng, n)
+    clicks, _ = simulate_clicks(world, req, rng)
+    shown_docs = np.take_along_axis(req["candidates"], req["shown"], axis=1)
+    frame = _observed(world, req, shown_docs, rng, np.take_along_axis(req["scores"], req["shown"], axis=1))
+    frame["click"] = clicks.ravel().astype(float)
+    frame["position"] = np.tile(np.arange(shown_docs.shape[1]), n)
+    return frame, req
+
+
 @dataclass
 class BiasResult:
     seed: int
@@ -56,12 +67,7 @@ def position_bias(seed: int = 7, n_train: int = 20_000, n_test: int = 3_000, rou
     the same lists (oracle); NDCG@10 of each against the true relevance of all candidates of fresh requests."""
     world = SyntheticWorld.create(WorldConfig(seed=seed, eta=eta))
     rng = np.random.default_rng(seed + 100)
-    req = world.sample_requests(rng, n_train)
-    clicks, _ = simulate_clicks(world, req, rng)
-    shown_docs = np.take_along_axis(req["candidates"], req["shown"], axis=1)
-    train = _observed(world, req, shown_docs, rng, np.take_along_axis(req["scores"], req["shown"], axis=1))
-    train["click"] = clicks.ravel().astype(float)
-    train["position"] = np.tile(np.arange(shown_docs.shape[1]), n_train)
+    train, _ = logged_click_lists(world, n_train, rng)
     test_req = world.sample_requests(rng, n_test)
     test = _observed(world, test_req, test_req["candidates"], rng, test_req["scores"])
     logging_score = np.zeros(test_req["scores"].shape)

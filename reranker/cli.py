@@ -269,30 +269,25 @@ def _training_inputs(settings: Settings) -> tuple[Any, Any, Any]:
     return events, open_store(layout.feast), Registry(settings.tracking_uri())
 
 
-def _metric_rows(outcome: Any) -> list[dict[str, Any]]:
+def _interval_rows(table: dict[str, dict[str, Any]], head: str, signed: bool) -> list[dict[str, Any]]:
+    """One row per ranker (or pair): each metric as `mean [low, high]`."""
+    fmt = "{:+.4f}" if signed else "{:.4f}"
     rows = []
-    for ranker, ms in outcome["metrics"].items():
-        row: dict[str, Any] = {"ranker": ranker}
+    for name, ms in table.items():
+        row: dict[str, Any] = {head: name}
         for m, iv in ms.items():
-            row[m] = f"{iv['mean']:.4f} [{iv['low']:.4f}, {iv['high']:.4f}]"
-        rows.append(row)
-    return rows
-
-
-def _difference_rows(outcome: Any) -> list[dict[str, Any]]:
-    rows = []
-    for pair, ms in outcome["differences"].items():
-        row: dict[str, Any] = {"paired difference": pair}
-        for m, iv in ms.items():
-            row[m] = f"{iv['mean']:+.4f} [{iv['low']:+.4f}, {iv['high']:+.4f}]"
+            row[m] = f"{fmt.format(iv['mean'])} [{fmt.format(iv['low'])}, {fmt.format(iv['high'])}]"
         rows.append(row)
     return rows
 
 
 def _print_outcome(summary: dict[str, Any]) -> None:
     _table(f"rolling-origin evaluation: {summary['n_lists']} lists, mean [95% CI, users resampled]",
-           _metric_rows(summary))  # fmt: skip
-    _table("learned vs baselines (paired)", _difference_rows(summary))
+           _interval_rows(summary["metrics"], "ranker", signed=False))  # fmt: skip
+    _table(
+        "learned vs baselines (paired)",
+        _interval_rows(summary["differences"], "paired difference", signed=True),
+    )
     _table(
         "gates",
         [{"gate": k, "passed": g["passed"], "detail": g["detail"]} for k, g in summary["gates"].items()],

@@ -176,7 +176,8 @@ def documents_frame(world: SyntheticWorld) -> pd.DataFrame:
 def event_chunks(
     world: SyntheticWorld, n_events: int, chunk_requests: int = 20_000
 ) -> Iterator[pd.DataFrame]:
-    """Interaction events (impressions, clicks, purchases) in time order, exactly n_events of them."""
+    """Interaction events (impressions, clicks, purchases), exactly n_events of them; each chunk is in time order
+    and spans the whole window (ingestion partitions by date, so chunk order does not matter)."""
     cfg = world.config
     rng = np.random.default_rng(cfg.seed + 1)
     emitted = 0

@@ -21,17 +21,9 @@ def test_rule_based_scores_rows_with_missing_features():
 
 
 def _lists(world, n, seed):
-    from models.experiments import _observed
-    from reranker.synthetic import simulate_clicks
+    from models.experiments import logged_click_lists
 
-    rng = np.random.default_rng(seed)
-    req = world.sample_requests(rng, n)
-    clicks, _ = simulate_clicks(world, req, rng)
-    docs = np.take_along_axis(req["candidates"], req["shown"], axis=1)
-    frame = _observed(world, req, docs, rng, np.take_along_axis(req["scores"], req["shown"], axis=1))
-    frame["click"] = clicks.ravel().astype(float)
-    frame["position"] = np.tile(np.arange(docs.shape[1]), n)
-    return frame
+    return logged_click_lists(world, n, np.random.default_rng(seed))[0]
 
 
 def test_lambdarank_learns_true_relevance_and_uses_positions(world):
