@@ -221,3 +221,21 @@ def test_canary_gets_its_share_of_users_and_each_user_keeps_a_variant(stage):
         assert len(served) == 1
     finally:
         registry.delete_alias("serving", CANARY)
+
+
+def test_unreachable_online_store_serves_the_fallback_on_the_request_alone(stage):
+    from dataclasses import replace
+
+    pipeline, _, events, _, _ = stage
+
+    class DownStore:
+        def documents(self):
+            raise ConnectionError("online store down")
+
+        def user(self, key):
+            raise ConnectionError("online store down")
+
+    resp, _ = replace(pipeline, features=DownStore()).rerank(request(events, known_user(events), fallback="first_stage",
+                                                                     exploration_rate=0.0))  # fmt: skip
+    assert resp.served_by is ServedBy.fallback and resp.reason_codes == ["online_store_unavailable"]
+    assert [r.document_id for r in resp.results] == [c.document_id for c in request(events).candidates[:10]]
