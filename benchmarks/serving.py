@@ -96,6 +96,7 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/reranker-bench/serve"))
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--workers", type=int, default=1, help="Worker processes of the stage.")
     args = parser.parse_args()
     data = args.data_dir.resolve()
     if not (data / "mlflow" / "mlflow.db").exists():
@@ -118,7 +119,7 @@ def main() -> None:
             }
         )
     env = {**os.environ, "RERANKER_DATA_DIR": str(data), "BENTOML_HOME": str(data / "bentoml"),
-           "OMP_WAIT_POLICY": "PASSIVE", "BENTOML_DO_NOT_TRACK": "true"}  # fmt: skip
+           "OMP_WAIT_POLICY": "PASSIVE", "BENTOML_DO_NOT_TRACK": "true", "RERANKER_WORKERS": str(args.workers)}  # fmt: skip
     stage_port, noop_port = _port(), _port()
     procs = [
         _start("serving.service:Reranker", stage_port, env),
@@ -158,7 +159,9 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="serving over HTTP, 100 candidates (same client, same run)")
+    table = Table(
+        title=f"serving over HTTP, 100 candidates, stage with {args.workers} worker(s) (same client, same run)"
+    )
     for col in [
         "endpoint",
         "p50 ms (1 client)",
@@ -175,7 +178,8 @@ def main() -> None:
     Console(width=140).print(table)
     print(json.dumps(summary, indent=2))
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "serving.json").write_text(json.dumps({"results": results, "summary": summary}, indent=2))
+    out = RESULTS / f"serving-{args.workers}w.json"
+    out.write_text(json.dumps({"workers": args.workers, "results": results, "summary": summary}, indent=2))
 
 
 def _lgbm(data: Path) -> dict[str, float]:

@@ -48,6 +48,7 @@ class Settings(BaseSettings):
         default=10.0, gt=0, description="How often serving re-reads MLflow aliases."
     )
     budget_ms: float = Field(default=50.0, gt=0, description="Scoring time budget before answering unranked.")
+    workers: int = Field(default=1, ge=1, description="Serving worker processes (each loads its own models).")
     preload_models: list[str] = Field(default=["reranker"], description="Models serving loads at start-up.")
     opt_out_file: Path | None = Field(
         default=None, description="User ids (one a line) not to personalize for."

@@ -83,7 +83,14 @@ class StageMetrics:
             self.fallbacks.labels(response.model_id, code).inc()
 
 
-@bentoml.service(traffic={"timeout": 10, "concurrency": 64})
+def _workers() -> int:
+    """Worker processes, from the settings (this module is the service's entry point)."""
+    from reranker.settings import Settings
+
+    return Settings().workers
+
+
+@bentoml.service(traffic={"timeout": 10, "concurrency": 64}, workers=_workers())
 @bentoml.asgi_app(app, path="/")
 class Reranker:
     def __init__(self) -> None:
