@@ -3,7 +3,7 @@
 | situation | what is served |
 |---|---|
 | unknown or cold-start user (no online features) | the requested fallback ranker (`served_by: fallback`) |
-| user opted out of personalization | the learned model without user features (non-personalized) |
+| user opted out of personalization, or no user_id | the learned model without user features (non-personalized) |
 | model_id not registered | `ModelNotFound` (the service answers 404) |
 | registry unreachable | the last loaded model, else the fallback |
 | online store unreachable | the fallback ranker on the features the request carries |
@@ -153,9 +153,9 @@ class RerankPipeline:
             top, personal = [], 0.0
             if contribs is not None:
                 row = contribs[pos]
-                personal = float(sum(v for n, v in row.items() if n in PERSONAL)) if user is not None else 0.0
-                top = [FeatureContribution(name=n, contribution=round(v, 6))
-                       for n, v in sorted(row.items(), key=lambda kv: -abs(kv[1]))[: self.explain_top]]  # fmt: skip
+                personal = sum(v for name, v in row.items() if name in PERSONAL) if user is not None else 0.0
+                top = [FeatureContribution(name=name, contribution=round(v, 6))
+                       for name, v in sorted(row.items(), key=lambda kv: -abs(kv[1]))[: self.explain_top]]  # fmt: skip
             results.append(RerankResult(
                 document_id=cand.document_id, content=cand.content, score=float(scores[idx]),
                 learned_rerank=LearnedRerank(personalization_score=personal,

@@ -239,3 +239,10 @@ def test_unreachable_online_store_serves_the_fallback_on_the_request_alone(stage
                                                                      exploration_rate=0.0))  # fmt: skip
     assert resp.served_by is ServedBy.fallback and resp.reason_codes == ["online_store_unavailable"]
     assert [r.document_id for r in resp.results] == [c.document_id for c in request(events).candidates[:10]]
+
+
+def test_anonymous_request_gets_the_non_personalized_learned_ranking(stage):
+    pipeline, _, events, _, _ = stage
+    resp, event = pipeline.rerank(request(events, user=None, exploration_rate=0.0))
+    assert resp.served_by is ServedBy.learned and event.user_id == "anonymous"
+    assert all(r.learned_rerank.personalization_score == 0 for r in resp.results)
