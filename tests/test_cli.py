@@ -75,3 +75,14 @@ def test_schema_command_writes_both_contracts(tmp_path):
     schemas = json.loads(target.read_text())
     assert set(schemas) == {"InteractionEvent", "ServedListEvent"}
     assert "propensity" in schemas["InteractionEvent"]["properties"]
+
+
+def test_serve_without_features_says_what_to_run_first(tmp_path):
+    result = runner.invoke(app, ["serve", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "reranker quickstart" in result.output
+
+
+def test_users_delete_on_an_empty_data_dir_removes_nothing(tmp_path):
+    result = runner.invoke(app, ["users", "delete", "someone", "--data-dir", str(tmp_path), "--json"])
+    assert result.exit_code == 0
+    assert set(first_json(result.output)["removed"].values()) == {0}
