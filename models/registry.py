@@ -98,3 +98,42 @@ class Registry:
         meta = json.loads((serving / "model_meta.json").read_text())
         alias = next((a for a, v in aliases.items() if v == str(version)), None)
         return LoadedModel(name, str(version), alias, booster, meta["features"], meta, serving)
+
+
+class AliasError(ValueError):
+    pass
+
+
+def promote(registry: Registry, name: str, version: str) -> dict[str, str]:
+    """`champion` moves to version; the old champion keeps `previous_champion`; a canary promoted loses `canary`."""
+    if not registry.exists(name):
+        raise ModelNotFound(f"model {name!r} is not registered")
+    known = {str(mv.version) for mv in registry.versions(name)}
+    if version not in known:
+        raise AliasError(f"model {name!r} has no version {version} (versions: {sorted(known, key=int)})")
+    aliases = registry.aliases(name)
+    old = aliases.get(CHAMPION)
+    if old == version:
+        raise AliasError(f"version {version} is already the champion")
+    registry.set_alias(name, CHAMPION, version)
+    if old is not None:
+        registry.set_alias(name, PREVIOUS_CHAMPION, old)
+    if aliases.get(CANARY) == version:
+        registry.delete_alias(name, CANARY)
+    return registry.aliases(name)
+
+
+def rollback(registry: Registry, name: str, reason: str) -> dict[str, str]:
+    """`champion` goes back to `previous_champion`; the version rolled back is tagged with the reason."""
+    aliases = registry.aliases(name)
+    if not aliases and not registry.exists(name):
+        raise ModelNotFound(f"model {name!r} is not registered")
+    previous = aliases.get(PREVIOUS_CHAMPION)
+    if previous is None:
+        raise AliasError(f"model {name!r} has no previous_champion to roll back to")
+    current = aliases.get(CHAMPION)
+    registry.set_alias(name, CHAMPION, previous)
+    registry.delete_alias(name, PREVIOUS_CHAMPION)
+    if current is not None:
+        registry.tag_version(name, current, {"rolled_back_reason": reason})
+    return registry.aliases(name)

@@ -431,6 +431,43 @@ def models_list(
         _table(f"model {model_id}", rows)
 
 
+@models_app.command("promote")
+def models_promote(
+    model_id: Annotated[str, typer.Argument(help="Registered model name.")],
+    version: Annotated[str, typer.Argument(help="The version to make champion.")],
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Make VERSION the champion (the old one becomes previous_champion); serving follows within its poll."""
+    _move_alias(data_dir, as_json, "promote", model_id, version)
+
+
+@models_app.command("rollback")
+def models_rollback(
+    model_id: Annotated[str, typer.Argument(help="Registered model name.")],
+    reason: Annotated[str, typer.Option(help="Why; tagged on the version rolled back.")] = "manual rollback",
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Put previous_champion back as champion; serving follows within its poll."""
+    _move_alias(data_dir, as_json, "rollback", model_id, reason)
+
+
+def _move_alias(data_dir: Path | None, as_json: bool, action: str, model_id: str, arg: str) -> None:
+    from models.registry import AliasError, ModelNotFound, Registry, promote, rollback
+
+    registry = Registry(_settings(data_dir).tracking_uri())
+    try:
+        aliases = (
+            promote(registry, model_id, arg) if action == "promote" else rollback(registry, model_id, arg)
+        )
+    except (AliasError, ModelNotFound) as exc:
+        _fail(str(exc))
+    _emit({"model_id": model_id, "aliases": aliases}, as_json)
+    if not as_json:
+        typer.echo(f"{model_id}: " + ", ".join(f"{a} -> v{v}" for a, v in sorted(aliases.items())))
+
+
 # ---------------------------------------------------------------- users
 
 

@@ -86,3 +86,9 @@ def test_users_delete_on_an_empty_data_dir_removes_nothing(tmp_path):
     result = runner.invoke(app, ["users", "delete", "someone", "--data-dir", str(tmp_path), "--json"])
     assert result.exit_code == 0
     assert set(first_json(result.output)["removed"].values()) == {0}
+
+
+def test_promote_and_rollback_of_an_unknown_model_are_clear_errors(tmp_path):
+    for args in (["models", "promote", "nope", "1"], ["models", "rollback", "nope"]):
+        result = runner.invoke(app, [*args, "--data-dir", str(tmp_path)])
+        assert result.exit_code == 2 and "not registered" in result.output

@@ -246,3 +246,32 @@ def test_anonymous_request_gets_the_non_personalized_learned_ranking(stage):
     resp, event = pipeline.rerank(request(events, user=None, exploration_rate=0.0))
     assert resp.served_by is ServedBy.learned and event.user_id == "anonymous"
     assert all(r.learned_rerank.personalization_score == 0 for r in resp.results)
+
+
+def test_promote_and_rollback_move_the_aliases_serving_follows(stage):
+    from models.registry import CANARY, CHAMPION, PREVIOUS_CHAMPION, AliasError, promote, rollback
+    from serving.model_cache import ModelCache
+
+    _, registry, _, _, outcome = stage
+    v1 = outcome.version
+    source = registry.client.get_model_version("serving", v1).source
+    v2 = str(registry.client.create_model_version("serving", source, run_id=None).version)
+    registry.set_alias("serving", CANARY, v2)
+    try:
+        assert promote(registry, "serving", v2) == {CHAMPION: v2, PREVIOUS_CHAMPION: v1}
+        cache = ModelCache(lambda: registry)
+        assert cache.choose("serving", "someone").model.version == v2
+        with pytest.raises(AliasError, match="already the champion"):
+            promote(registry, "serving", v2)
+        with pytest.raises(AliasError, match="no version"):
+            promote(registry, "serving", "999")
+        assert rollback(registry, "serving", "worse click rate") == {CHAMPION: v1}
+        assert (
+            registry.client.get_model_version("serving", v2).tags["rolled_back_reason"] == "worse click rate"
+        )
+        cache.refresh()
+        assert cache.choose("serving", "someone").model.version == v1
+        with pytest.raises(AliasError, match="no previous_champion"):
+            rollback(registry, "serving", "again")
+    finally:
+        registry.set_alias("serving", CHAMPION, v1)
