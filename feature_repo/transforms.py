@@ -77,6 +77,8 @@ def label_events(events: pd.DataFrame) -> pd.DataFrame:
         }
     )
     out["positive"] = out["engaged"] | out["conversion"]
+    out["value_sum"] = out["value"].fillna(0.0)
+    out["value_n"] = out["value"].notna().astype(float)
     out["day"] = out["timestamp"].dt.floor("D")
     return out
 
@@ -121,6 +123,20 @@ def _global_rate(labelled: pd.DataFrame, times: pd.Series, num: str, den: str) -
     return rate.fillna(0.5).to_numpy()
 
 
+def _daily_snapshots(events: pd.DataFrame, key: str, sums: list[str], window_days: int) -> pd.DataFrame:
+    daily = events.groupby([key, "day"], as_index=False)[sums].sum()
+    return _snapshots(daily, key, window_days)
+
+
+def _smoothed(num: pd.Series, den: pd.Series, prior: np.ndarray) -> pd.Series:
+    """(num + k * prior) / (den + k): a rate pulled towards the global one when there is little evidence."""
+    return (num + PRIOR_STRENGTH * prior) / (den + PRIOR_STRENGTH)
+
+
+def _mean_value(snap: pd.DataFrame) -> pd.Series:
+    return (snap["value_sum"] / snap["value_n"]).where(snap["value_n"] > 0)
+
+
 def user_tables(labelled: pd.DataFrame, catalog: pd.DataFrame, vocab: CategoryVocabulary) -> pd.DataFrame:
     """One frame of user snapshots with activity and category-affinity features."""
     cats = pd.DataFrame(vocab.multi_hot(catalog["categories"]), columns=AFF_COLS)
@@ -129,22 +145,16 @@ def user_tables(labelled: pd.DataFrame, catalog: pd.DataFrame, vocab: CategoryVo
     for c in AFF_COLS:
         ev[c] = ev[c] * ev["positive"]
     ev["n_events"] = 1.0
-    ev["value_sum"] = ev["value"].fillna(0.0)
-    ev["value_n"] = ev["value"].notna().astype(float)
-    daily = ev.groupby(["user_id", "day"], as_index=False)[
-        ["n_events", "positive", "exposure", "value_sum", "value_n", *AFF_COLS]
-    ].sum()
-    snap = _snapshots(daily, "user_id", USER_WINDOW_DAYS)
+    sums = ["n_events", "positive", "exposure", "value_sum", "value_n", *AFF_COLS]
+    snap = _daily_snapshots(ev, "user_id", sums, USER_WINDOW_DAYS)
     prior = _global_rate(labelled, snap["event_timestamp"], "positive", "exposure")
     out = snap[["user_id", "event_timestamp"]].copy()
     out["user_n_events"] = snap["n_events"]
     out["user_n_positive"] = snap["positive"]
-    out["user_positive_rate"] = (snap["positive"] + PRIOR_STRENGTH * prior) / (
-        snap["exposure"] + PRIOR_STRENGTH
-    )
+    out["user_positive_rate"] = _smoothed(snap["positive"], snap["exposure"], prior)
     out["user_n_events_30d"] = snap["n_events__w"]
     out["user_n_positive_30d"] = snap["positive__w"]
-    out["user_mean_value"] = (snap["value_sum"] / snap["value_n"]).where(snap["value_n"] > 0)
+    out["user_mean_value"] = _mean_value(snap)
     out["user_tenure_days"] = (snap["event_timestamp"] - snap["_first_day"]).dt.total_seconds() / 86400.0
     aff = snap[AFF_COLS].to_numpy()
     out[AFF_COLS] = (aff + 1.0 / N_CATEGORY_SLOTS) / (snap["positive"].to_numpy()[:, None] + 1.0)
@@ -152,21 +162,16 @@ def user_tables(labelled: pd.DataFrame, catalog: pd.DataFrame, vocab: CategoryVo
 
 
 def document_tables(labelled: pd.DataFrame) -> pd.DataFrame:
-    ev = labelled.assign(
-        value_sum=labelled["value"].fillna(0.0), value_n=labelled["value"].notna().astype(float)
-    )
-    daily = ev.groupby(["document_id", "day"], as_index=False)[
-        ["exposure", "positive", "engaged", "value_sum", "value_n"]
-    ].sum()
-    snap = _snapshots(daily, "document_id", DOC_WINDOW_DAYS)
+    sums = ["exposure", "positive", "engaged", "value_sum", "value_n"]
+    snap = _daily_snapshots(labelled, "document_id", sums, DOC_WINDOW_DAYS)
     prior = _global_rate(labelled, snap["event_timestamp"], "engaged", "exposure")
     out = snap[["document_id", "event_timestamp"]].copy()
     out["doc_n_exposures"] = snap["exposure"]
     out["doc_n_positive"] = snap["positive"]
     out["doc_n_exposures_7d"] = snap["exposure__w"]
     out["doc_n_positive_7d"] = snap["positive__w"]
-    out["doc_ctr_smoothed"] = (snap["engaged"] + PRIOR_STRENGTH * prior) / (snap["exposure"] + PRIOR_STRENGTH)
-    out["doc_mean_value"] = (snap["value_sum"] / snap["value_n"]).where(snap["value_n"] > 0)
+    out["doc_ctr_smoothed"] = _smoothed(snap["engaged"], snap["exposure"], prior)
+    out["doc_mean_value"] = _mean_value(snap)
     return out.reset_index(drop=True)
 
 
