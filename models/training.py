@@ -244,15 +244,24 @@ def register(
     return version, alias, run_id
 
 
-def train_and_register(
-    events: pd.DataFrame,
-    store: Any,
-    registry: Registry,
-    plan: TrainPlan,
-    serving_files: dict[str, Path],
-    artifact_root: Path | None = None,
-    progress: bool = False,
-) -> TrainOutcome:
+@dataclass
+class ProcedureEvaluation:
+    """The rolling-origin evaluation of the training procedure on the lake, with its gates."""
+
+    data: TrainingSet
+    horizon_days: int
+    report: EvaluationReport
+    gates: dict[str, GateResult]
+    champion: LoadedModel | None
+    folds: list[dict[str, Any]]
+    seconds: dict[str, float]
+
+
+def evaluate_procedure(
+    events: pd.DataFrame, store: Any, registry: Registry, plan: TrainPlan, progress: bool = False
+) -> ProcedureEvaluation:
+    """Lists -> point-in-time training set -> rolling-origin scores -> metrics against the baselines and the
+    champion -> gates. Registers nothing."""
     from models.training_set import build_training_set
 
     seconds: dict[str, float] = {}
@@ -265,24 +274,36 @@ def train_and_register(
     data = build_training_set(store, lists).with_relevant_lists()
     seconds["training_set"] = time.perf_counter() - t
     t = time.perf_counter()
-    champion = None
-    if CHAMPION in registry.aliases(plan.model_id):
-        champion = registry.load(plan.model_id, CHAMPION)
+    champion = registry.load(plan.model_id, CHAMPION) if CHAMPION in registry.aliases(plan.model_id) else None
     test, learned, folds = rolling_origin(data, plan, horizon)
     report = evaluate_against_baselines(test, learned["learned"], plan, champion)
+    gates = check_gates(report, plan.gates, has_champion=champion is not None)
     seconds["evaluate"] = time.perf_counter() - t
+    return ProcedureEvaluation(data, horizon, report, gates, champion, folds, seconds)
+
+
+def train_and_register(
+    events: pd.DataFrame,
+    store: Any,
+    registry: Registry,
+    plan: TrainPlan,
+    serving_files: dict[str, Path],
+    artifact_root: Path | None = None,
+    progress: bool = False,
+) -> TrainOutcome:
+    ev = evaluate_procedure(events, store, registry, plan, progress)
+    data, seconds = ev.data, ev.seconds
     t = time.perf_counter()
     final, fit = train_lambdarank(data.frame, data.features, plan.train)
     seconds["train_final"] = time.perf_counter() - t
-    gates = check_gates(report, plan.gates, has_champion=champion is not None)
     window = data.window()
     info = {"window": f"{window[0]} .. {window[1]}", "digest": data.digest(), "lists": data.n_lists,
-            "rows": len(data.frame), "folds": folds, "position_aware": fit["position_aware"],
-            "source": "logged lists" if horizon == 0 else "retrieval protocol"}  # fmt: skip
+            "rows": len(data.frame), "folds": ev.folds, "position_aware": fit["position_aware"],
+            "source": "logged lists" if ev.horizon_days == 0 else "retrieval protocol"}  # fmt: skip
     t = time.perf_counter()
-    version, alias, run_id = register(
-        registry, plan, final, report, gates, info, serving_files, artifact_root
-    )
+    version, alias, run_id = register(registry, plan, final, ev.report, ev.gates, info, serving_files,
+                                      artifact_root, lists=data.frame)  # fmt: skip
     seconds["register"] = time.perf_counter() - t
-    return TrainOutcome(plan.model_id, version, alias, gates, report, champion.version if champion else None, run_id,
-                        info, {k: round(v, 2) for k, v in seconds.items()})  # fmt: skip
+    return TrainOutcome(plan.model_id, version, alias, ev.gates, ev.report,
+                        ev.champion.version if ev.champion else None, run_id, info,
+                        {k: round(v, 2) for k, v in seconds.items()})  # fmt: skip

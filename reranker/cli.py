@@ -6,7 +6,7 @@ import json
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
@@ -55,7 +55,7 @@ def _settings(data_dir: Path | None) -> Settings:
     return settings
 
 
-def _fail(message: str, code: int = 2) -> None:
+def _fail(message: str, code: int = 2) -> NoReturn:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
 
@@ -294,6 +294,29 @@ def _print_outcome(summary: dict[str, Any]) -> None:
     )
 
 
+def _plan(settings: Settings, model_id: str, rounds: int = 150) -> Any:
+    from models.training import TrainPlan
+
+    plan = TrainPlan(model_id=model_id, seed=settings.seed)
+    plan.train.num_boost_round, plan.train.threads = rounds, settings.lgbm_threads
+    return plan
+
+
+def _train_and_register(settings: Settings, model_id: str, rounds: int, progress: bool) -> Any:
+    from feature_repo.store import FeatureStoreError
+    from models.training import train_and_register
+
+    layout = settings.layout
+    events, store, registry = _training_inputs(settings)
+    files = {"segments.pkl": layout.feature_tables / "segments.pkl",
+             "vocabulary.json": layout.feature_tables / "vocabulary.json"}  # fmt: skip
+    try:
+        return train_and_register(events, store, registry, _plan(settings, model_id, rounds), files,
+                                  layout.mlflow / "artifacts", progress=progress)  # fmt: skip
+    except (ValueError, FeatureStoreError) as exc:
+        _fail(str(exc))
+
+
 @app.command()
 def train(
     model_id: Annotated[str, typer.Option("--model-id", help="Registered model name.")] = "reranker",
@@ -302,20 +325,7 @@ def train(
     as_json: JsonOpt = False,
 ) -> None:
     """Train LambdaRank on the lake, evaluate it against the baselines and the champion, register it in MLflow."""
-    from feature_repo.store import FeatureStoreError
-    from models.training import TrainPlan, train_and_register
-
-    settings = _settings(data_dir)
-    events, store, registry = _training_inputs(settings)
-    plan = TrainPlan(model_id=model_id, seed=settings.seed)
-    plan.train.num_boost_round, plan.train.threads = rounds, settings.lgbm_threads
-    files = {"segments.pkl": settings.layout.feature_tables / "segments.pkl",
-             "vocabulary.json": settings.layout.feature_tables / "vocabulary.json"}  # fmt: skip
-    try:
-        outcome = train_and_register(events, store, registry, plan, files, settings.layout.mlflow / "artifacts",
-                                     progress=not as_json)  # fmt: skip
-    except (ValueError, FeatureStoreError) as exc:
-        _fail(str(exc))
+    outcome = _train_and_register(_settings(data_dir), model_id, rounds, progress=not as_json)
     summary = outcome.summary()
     _emit(summary, as_json)
     if not as_json:
@@ -335,33 +345,17 @@ def evaluate(
 ) -> None:
     """Rolling-origin evaluation of the training procedure against the first stage, the rule-based ranker and the
     champion (when one exists), without registering anything."""
-    from models.gates import check_gates
-    from models.lambdarank import TrainConfig
-    from models.registry import CHAMPION
-    from models.training import (
-        LEARNED_PARAMS,
-        TrainPlan,
-        build_lists,
-        evaluate_against_baselines,
-        rolling_origin,
-    )
-    from models.training_set import build_training_set
+    from feature_repo.store import FeatureStoreError
+    from models.training import evaluate_procedure
 
     settings = _settings(data_dir)
     events, store, registry = _training_inputs(settings)
-    plan = TrainPlan(
-        model_id=model_id,
-        seed=settings.seed,
-        train=TrainConfig(num_boost_round=150, threads=settings.lgbm_threads, params=dict(LEARNED_PARAMS)),
-    )
-    champion = registry.load(model_id, CHAMPION) if CHAMPION in registry.aliases(model_id) else None
-    lists, horizon = build_lists(events, plan.protocol, progress=not as_json)
-    data = build_training_set(store, lists).with_relevant_lists()
-    test, learned, _ = rolling_origin(data, plan, horizon)
-    report = evaluate_against_baselines(test, learned["learned"], plan, champion)
-    gates = check_gates(report, plan.gates, has_champion=champion is not None)
-    summary = {**report.to_dict(), "gates": {k: vars(g) for k, g in gates.items()},
-               "champion_version": champion.version if champion else None}  # fmt: skip
+    try:
+        ev = evaluate_procedure(events, store, registry, _plan(settings, model_id), progress=not as_json)
+    except (ValueError, FeatureStoreError) as exc:
+        _fail(str(exc))
+    summary = {**ev.report.to_dict(), "gates": {k: vars(g) for k, g in ev.gates.items()},
+               "champion_version": ev.champion.version if ev.champion else None}  # fmt: skip
     _emit(summary, as_json)
     if not as_json:
         _print_outcome(summary)
@@ -571,7 +565,6 @@ def quickstart(
 
     from expectations.ingest import ingest as run_ingest
     from feature_repo.store import apply, materialize
-    from models.training import TrainPlan, train_and_register
     from reranker.datasets import movielens
     from reranker.lake import atomic_write_parquet, upsert_documents
 
@@ -590,13 +583,7 @@ def quickstart(
     step("features (Feast apply)")
     materialize(store, layout.feature_tables)
     step("materialize (online store)")
-    events_, store_, registry = _training_inputs(settings)
-    plan = TrainPlan(model_id=model_id, seed=settings.seed)
-    plan.train.threads = settings.lgbm_threads
-    files = {"segments.pkl": layout.feature_tables / "segments.pkl",
-             "vocabulary.json": layout.feature_tables / "vocabulary.json"}  # fmt: skip
-    outcome = train_and_register(events_, store_, registry, plan, files, layout.mlflow / "artifacts",
-                                 progress=not as_json)  # fmt: skip
+    outcome = _train_and_register(settings, model_id, 150, progress=not as_json)
     step("train + evaluate + register")
     result = {**outcome.summary(), "ingest": summary.to_dict(), "steps": steps,
               "total_seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
@@ -607,8 +594,3 @@ def quickstart(
                    f"in {result['total_seconds']}s")  # fmt: skip
         typer.echo(f"MLflow UI:  mlflow ui --backend-store-uri {settings.tracking_uri()}")
         typer.echo(f"Data Docs:  {summary.data_docs}")
-
-
-def main() -> None:  # pragma: no cover
-    app(prog_name="reranker")
-    sys.exit(0)

@@ -89,6 +89,11 @@ def test_register_champion_then_canary_then_reject_a_worse_model(lake, registry)
     files = {"segments.pkl": layout.feature_tables / "segments.pkl"}
     first = train_and_register(events, store, registry, _plan(), files, root)
     assert first.passed and first.alias == CHAMPION
+    run = registry.client.get_run(first.run_id)
+    assert [d.dataset.name for d in run.inputs.dataset_inputs] == ["training_lists"]  # lineage in the UI
+    assert {"learned.ndcg_at_10", "learned.ndcg_at_10.low", "learned_minus_rule_based.ndcg_at_10.low"} <= set(
+        run.data.metrics
+    )
     second = train_and_register(events, store, registry, _plan(), files, root)
     assert second.alias == CANARY and registry.aliases("synthetic") == {
         CHAMPION: first.version,
