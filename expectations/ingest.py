@@ -26,7 +26,6 @@ import pyarrow.parquet as pq
 from expectations.interactions import InteractionValidator
 from reranker.contracts import INTERACTION_COLUMNS, REQUIRED_COLUMNS
 from reranker.lake import (
-    STORED_KEY_PREFIX,
     atomic_write_parquet,
     commit_partition,
     hash_user_id,
@@ -176,10 +175,7 @@ def parse_chunk(
         if col in raw:
             typed[col] = _blank_to_none(raw[col])
     if "user_id" in typed:
-        if hash_ids:
-            typed["user_id"] = hash_user_id(typed["user_id"], salt)
-        else:  # stored keys pass through without their marker
-            typed["user_id"] = typed["user_id"].str.removeprefix(STORED_KEY_PREFIX)
+        typed["user_id"] = hash_user_id(typed["user_id"], salt if hash_ids else None)
     for col in [*FLOAT_COLUMNS, "position"]:
         if col not in raw:
             continue
@@ -342,8 +338,8 @@ def _write_quarantine(
         return
     rows = raw.loc[list(bad)].astype(object)
     rows = rows.where(rows.notna(), None)
-    if salt is not None and "user_id" in rows:
-        rows["user_id"] = hash_user_id(rows["user_id"].map(lambda v: None if v is None else str(v)), salt)
+    if "user_id" in rows:
+        rows["user_id"] = hash_user_id(rows["user_id"], salt)
     rows = rows.assign(_file=name, _reasons=list(bad.values()))
     lines = [
         json.dumps({k: _jsonable(v) for k, v in rec.items()}, default=str) for rec in rows.to_dict("records")

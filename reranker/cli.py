@@ -474,11 +474,11 @@ def users_delete(
     as_json: JsonOpt = False,
 ) -> None:
     """Remove a user's events and features: lake, offline feature tables, online store, quarantine, logs."""
-    from reranker.lake import delete_user_lines, delete_user_rows, user_key
+    from reranker.lake import delete_user_lines, delete_user_rows
 
     settings = _settings(data_dir)
     layout = settings.layout
-    key = user_key(user_id, settings.user_id_salt) if settings.hash_user_ids else user_id
+    key = settings.user_key(user_id)
     removed = {
         "lake_events": delete_user_rows(layout.interactions, key),
         "feature_table_rows": delete_user_rows(layout.feature_tables, key),

@@ -37,19 +37,21 @@ LAKE_SCHEMA = pa.schema(
 LAKE_COLUMNS = LAKE_SCHEMA.names
 
 
-def user_key(user_id: str, salt: str) -> str:
-    """The stored form of a user id: salted SHA-256, 16 hex characters."""
-    return hashlib.sha256(f"{salt}:{user_id}".encode()).hexdigest()[:16]
-
-
 STORED_KEY_PREFIX = "userkey:"  # a value already in stored form (e.g. landed by the serving stage)
 
 
-def hash_user_id(user_ids: pd.Series, salt: str) -> pd.Series:
-    """`user_key` of each user id (computed once per distinct id); `userkey:<key>` values pass through as <key>."""
-    uniques = pd.unique(user_ids.dropna())
-    return user_ids.map({u: u[len(STORED_KEY_PREFIX):] if str(u).startswith(STORED_KEY_PREFIX) else user_key(u, salt)
-                         for u in uniques})  # fmt: skip
+def user_key(user_id: str, salt: str | None) -> str:
+    """The stored form of a user id: salted SHA-256 (16 hex characters), or the id itself when hashing is off
+    (salt None). A `userkey:<key>` value is already in stored form and becomes <key>."""
+    user_id = str(user_id)
+    if user_id.startswith(STORED_KEY_PREFIX):
+        return user_id[len(STORED_KEY_PREFIX) :]
+    return user_id if salt is None else hashlib.sha256(f"{salt}:{user_id}".encode()).hexdigest()[:16]
+
+
+def hash_user_id(user_ids: pd.Series, salt: str | None) -> pd.Series:
+    """`user_key` of each user id, computed once per distinct id; missing ids stay missing."""
+    return user_ids.map({u: user_key(u, salt) for u in pd.unique(user_ids.dropna())})
 
 
 def atomic_write_parquet(frame: pd.DataFrame | pa.Table, path: Path, schema: pa.Schema | None = None) -> None:

@@ -58,14 +58,18 @@ class Settings(BaseSettings):
     def layout(self) -> Layout:
         return Layout(self.data_dir.resolve())
 
-    def opted_out_users(self) -> set[str]:
-        """Hashed keys of the users who opted out of personalization (the file holds raw ids, one a line)."""
-        if self.opt_out_file is None or not self.opt_out_file.exists():
-            return set()
+    def user_key(self, user_id: str) -> str:
+        """The stored form of a user id under these settings (hashed unless hashing is off)."""
         from reranker.lake import user_key
 
+        return user_key(user_id, self.user_id_salt if self.hash_user_ids else None)
+
+    def opted_out_users(self) -> set[str]:
+        """Stored keys of the users who opted out of personalization (the file holds raw ids, one a line)."""
+        if self.opt_out_file is None or not self.opt_out_file.exists():
+            return set()
         ids = [line.strip() for line in self.opt_out_file.read_text().splitlines() if line.strip()]
-        return {user_key(u, self.user_id_salt) if self.hash_user_ids else u for u in ids}
+        return {self.user_key(u) for u in ids}
 
     def tracking_uri(self) -> str:
         return self.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or self.layout.mlflow_uri

@@ -27,7 +27,6 @@ def build_pipeline():  # type: ignore[no-untyped-def]
 
     from feature_repo.store import open_store
     from models.registry import Registry
-    from reranker.lake import user_key
     from reranker.settings import Settings, apply_runtime_env
     from serving.interactions import InteractionSink, LandingZone
     from serving.model_cache import ModelCache
@@ -50,12 +49,9 @@ def build_pipeline():  # type: ignore[no-untyped-def]
             logging.getLogger("reranker.serving").warning("preload of %s failed: %s", model_id, exc)
     models.start()
 
-    def hasher(user_id: str) -> str:
-        return user_key(user_id, settings.user_id_salt) if settings.hash_user_ids else user_id
-
-    pipeline = RerankPipeline(features, models, hasher, opted_out=settings.opted_out_users(),
+    pipeline = RerankPipeline(features, models, settings.user_key, opted_out=settings.opted_out_users(),
                               budget_ms=settings.budget_ms)  # fmt: skip
-    sink = InteractionSink(LandingZone(layout.lake / "incoming"), features.store, hasher,
+    sink = InteractionSink(LandingZone(layout.lake / "incoming"), features.store, settings.user_key,
                            on_user_update=features.invalidate_user)  # fmt: skip
     return pipeline, JsonlLog(layout.lake / "served", "served"), sink
 
