@@ -183,8 +183,6 @@ def main() -> None:
 
 
 def _lgbm(data: Path) -> dict[str, float]:
-    import pandas as pd
-
     from models.registry import Registry
 
     registry = Registry(f"sqlite:///{data / 'mlflow' / 'mlflow.db'}")
@@ -196,7 +194,6 @@ def _lgbm(data: Path) -> dict[str, float]:
         model.booster.predict(X, num_threads=1)
         lat.append(time.perf_counter() - t)
     ms = np.array(lat[50:]) * 1000
-    del pd
     return {
         "p50_ms": float(np.median(ms)),
         "p99_ms": float(np.quantile(ms, 0.99)),

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from reranker.contracts import POSITIVE_RATING
+from reranker.contracts import POSITIVE_RATING, POSITIVE_TYPES
 
 N_CATEGORY_SLOTS = 20
 USER_WINDOW_DAYS = 30
@@ -58,6 +58,13 @@ class CategoryVocabulary:
         return out
 
 
+def positive_flags(kind: pd.Series, value: pd.Series) -> pd.Series:
+    """What counts as a positive signal: a click, add to cart or purchase, or a rating of at least 4."""
+    return kind.isin([t.value for t in POSITIVE_TYPES]) | (
+        (kind == "rating") & (value.astype(float) >= POSITIVE_RATING)
+    )
+
+
 def label_events(events: pd.DataFrame) -> pd.DataFrame:
     """Flags per event: exposure (impression or rating), engaged (click or rating >= 4), positive (engaged or
     conversion), plus the day it belongs to."""
@@ -76,7 +83,7 @@ def label_events(events: pd.DataFrame) -> pd.DataFrame:
             "value": value.where(rating, np.nan),
         }
     )
-    out["positive"] = out["engaged"] | out["conversion"]
+    out["positive"] = positive_flags(kind, value)
     out["value_sum"] = out["value"].fillna(0.0)
     out["value_n"] = out["value"].notna().astype(float)
     out["day"] = out["timestamp"].dt.floor("D")

@@ -17,17 +17,10 @@ from typing import Any
 
 import pandas as pd
 
-from reranker.contracts import (
-    POSITIVE_RATING,
-    POSITIVE_TYPES,
-    InteractionEvent,
-    InteractionType,
-    ServedListEvent,
-)
+from feature_repo.transforms import USER_ACTIVITY, positive_flags
+from reranker.contracts import InteractionEvent, InteractionType, ServedListEvent
 from reranker.lake import STORED_KEY_PREFIX
 from serving.served_log import JsonlLog
-
-COUNTS = ["user_n_events", "user_n_positive", "user_n_events_30d", "user_n_positive_30d"]
 
 
 def impressions(event: ServedListEvent) -> list[InteractionEvent]:
@@ -56,11 +49,6 @@ class LandingZone:
         self.log.write(by_day, sync)
 
 
-def _positive(ev: InteractionEvent) -> bool:
-    rated = ev.interaction_type == "rating" and ev.value is not None and ev.value >= POSITIVE_RATING
-    return ev.interaction_type in POSITIVE_TYPES or rated
-
-
 class InteractionSink:
     """Hash user ids, land the events, push the users' new activity counts to the online store."""
 
@@ -78,24 +66,22 @@ class InteractionSink:
         return {"accepted": len(hashed), "users_updated": pushed}
 
     def _push(self, events: list[InteractionEvent]) -> int:
-        counted = [ev for ev in events if ev.interaction_type != "impression"]
-        if not counted:
+        """Add the batch's events and positives to each user's online counts (impressions are counted at the next
+        materialization, with the served lists they belong to)."""
+        batch = pd.DataFrame([{"user_id": ev.user_id, "kind": ev.interaction_type.value, "value": ev.value}
+                              for ev in events if ev.interaction_type != InteractionType.impression])  # fmt: skip
+        if batch.empty:
             return 0
-        users = sorted({ev.user_id for ev in counted})
-        refs = [f"user_activity:{name}" for name in (*COUNTS, "user_positive_rate", "user_mean_value",
-                                                     "user_tenure_days")]  # fmt: skip
+        batch["positive"] = positive_flags(batch["kind"], batch["value"].astype(float))
+        added = batch.groupby("user_id").agg(n=("kind", "size"), positive=("positive", "sum"))
+        users = list(added.index)
         current = self.store.get_online_features(
-            features=refs, entity_rows=[{"user_id": u} for u in users]
-        ).to_df()
-        current = current.set_index("user_id")
-        for ev in counted:
-            row = current.loc[ev.user_id]
-            for name in ("user_n_events", "user_n_events_30d"):
-                current.loc[ev.user_id, name] = (0.0 if pd.isna(row[name]) else row[name]) + 1
-            if _positive(ev):
-                for name in ("user_n_positive", "user_n_positive_30d"):
-                    current.loc[ev.user_id, name] = (0.0 if pd.isna(current.loc[ev.user_id, name]) else
-                                                     current.loc[ev.user_id, name]) + 1  # fmt: skip
+            features=[f"user_activity:{name}" for name in USER_ACTIVITY], entity_rows=[{"user_id": u} for u in users]
+        ).to_df().set_index("user_id")  # fmt: skip
+        for name in ("user_n_events", "user_n_events_30d"):
+            current[name] = current[name].fillna(0.0) + added["n"]
+        for name in ("user_n_positive", "user_n_positive_30d"):
+            current[name] = current[name].fillna(0.0) + added["positive"]
         frame = current.reset_index()
         frame["event_timestamp"] = pd.Timestamp.now(tz="UTC")
         self.store.write_to_online_store(feature_view_name="user_activity", df=frame)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,7 +49,8 @@ class OnlineFeatures:
     document_ids: list[str]
     user_ttl_seconds: float = 5.0
     _docs: DocumentCache | None = None
-    _users: dict[str, tuple[float, dict[str, float]]] = field(default_factory=dict)
+    max_cached_users: int = 100_000
+    _users: OrderedDict[str, tuple[float, dict[str, float] | None]] = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def documents(self) -> DocumentCache:
@@ -85,8 +87,13 @@ class OnlineFeatures:
         values = {name: got[name][0] for name in USER_FEATURES}
         known = None if all(v is None for v in values.values()) else {k: (np.nan if v is None else float(v))
                                                                        for k, v in values.items()}  # fmt: skip
-        self._users[user_key] = (now, known)  # type: ignore[assignment]
+        with self._lock:  # request threads share the cache
+            self._users[user_key] = (now, known)
+            self._users.move_to_end(user_key)
+            while len(self._users) > self.max_cached_users:  # bounded: oldest entries go first
+                self._users.popitem(last=False)
         return known
 
     def invalidate_user(self, user_key: str) -> None:
-        self._users.pop(user_key, None)
+        with self._lock:
+            self._users.pop(user_key, None)

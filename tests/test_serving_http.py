@@ -130,11 +130,10 @@ def test_interactions_land_for_training_and_update_the_online_store(server, lake
     layout, events, store = lake
     user = events["user_id"].value_counts().index[0]
 
-    def online_count() -> float:
-        got = store.get_online_features(
-            features=["user_activity:user_n_events"], entity_rows=[{"user_id": user}]
-        )
-        return float(got.to_dict()["user_n_events"][0])
+    def online_count() -> tuple[float, float]:
+        refs = ["user_activity:user_n_events", "user_activity:user_n_positive"]
+        got = store.get_online_features(features=refs, entity_rows=[{"user_id": user}]).to_dict()
+        return float(got["user_n_events"][0]), float(got["user_n_positive"][0])
 
     before = online_count()
     served = server.post("/rerank", json=_body(events, top_n=5)).json()
@@ -144,7 +143,7 @@ def test_interactions_land_for_training_and_update_the_online_store(server, lake
              "timestamp": "2026-06-01T12:00:05Z"}  # fmt: skip
     receipt = server.post("/interactions", json={"events": [click]})
     assert receipt.status_code == 202 and receipt.json() == {"accepted": 1, "users_updated": 1}
-    assert online_count() == before + 1
+    assert online_count() == (before[0] + 1, before[1] + 1)  # one more event, and a positive one
 
     bad = server.post("/interactions", json={"events": [{**click, "position": -1}]})
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"][-1] == "position"

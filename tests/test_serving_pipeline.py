@@ -275,3 +275,14 @@ def test_promote_and_rollback_move_the_aliases_serving_follows(stage):
             rollback(registry, "serving", "again")
     finally:
         registry.set_alias("serving", CHAMPION, v1)
+
+
+def test_user_feature_cache_is_bounded(stage):
+    from serving.online_features import OnlineFeatures
+
+    _, _, events, store, _ = stage
+    features = OnlineFeatures(store, [], max_cached_users=2)
+    users = list(events["user_id"].unique()[:3])
+    for user in users:
+        assert features.user(user) is not None
+    assert list(features._users) == users[1:]  # the oldest entry was evicted
