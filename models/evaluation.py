@@ -28,7 +28,6 @@ class EvaluationReport:
     differences: dict[str, dict[str, Interval]] = field(
         default_factory=dict
     )  # "a - b" -> metric@k -> interval
-    per_list_values: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
     champion_lists: int | None = None  # lists after the champion's training window (None: no champion)
 
     def table(self) -> pd.DataFrame:
@@ -97,4 +96,4 @@ def evaluate_scores(
         if name != reference
     }
     n_total = frame["list_id"].nunique()
-    return EvaluationReport(len(ref), n_total - len(ref), metrics, differences, per_list_values=per)
+    return EvaluationReport(len(ref), n_total - len(ref), metrics, differences)

@@ -102,7 +102,7 @@ def _list_index(data: TrainingSet) -> pd.DataFrame:
 
 def rolling_origin(
     data: TrainingSet, plan: TrainPlan, horizon_days: int
-) -> tuple[pd.DataFrame, dict[str, np.ndarray], list[dict[str, Any]]]:
+) -> tuple[pd.DataFrame, np.ndarray, list[dict[str, Any]]]:
     """Test frame and the learned scores on it, fold by fold (each fold's model sees only the past)."""
     lists = _list_index(data)
     ts = pd.to_datetime(lists["event_timestamp"], utc=True)
@@ -126,7 +126,7 @@ def rolling_origin(
         info.append({"fold_start": str(start), "train_lists": train_part.n_lists,
                      "test_lists": test_part.n_lists, "trees": fit["num_trees"]})  # fmt: skip
     test = pd.concat(frames, ignore_index=True)
-    return test, {"learned": np.concatenate(scores)}, info
+    return test, np.concatenate(scores), info
 
 
 def evaluate_against_baselines(
@@ -276,7 +276,7 @@ def evaluate_procedure(
     t = time.perf_counter()
     champion = registry.load(plan.model_id, CHAMPION) if CHAMPION in registry.aliases(plan.model_id) else None
     test, learned, folds = rolling_origin(data, plan, horizon)
-    report = evaluate_against_baselines(test, learned["learned"], plan, champion)
+    report = evaluate_against_baselines(test, learned, plan, champion)
     gates = check_gates(report, plan.gates, has_champion=champion is not None)
     seconds["evaluate"] = time.perf_counter() - t
     return ProcedureEvaluation(data, horizon, report, gates, champion, folds, seconds)

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from reranker.exploration import epsilon_greedy_slots
+
 CLICK_PROB = np.array([0.05, 0.20, 0.50, 0.90])  # P(click | examined, grade)
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -118,35 +120,6 @@ class SyntheticWorld:
             "propensity": propensity,  # (n, list_size)
             "t": np.sort(t),
         }
-
-
-def epsilon_greedy_slots(
-    scores: np.ndarray, k: int, epsilon: float, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """Fill k slots per row: the best remaining candidate w.p. 1-eps, else a uniform remaining one.
-
-    Returns the chosen candidate indexes and, per slot, the probability the policy gave that choice given the
-    slots before it (these sum to 1 over the remaining candidates at each slot).
-    """
-    n, m = scores.shape
-    remaining = np.ones((n, m), dtype=bool)
-    shown = np.empty((n, k), dtype=np.int64)
-    prop = np.empty((n, k))
-    rows = np.arange(n)
-    for slot in range(k):
-        masked = np.where(remaining, scores, -np.inf)
-        best = masked.argmax(axis=1)
-        n_left = m - slot
-        explore = rng.random(n) < epsilon
-        # uniform choice among remaining: rank of a uniform draw among True entries
-        u = rng.integers(0, n_left, size=n)
-        order = np.argsort(~remaining, axis=1, kind="stable")  # remaining candidates first
-        uniform_pick = order[rows, u]
-        pick = np.where(explore, uniform_pick, best)
-        shown[:, slot] = pick
-        prop[:, slot] = (1 - epsilon) * (pick == best) + epsilon / n_left
-        remaining[rows, pick] = False
-    return shown, prop
 
 
 def simulate_clicks(

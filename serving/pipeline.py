@@ -26,7 +26,7 @@ import numpy as np
 from models.ranker import FirstStageRanker, Ranker
 from models.rule_based import RuleBasedRanker
 from reranker.contracts import ServedItem, ServedListEvent
-from reranker.synthetic import epsilon_greedy_slots
+from reranker.exploration import epsilon_greedy_slots
 from serving.fast_inputs import assemble
 from serving.model_cache import ModelCache, RegistryUnavailable, Variant
 from serving.online_features import DOC_FEATURES, USER_FEATURES, OnlineFeatures

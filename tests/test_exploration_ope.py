@@ -3,7 +3,8 @@
 import numpy as np
 
 from models.ope import estimate
-from reranker.synthetic import CLICK_PROB, SyntheticWorld, WorldConfig, epsilon_greedy_slots
+from reranker.exploration import epsilon_greedy_slots
+from reranker.synthetic import CLICK_PROB, SyntheticWorld, WorldConfig
 
 
 def test_ips_from_epsilon_greedy_logs_recovers_a_known_policys_click_rate():

@@ -1,7 +1,8 @@
 import numpy as np
 import pandas as pd
 
-from reranker.synthetic import epsilon_greedy_slots, event_chunks, simulate_clicks
+from reranker.exploration import epsilon_greedy_slots
+from reranker.synthetic import event_chunks, simulate_clicks
 
 
 def test_same_seed_same_events(world):
