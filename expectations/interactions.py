@@ -68,37 +68,56 @@ def build_suite(now: datetime, future_skew_seconds: int) -> Any:
     return suite
 
 
+def file_context(gx_dir: Path) -> Any:
+    """The file-backed GX context under the data dir (progress bars off)."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    gx_dir.mkdir(parents=True, exist_ok=True)
+    context = gx.get_context(mode="file", project_root_dir=str(gx_dir))
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    return context
+
+
+def dataframe_checkpoint(context: Any, suite: Any, name: str, result_format: str = "COMPLETE") -> Any:
+    """A checkpoint validating one in-memory dataframe against `suite` (asset, batch definition, validation
+    definition and checkpoint named after it, created or updated)."""
+    import great_expectations as gx
+
+    source = context.data_sources.add_or_update_pandas("lake")
+    names = [a.name for a in source.assets]
+    asset = source.get_asset(suite.name) if suite.name in names else source.add_dataframe_asset(suite.name)
+    batch_def = (
+        asset.batch_definitions[0]
+        if asset.batch_definitions
+        else asset.add_batch_definition_whole_dataframe("whole_batch")
+    )
+    suite = context.suites.add_or_update(suite)
+    definition = context.validation_definitions.add_or_update(
+        gx.ValidationDefinition(data=batch_def, suite=suite, name=name)
+    )
+    return context.checkpoints.add_or_update(
+        gx.Checkpoint(
+            name=name,
+            validation_definitions=[definition],
+            actions=[],
+            result_format={"result_format": result_format},
+        )
+    )
+
+
+def data_docs(context: Any) -> Path:
+    context.build_data_docs()
+    return Path(context.root_directory) / "uncommitted" / "data_docs" / "local_site" / "index.html"
+
+
 class InteractionValidator:
     """A file-backed GX context under the data dir; `validate` runs the checkpoint on one dataframe batch."""
 
     def __init__(self, gx_dir: Path, now: datetime, future_skew_seconds: int) -> None:
-        import great_expectations as gx
-
-        gx_dir.mkdir(parents=True, exist_ok=True)
-        self._gx = gx
-        self.context = gx.get_context(mode="file", project_root_dir=str(gx_dir))
-        from great_expectations.data_context.types.base import ProgressBarsConfig
-
-        self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
-        source = self.context.data_sources.add_or_update_pandas("lake")
-        names = [a.name for a in source.assets]
-        asset = source.get_asset(SUITE) if SUITE in names else source.add_dataframe_asset(SUITE)
-        batch_def = (
-            asset.batch_definitions[0]
-            if asset.batch_definitions
-            else asset.add_batch_definition_whole_dataframe("whole_batch")
-        )
-        suite = self.context.suites.add_or_update(build_suite(now, future_skew_seconds))
-        definition = self.context.validation_definitions.add_or_update(
-            gx.ValidationDefinition(data=batch_def, suite=suite, name=f"{SUITE}_ingest")
-        )
-        self.checkpoint = self.context.checkpoints.add_or_update(
-            gx.Checkpoint(
-                name=f"{SUITE}_ingest",
-                validation_definitions=[definition],
-                actions=[],
-                result_format={"result_format": "COMPLETE"},
-            )
+        self.context = file_context(gx_dir)
+        self.checkpoint = dataframe_checkpoint(
+            self.context, build_suite(now, future_skew_seconds), f"{SUITE}_ingest"
         )
 
     def validate(self, frame: pd.DataFrame) -> ValidationReport:
@@ -119,5 +138,4 @@ class InteractionValidator:
         return report
 
     def build_docs(self) -> Path:
-        self.context.build_data_docs()
-        return Path(self.context.root_directory) / "uncommitted" / "data_docs" / "local_site" / "index.html"
+        return data_docs(self.context)

@@ -137,3 +137,13 @@ def rollback(registry: Registry, name: str, reason: str) -> dict[str, str]:
     if current is not None:
         registry.tag_version(name, current, {"rolled_back_reason": reason})
     return registry.aliases(name)
+
+
+def reject_canary(registry: Registry, name: str, reason: str) -> dict[str, str]:
+    """The `canary` alias is removed (serving stops sending it traffic) and the version tagged with the reason."""
+    version = registry.aliases(name).get(CANARY)
+    if version is None:
+        raise AliasError(f"model {name!r} has no canary")
+    registry.delete_alias(name, CANARY)
+    registry.tag_version(name, version, {"rolled_back_reason": reason})
+    return registry.aliases(name)

@@ -23,11 +23,14 @@ experiment_app = typer.Typer(help="Studies with a known answer (position bias, o
                              no_args_is_help=True)  # fmt: skip
 models_app = typer.Typer(help="Registered models: versions, aliases, tags.", no_args_is_help=True)
 users_app = typer.Typer(help="Privacy: remove a user's data.", no_args_is_help=True)
+flows_app = typer.Typer(help="The lifecycle as Prefect flows: run one now, or serve them on schedules.",
+                        no_args_is_help=True)  # fmt: skip
 app.add_typer(data_app, name="data")
 app.add_typer(features_app, name="features")
 app.add_typer(experiment_app, name="experiment")
 app.add_typer(models_app, name="models")
 app.add_typer(users_app, name="users")
+app.add_typer(flows_app, name="flows")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
 DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Overrides RERANKER_DATA_DIR.")]
@@ -462,6 +465,132 @@ def _move_alias(data_dir: Path | None, as_json: bool, action: str, model_id: str
         typer.echo(f"{model_id}: " + ", ".join(f"{a} -> v{v}" for a, v in sorted(aliases.items())))
 
 
+@app.command("promote")
+def promote_command(
+    model_id: Annotated[str, typer.Argument(help="Registered model name.")],
+    version: Annotated[str, typer.Argument(help="The version to make champion.")],
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Same as `reranker models promote`."""
+    _move_alias(data_dir, as_json, "promote", model_id, version)
+
+
+@app.command("rollback")
+def rollback_command(
+    model_id: Annotated[str, typer.Argument(help="Registered model name.")],
+    reason: Annotated[str, typer.Option(help="Why; tagged on the version rolled back.")] = "manual rollback",
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Same as `reranker models rollback`."""
+    _move_alias(data_dir, as_json, "rollback", model_id, reason)
+
+
+# ---------------------------------------------------------------- flows
+
+
+class FlowName(StrEnum):
+    ingest = "ingest"
+    build_features = "build-features"
+    train = "train"
+    canary = "canary"
+    drift = "drift"
+    retrain = "retrain"
+
+
+def _prefect_settings(data_dir: Path | None) -> Settings:
+    from reranker.settings import apply_prefect_env
+
+    settings = _settings(data_dir)
+    apply_prefect_env(settings.layout)  # before Prefect is imported
+    return settings
+
+
+@flows_app.command("run")
+def flows_run(
+    name: Annotated[FlowName, typer.Argument(help="Which flow.")],
+    model_id: Annotated[str, typer.Option("--model-id")] = "reranker",
+    path: Annotated[Path | None, typer.Option(help="Interaction file or folder (ingest, retrain).")] = None,
+    documents: Annotated[
+        Path | None, typer.Option(help="Document catalog Parquet (ingest, retrain).")
+    ] = None,
+    rounds: Annotated[int, typer.Option(help="Boosting rounds (train, retrain).", min=1)] = 150,
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run one flow now (against PREFECT_API_URL if set, else Prefect's temporary local API)."""
+    settings = _prefect_settings(data_dir)
+    from flows.lifecycle import FLOWS
+
+    data = str(settings.data_dir.resolve())
+    params: dict[str, Any] = {"data_dir": data}
+    if name in (FlowName.train, FlowName.canary, FlowName.drift, FlowName.retrain):
+        params["model_id"] = model_id
+    if name in (FlowName.train, FlowName.retrain):
+        params["rounds"] = rounds
+    if name is FlowName.ingest and path is None:
+        _fail("ingest needs --path")
+    if name in (FlowName.ingest, FlowName.retrain) and path is not None:
+        params["path"] = str(path.resolve())
+        if documents is not None:
+            params["documents"] = str(documents.resolve())
+    state = FLOWS[name.value](**params, return_state=True)
+    if not state.is_completed():
+        _fail(f"flow {name.value} ended {state.name}: {state.message}", code=1)
+    _emit({"flow": name.value, "state": state.name, "result": state.result()}, as_json)
+
+
+@flows_app.command("serve")
+def flows_serve(
+    model_id: Annotated[str, typer.Option("--model-id")] = "reranker",
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Serve the deployments: retrain, canary analysis and drift check on their crons (RERANKER_*_CRON), the rest on
+    demand, and retrain on every drift event (needs `prefect server start` and PREFECT_API_URL)."""
+    settings = _prefect_settings(data_dir)
+    from flows.deployments import serve as serve_deployments
+
+    serve_deployments(settings, model_id)
+
+
+@app.command()
+def demo(
+    model_id: Annotated[str, typer.Option("--model-id")] = "reranker",
+    traffic: Annotated[int, typer.Option(help="Requests served by v1 alone.", min=100)] = 4_000,
+    canary_traffic: Annotated[int, typer.Option(help="Requests while v2 is canary.", min=100)] = 6_000,
+    canary_share: Annotated[
+        float, typer.Option(help="Share of users the canary serves.", min=0.05, max=0.95)
+    ] = 0.5,
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The loop closed: train v1 -> serve over HTTP -> simulated users -> logged clicks -> retrain v2 -> canary ->
+    canary analysis -> promote or roll back. Prints the online click rates with intervals."""
+    settings = _prefect_settings(data_dir)
+    from flows.demo import DemoPlan, run_demo
+
+    plan = DemoPlan(model_id=model_id, traffic_requests=traffic, canary_requests=canary_traffic,
+                    canary_share=canary_share, seed=settings.seed)  # fmt: skip
+    try:
+        result = run_demo(
+            settings, plan, progress=not as_json, say=(lambda m: None) if as_json else typer.echo
+        )
+    except RuntimeError as exc:
+        _fail(str(exc), code=1)
+    _emit(result, as_json)
+    if not as_json:
+        _table("online click rate (clicks per shown item, 95% CI resampling users)",
+               [{"ranker": k, "requests": v["requests"], "click rate": f"{v['mean']:.4f} [{v['low']:.4f}, "
+                 f"{v['high']:.4f}]"} for k, v in result["click_rate"].items()])  # fmt: skip
+        d = result["difference"]
+        typer.echo(f"v{result['v2']} - v{result['v1']}: {d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
+                   f" -> {result['decision']} ({result['reason']})")  # fmt: skip
+        typer.echo(f"aliases now: {result['aliases']}")
+        typer.echo(f"MLflow UI:  {result['mlflow_ui']}")
+        typer.echo(f"Prefect UI: {result['prefect_ui']}")
+
+
 # ---------------------------------------------------------------- users
 
 
@@ -483,8 +612,8 @@ def users_delete(
         "lake_events": delete_user_rows(layout.interactions, key),
         "feature_table_rows": delete_user_rows(layout.feature_tables, key),
         "quarantined_rows": delete_user_lines(layout.quarantine, key),
-        "served_list_log": delete_user_lines(layout.lake / "served", key),
-        "landing_zone": delete_user_lines(layout.lake / "incoming", key),
+        "served_list_log": delete_user_lines(layout.served, key),
+        "landing_zone": delete_user_lines(layout.landing, key),
         "online_rows": 0,
     }
     if (layout.feast / "feature_store.yaml").exists():

@@ -81,6 +81,12 @@ class ServedListEvent(BaseModel):
     served_by: str = Field(description="learned, fallback or unranked")
     timestamp: datetime
     items: list[ServedItem]
+    exploration_rate: float = Field(
+        default=0.0, ge=0, le=1, description="The epsilon the items were drawn with."
+    )
+    n_candidates: int | None = Field(
+        default=None, ge=0, description="How many candidates the list came from."
+    )
 
 
 INTERACTION_COLUMNS = list(InteractionEvent.model_fields)

@@ -53,6 +53,17 @@ class Settings(BaseSettings):
     opt_out_file: Path | None = Field(
         default=None, description="User ids (one a line) not to personalize for."
     )
+    retrain_cron: str = Field(default="0 3 * * *", description="When the retrain deployment runs.")
+    canary_cron: str = Field(default="0 * * * *", description="When the canary analysis deployment runs.")
+    drift_cron: str = Field(default="30 2 * * *", description="When the drift check deployment runs.")
+    drift_recent_days: float = Field(default=7.0, gt=0, description="The recent window drift checks look at.")
+    canary_min_lists: int = Field(
+        default=500, ge=1, description="Served lists per variant before a decision."
+    )
+    canary_max_lists: int = Field(default=50_000, ge=1, description="No proven gain by then: roll back.")
+    canary_max_loss: float = Field(
+        default=0.0, ge=0, description="Promote when canary - champion click rate stays above -this."
+    )
 
     @property
     def layout(self) -> Layout:
@@ -138,8 +149,31 @@ class Layout:
     def reports(self) -> Path:
         return self.root / "reports"
 
+    @property
+    def served(self) -> Path:
+        """The served-list log of the stage (one JSON line per response)."""
+        return self.lake / "served"
+
+    @property
+    def landing(self) -> Path:
+        """Events the stage landed (impressions of served lists, posted interactions), before ingestion."""
+        return self.lake / "incoming"
+
+    @property
+    def prefect(self) -> Path:
+        return self.root / "prefect"
+
 
 def apply_runtime_env() -> None:
     """Entry points call this once: telemetry off, threads sane. Never at import."""
     for key, value in TELEMETRY_OFF.items():
         os.environ.setdefault(key, value)
+
+
+def apply_prefect_env(layout: Layout) -> None:
+    """Before Prefect is imported: its home (local API database) and persisted task results under the data dir, so
+    flow history and cached results survive a restart. Variables already set (e.g. PREFECT_API_URL of a server, or
+    PREFECT_HOME) win."""
+    os.environ.setdefault("PREFECT_HOME", str(layout.prefect))
+    os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(layout.prefect / "storage"))
+    os.environ.setdefault("PREFECT_RESULTS_PERSIST_BY_DEFAULT", "true")

@@ -10,10 +10,11 @@ clicked with a probability that grows with the true grade.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -234,3 +235,43 @@ def write_dataset(
     meta = {"config": {**asdict(world.config), "start": world.config.start.isoformat()}, "events": written}
     (out_dir / "world.json").write_text(json.dumps(meta, indent=2))
     return meta
+
+
+def simulate_traffic(
+    world: SyntheticWorld,
+    n_requests: int,
+    rerank: Callable[[dict[str, Any]], dict[str, Any]],
+    interact: Callable[[list[dict[str, Any]]], None],
+    model_id: str,
+    rng: np.random.Generator,
+    top_n: int = 10,
+    exploration_rate: float = 0.1,
+) -> pd.DataFrame:
+    """Simulated users calling the stage: each request sends a user's query and its candidates with first-stage
+    scores to `rerank` (the stage's JSON contract), examines the returned list with position bias, clicks what it
+    truly likes, and posts the clicks to `interact`. One row per request: variant, version, clicks, shown."""
+    req = world.sample_requests(rng, n_requests)
+    rows = []
+    for i in range(n_requests):
+        user, query, cands = req["users"][i], req["queries"][i], req["candidates"][i]
+        body = {"model_id": model_id, "user_id": f"u{user}", "query": f"q{query}", "top_n": top_n,
+                "exploration_rate": exploration_rate,
+                "candidates": [{"document_id": f"d{d}", "score": float(s)}
+                               for d, s in zip(cands, req["scores"][i], strict=True)]}  # fmt: skip
+        response = rerank(body)
+        shown = np.array([int(r["document_id"][1:]) for r in response["results"]], dtype=np.int64)
+        grades = world.relevance(np.full(len(shown), user), shown, np.full(len(shown), query))
+        examined = rng.random(len(shown)) < world.examination(np.arange(len(shown)))
+        clicked = examined & (rng.random(len(shown)) < CLICK_PROB[grades])
+        now = datetime.now(UTC).isoformat()
+        events = [{"event_id": f"{response['request_id']}-{pos}-click", "request_id": response["request_id"],
+                   "interaction_type": "click", "user_id": f"u{user}", "document_id": f"d{shown[pos]}",
+                   "query": f"q{query}", "position": int(pos), "timestamp": now}
+                  for pos in np.flatnonzero(clicked)]  # fmt: skip
+        if events:
+            interact(events)
+        rows.append({"request_id": response["request_id"], "user": int(user), "variant": response["variant"],
+                     "model_version": response.get("model_version"), "served_by": response["served_by"],
+                     "shown": len(shown), "clicks": int(clicked.sum()),
+                     "true_gain": float(CLICK_PROB[grades].dot(world.examination(np.arange(len(shown)))))})  # fmt: skip
+    return pd.DataFrame(rows)

@@ -172,7 +172,7 @@ class RerankPipeline:
             request_id=request_id, user_id=user_key or "anonymous", query=req.query, model_id=req.model_id,
             model_version=version, variant=variant_name, served_by=served_by.value, timestamp=datetime.now(UTC),
             items=[ServedItem(document_id=r.document_id, position=i, score=r.score, propensity=float(prop[i]))
-                   for i, r in enumerate(results)],
+                   for i, r in enumerate(results)], exploration_rate=eps, n_candidates=n,
         )  # fmt: skip
         return response, event
 

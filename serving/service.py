@@ -51,9 +51,9 @@ def build_pipeline():  # type: ignore[no-untyped-def]
 
     pipeline = RerankPipeline(features, models, settings.user_key, opted_out=settings.opted_out_users(),
                               budget_ms=settings.budget_ms)  # fmt: skip
-    sink = InteractionSink(LandingZone(layout.lake / "incoming"), features.store, settings.user_key,
+    sink = InteractionSink(LandingZone(layout.landing), features.store, settings.user_key,
                            on_user_update=features.invalidate_user)  # fmt: skip
-    return pipeline, JsonlLog(layout.lake / "served", "served"), sink
+    return pipeline, JsonlLog(layout.served, "served"), sink
 
 
 log = logging.getLogger("reranker.serving")

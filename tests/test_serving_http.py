@@ -113,7 +113,7 @@ def test_served_lists_are_logged_to_the_lake(server, lake):
     request_id = resp.json()["request_id"]
 
     def logged_list():
-        files = (layout.lake / "served").rglob("*.jsonl")
+        files = (layout.served).rglob("*.jsonl")
         lines = [json.loads(line) for f in files for line in f.read_text().splitlines()]
         return next(e for e in lines if e["request_id"] == request_id)
 
@@ -149,14 +149,14 @@ def test_interactions_land_for_training_and_update_the_online_store(server, lake
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"][-1] == "position"
 
     def impressions_landed():
-        text = "".join(f.read_text() for f in (layout.lake / "incoming").rglob("*.jsonl"))
+        text = "".join(f.read_text() for f in (layout.landing).rglob("*.jsonl"))
         assert f"{served['request_id']}-4-impression" in text
 
     eventually(impressions_landed)
     target = Layout(tmp_path / "data")
-    summary = ingest(layout.lake / "incoming", target, salt="s", hash_ids=False)
+    summary = ingest(layout.landing, target, salt="s", hash_ids=False)
     assert summary.quarantined == 0 and summary.added >= 6
-    assert ingest(layout.lake / "incoming", target, salt="s", hash_ids=False).added == 0  # idempotent
+    assert ingest(layout.landing, target, salt="s", hash_ids=False).added == 0  # idempotent
     lists = logged_lists(read_interactions(target.interactions))
     mine = lists[lists["list_id"] == served["request_id"]]
     assert len(mine) == 5 and set(mine["user_id"]) == {user}

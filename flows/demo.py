@@ -1,0 +1,207 @@
+"""`reranker demo`: the loop closed on the embedded default, through the real HTTP stage.
+
+1. A synthetic world (users with known tastes, position-biased clicks) and a short bootstrap log of its first-stage
+   ranking with exploration -> the retrain flow -> v1 (champion).
+2. The stage (`bentoml serve`) serves v1; simulated users call POST /rerank and post their clicks to
+   /interactions.
+3. The retrain flow lands what the stage logged (served lists with propensities, clicks), rebuilds the features and
+   trains v2; it passes its gates and becomes the canary.
+4. Canary traffic: a share of users gets v2 (sticky by hashed user id), the rest v1, at the same time.
+5. The canary-analysis flow compares them (online click rate with user-resampled intervals, off-policy estimates of
+   each ranking without exploration) and promotes v2 or rolls it back.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from flows.lifecycle import canary_analysis_flow, retrain_flow
+from reranker.settings import Settings
+from reranker.synthetic import SyntheticWorld, WorldConfig, simulate_traffic, write_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    model_id: str = "reranker"
+    seed: int = 7
+    n_users: int = 1_000
+    n_docs: int = 600
+    bootstrap_days: int = 14
+    bootstrap_events: int = 60_000
+    traffic_requests: int = 4_000  # served by v1 alone, then logged for v2's training
+    canary_requests: int = 6_000  # served by v1 and v2 at once
+    canary_share: float = 0.5
+    clients: int = 4
+    rounds: int = 150
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def running_stage(settings: Settings, model_id: str, canary_share: float) -> Iterator[str]:
+    """`bentoml serve` of the stage on a free loopback port; yields its base URL, stops it on exit."""
+    import httpx
+
+    port = _free_port()
+    env = {**os.environ, "RERANKER_DATA_DIR": str(settings.data_dir.resolve()),
+           "RERANKER_CANARY_SHARE": str(canary_share), "RERANKER_ALIAS_POLL_SECONDS": "2",
+           "RERANKER_PRELOAD_MODELS": f'["{model_id}"]', "MLFLOW_TRACKING_URI": settings.tracking_uri(),
+           "BENTOML_HOME": str(settings.data_dir.resolve() / "bentoml")}  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "serving.service:Reranker", "--host",
+                             "127.0.0.1", "--port", str(port)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None:
+                raise RuntimeError(f"the stage exited: {proc.stderr.read()[-3000:] if proc.stderr else ''}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("the stage did not become ready in 180 s")
+            time.sleep(1)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def drive_traffic(
+    base: str, world: SyntheticWorld, n: int, plan: DemoPlan, seed: int, progress: bool
+) -> pd.DataFrame:
+    """`n` simulated requests through HTTP from `plan.clients` concurrent clients."""
+    import httpx
+    from tqdm import tqdm
+
+    bar = tqdm(total=n, unit="req", desc="simulated traffic", disable=not progress)
+
+    def worker(part: int, count: int) -> pd.DataFrame:
+        with httpx.Client(base_url=base, timeout=30) as client:
+
+            def rerank(body: dict[str, Any]) -> dict[str, Any]:
+                resp = client.post("/rerank", json=body)
+                resp.raise_for_status()
+                bar.update(1)
+                return dict(resp.json())
+
+            def interact(events: list[dict[str, Any]]) -> None:
+                client.post("/interactions", json={"events": events}).raise_for_status()
+
+            return simulate_traffic(world, count, rerank, interact, plan.model_id,
+                                    np.random.default_rng([seed, part]))  # fmt: skip
+
+    counts = [len(c) for c in np.array_split(np.arange(n), plan.clients)]
+    with ThreadPoolExecutor(plan.clients) as pool:
+        frames = list(pool.map(worker, range(plan.clients), counts))
+    bar.close()
+    return pd.concat(frames, ignore_index=True)
+
+
+def _rate(frame: pd.DataFrame) -> dict[str, float]:
+    """Clicks per shown item with a 95% interval resampling users."""
+    per_user = frame.groupby("user")[["clicks", "shown"]].sum()
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, len(per_user), size=(1000, len(per_user)))
+    c, s = per_user["clicks"].to_numpy(float), per_user["shown"].to_numpy(float)
+    boots = c[idx].sum(1) / s[idx].sum(1)
+    return {"mean": float(c.sum() / s.sum()), "low": float(np.quantile(boots, 0.025)),
+            "high": float(np.quantile(boots, 0.975)), "requests": len(frame)}  # fmt: skip
+
+
+def run_demo(settings: Settings, plan: DemoPlan, progress: bool = True, say: Any = print) -> dict[str, Any]:
+    layout = settings.layout
+    data_dir = str(settings.data_dir.resolve())
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+
+    def lap(name: str) -> None:
+        timings[name] = round(time.perf_counter() - started - sum(timings.values()), 1)
+        say(f"[{time.perf_counter() - started:6.1f}s] {name}")
+
+    start = (datetime.now(UTC) - timedelta(days=plan.bootstrap_days)).replace(microsecond=0)
+    world = SyntheticWorld.create(WorldConfig(seed=plan.seed, n_users=plan.n_users, n_docs=plan.n_docs,
+                                              days=plan.bootstrap_days - 1, start=start))  # fmt: skip
+    raw = layout.raw / "demo"
+    write_dataset(world, plan.bootstrap_events, raw, progress=progress)
+    lap("bootstrap log written")
+    state = retrain_flow(model_id=plan.model_id, path=str(raw / "interactions"), documents=str(raw / "documents.parquet"),
+                         rounds=plan.rounds, data_dir=data_dir, return_state=True)  # fmt: skip
+    if not state.is_completed():
+        raise RuntimeError(f"training v1 failed: {state.message}")
+    v1 = state.result()["training"]
+    if v1["alias"] != "champion":
+        raise RuntimeError(f"v1 did not become champion: {v1['gates']}")
+    lap(f"v1 trained and registered (champion v{v1['version']})")
+
+    with running_stage(settings, plan.model_id, plan.canary_share) as base:
+        lap("stage serving v1")
+        before = drive_traffic(base, world, plan.traffic_requests, plan, seed=1, progress=progress)
+        lap(f"{len(before)} requests served by v1")
+        time.sleep(2)  # the stage flushes served lists every second
+        state = retrain_flow(model_id=plan.model_id, rounds=plan.rounds, data_dir=data_dir, return_state=True)
+        if not state.is_completed():
+            raise RuntimeError(f"training v2 failed: {state.message}")
+        v2 = state.result()["training"]
+        lap(f"v2 trained on logged traffic (alias {v2['alias'] or 'none'})")
+        if v2["alias"] != "canary":
+            failed = {k: g["detail"] for k, g in v2["gates"].items() if not g["passed"]}
+            raise RuntimeError(f"v2 did not pass its gates: {failed}")
+        time.sleep(4)  # the stage re-reads aliases every 2 s here
+        during = drive_traffic(base, world, plan.canary_requests, plan, seed=2, progress=progress)
+        lap(f"{len(during)} requests while v2 was canary")
+        time.sleep(2)
+        state = canary_analysis_flow(model_id=plan.model_id, data_dir=data_dir, return_state=True)
+        if not state.is_completed():
+            raise RuntimeError(f"canary analysis failed: {state.message}")
+        analysis = state.result()
+        lap(f"canary analysis: {analysis['decision']}")
+
+    learned = during[during["served_by"] == "learned"]
+    result = {
+        "v1": v1["version"],
+        "v2": v2["version"],
+        "decision": analysis["decision"],
+        "reason": analysis["reason"],
+        "aliases": analysis.get("aliases_after"),
+        "click_rate": {
+            "v1 alone (before)": _rate(before[before["served_by"] == "learned"]),
+            "v1 during canary": _rate(learned[learned["variant"] == "champion"]),
+            "v2 during canary": _rate(learned[learned["variant"] == "canary"]),
+        },
+        "difference": analysis["difference"],
+        "greedy_policy_ips": {v: analysis[v]["greedy_snips"] for v in ("champion", "canary")},
+        "true_gain_per_list": {
+            v: float(learned[learned["variant"] == v]["true_gain"].mean()) for v in ("champion", "canary")
+        },
+        "seconds": timings,
+        "mlflow_ui": f"mlflow ui --backend-store-uri {settings.tracking_uri()}",
+        "prefect_ui": f"PREFECT_HOME={layout.prefect} prefect server start  (then http://127.0.0.1:4200)",
+    }
+    return result
