@@ -40,12 +40,12 @@ ROOT = Path(__file__).resolve().parents[1]
 class DemoPlan:
     model_id: str = "reranker"
     seed: int = 7
-    n_users: int = 1_000
+    n_users: int = 500
     n_docs: int = 600
     bootstrap_days: int = 14
-    bootstrap_events: int = 60_000
-    traffic_requests: int = 4_000  # served by v1 alone, then logged for v2's training
-    canary_requests: int = 6_000  # served by v1 and v2 at once
+    bootstrap_events: int = 20_000
+    traffic_requests: int = 5_000  # served by v1 alone, then logged for v2's training
+    canary_requests: int = 8_000  # served by v1 and v2 at once
     canary_share: float = 0.5
     clients: int = 4
     rounds: int = 150
@@ -67,9 +67,11 @@ def running_stage(settings: Settings, model_id: str, canary_share: float) -> Ite
            "RERANKER_CANARY_SHARE": str(canary_share), "RERANKER_ALIAS_POLL_SECONDS": "2",
            "RERANKER_PRELOAD_MODELS": f'["{model_id}"]', "MLFLOW_TRACKING_URI": settings.tracking_uri(),
            "BENTOML_HOME": str(settings.data_dir.resolve() / "bentoml")}  # fmt: skip
+    log_path = settings.layout.root / "stage.log"
+    log_file = log_path.open("a")
     proc = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "serving.service:Reranker", "--host",
-                             "127.0.0.1", "--port", str(port)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+                             "127.0.0.1", "--port", str(port)], cwd=ROOT, env=env, stdout=log_file,
+                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180
@@ -80,7 +82,7 @@ def running_stage(settings: Settings, model_id: str, canary_share: float) -> Ite
             except httpx.HTTPError:
                 pass
             if proc.poll() is not None:
-                raise RuntimeError(f"the stage exited: {proc.stderr.read()[-3000:] if proc.stderr else ''}")
+                raise RuntimeError(f"the stage exited: {log_path.read_text()[-3000:]}")
             if time.monotonic() > deadline:
                 raise RuntimeError("the stage did not become ready in 180 s")
             time.sleep(1)
@@ -91,6 +93,7 @@ def running_stage(settings: Settings, model_id: str, canary_share: float) -> Ite
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
+        log_file.close()
 
 
 def drive_traffic(

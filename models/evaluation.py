@@ -29,6 +29,7 @@ class EvaluationReport:
         default_factory=dict
     )  # "a - b" -> metric@k -> interval
     champion_lists: int | None = None  # lists after the champion's training window (None: no champion)
+    champion_logged: bool = False  # those lists were ranked (logged) by the champion itself
 
     def table(self) -> pd.DataFrame:
         return pd.DataFrame({r: {m: iv.mean for m, iv in ms.items()} for r, ms in self.metrics.items()})
@@ -38,6 +39,7 @@ class EvaluationReport:
             "n_lists": self.n_lists,
             "n_lists_without_relevant": self.n_lists_without_relevant,
             "champion_lists": self.champion_lists,
+            "champion_logged": self.champion_logged,
             "metrics": {r: {m: iv.to_dict() for m, iv in ms.items()} for r, ms in self.metrics.items()},
             "differences": {
                 p: {m: iv.to_dict() for m, iv in ms.items()} for p, ms in self.differences.items()

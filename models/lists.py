@@ -50,6 +50,7 @@ def logged_lists(events: pd.DataFrame) -> pd.DataFrame:
             "first_stage_score": imp["score"].to_numpy(dtype=float),
             "position": imp["position"].to_numpy(),
             "propensity": imp["propensity"].to_numpy(dtype=float),
+            "served_by_version": imp["model_version"].to_numpy(dtype=object),
         }
     )
     key = lists["list_id"] + "\x00" + lists["document_id"]

@@ -143,7 +143,10 @@ def evaluate_against_baselines(
         seen_until = pd.Timestamp(champion.meta["data"]["window"].split(" .. ")[1])
         fresh = test[pd.to_datetime(test["event_timestamp"], utc=True) > seen_until]
         report.champion_lists = int(fresh["list_id"].nunique())
-        if report.champion_lists >= plan.gates.min_lists:
+        if "served_by_version" in fresh and len(fresh):
+            # Clicks on lists the champion ranked favour the champion's order: no fair offline comparison there.
+            report.champion_logged = bool((fresh["served_by_version"] == champion.version).mean() >= 0.5)
+        if report.champion_lists >= plan.gates.min_lists and not report.champion_logged:
             mask = test["list_id"].isin(set(fresh["list_id"])).to_numpy()
             versus = evaluate_scores(
                 fresh.reset_index(drop=True),
@@ -277,7 +280,7 @@ def evaluate_procedure(
     champion = registry.load(plan.model_id, CHAMPION) if CHAMPION in registry.aliases(plan.model_id) else None
     test, learned, folds = rolling_origin(data, plan, horizon)
     report = evaluate_against_baselines(test, learned, plan, champion)
-    gates = check_gates(report, plan.gates, has_champion=champion is not None)
+    gates = check_gates(report, plan.gates, has_champion=champion is not None, logged_lists=horizon == 0)
     seconds["evaluate"] = time.perf_counter() - t
     return ProcedureEvaluation(data, horizon, report, gates, champion, folds, seconds)
 

@@ -422,7 +422,9 @@ def models_list(
         by_version.setdefault(version, []).append(alias)
     rows = [{"version": mv.version, "aliases": ",".join(by_version.get(str(mv.version), [])) or "-",
              "ndcg@10": mv.tags.get("ndcg_at_10", "-"), "data_window": mv.tags.get("data_window", "-"),
-             "rejected": mv.tags.get("rejected_reason", "-")[:60]} for mv in registry.versions(model_id)]  # fmt: skip
+             "canary": mv.tags.get("canary.decision", "-"),
+             "rejected": (mv.tags.get("rejected_reason") or mv.tags.get("rolled_back_reason") or "-")[:60]}
+            for mv in registry.versions(model_id)]  # fmt: skip
     _emit(rows, as_json)
     if not as_json:
         _table(f"model {model_id}", rows)
@@ -557,8 +559,8 @@ def flows_serve(
 @app.command()
 def demo(
     model_id: Annotated[str, typer.Option("--model-id")] = "reranker",
-    traffic: Annotated[int, typer.Option(help="Requests served by v1 alone.", min=100)] = 4_000,
-    canary_traffic: Annotated[int, typer.Option(help="Requests while v2 is canary.", min=100)] = 6_000,
+    traffic: Annotated[int, typer.Option(help="Requests served by v1 alone.", min=100)] = 5_000,
+    canary_traffic: Annotated[int, typer.Option(help="Requests while v2 is canary.", min=100)] = 8_000,
     canary_share: Annotated[
         float, typer.Option(help="Share of users the canary serves.", min=0.05, max=0.95)
     ] = 0.5,
@@ -723,3 +725,7 @@ def quickstart(
                    f"in {result['total_seconds']}s")  # fmt: skip
         typer.echo(f"MLflow UI:  mlflow ui --backend-store-uri {settings.tracking_uri()}")
         typer.echo(f"Data Docs:  {summary.data_docs}")
+
+
+if __name__ == "__main__":
+    app()

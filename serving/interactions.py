@@ -11,6 +11,8 @@ rates and affinities are recomputed by the next materialization.
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,8 @@ from feature_repo.transforms import USER_ACTIVITY, positive_flags
 from reranker.contracts import InteractionEvent, InteractionType, ServedListEvent
 from reranker.lake import STORED_KEY_PREFIX
 from serving.served_log import JsonlLog
+
+log = logging.getLogger("reranker.serving")
 
 
 def impressions(event: ServedListEvent) -> list[InteractionEvent]:
@@ -58,11 +62,21 @@ class InteractionSink:
         self.store = store
         self.hash_user = hash_user
         self.on_user_update = on_user_update
+        self._push_lock = threading.Lock()  # one read-modify-write of the online counts at a time
 
     def accept(self, events: list[InteractionEvent]) -> dict[str, int]:
+        """Land the events (durable before returning); then push the new counts. A failed push is logged, not
+        raised: the events are already landed and the next materialization brings the counts."""
         hashed = [ev.model_copy(update={"user_id": self.hash_user(ev.user_id)}) for ev in events]
         self.landing.append(hashed)
-        pushed = self._push(hashed) if self.store is not None else 0
+        pushed = 0
+        if self.store is not None:
+            try:
+                with self._push_lock:
+                    pushed = self._push(hashed)
+            except Exception as exc:
+                log.warning("online push of %d events failed (landed; the next materialization catches up): %r",
+                            len(hashed), exc)  # fmt: skip
         return {"accepted": len(hashed), "users_updated": pushed}
 
     def _push(self, events: list[InteractionEvent]) -> int:

@@ -1,0 +1,154 @@
+"""Schedules and the drift -> retrain automation against a real `prefect server start`.
+
+A champion is trained on the first part of a synthetic world; then data whose first-stage scores changed scale
+arrives. `reranker flows serve` runs the deployments; a drift check run against the server emits
+`reranker.drift.detected`; the retrain deployment's trigger (an automation) starts a retrain run, which the serve
+process executes to completion and which registers a new version.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = "auto"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait(check, seconds: float, what: str, proc: subprocess.Popen | None = None):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+            if value:
+                return value
+        except Exception:
+            pass
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what}: process exited: {proc.stderr.read()[-3000:] if proc.stderr else ''}")
+        time.sleep(2)
+    raise TimeoutError(f"{what} within {seconds} s")
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory):
+    import httpx
+
+    home = tmp_path_factory.mktemp("prefect-server")
+    port = _free_port()
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port",
+                             str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        _wait(
+            lambda: httpx.get(f"{url}/health", timeout=2).status_code == 200, 180, "prefect server up", proc
+        )
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, world, synthetic_events):
+    """A champion trained on the first 70% of the world's time; the rest arrives with shifted scores."""
+    from expectations.ingest import ingest
+    from feature_repo import store as fs
+    from models.gates import GatePolicy
+    from models.registry import Registry
+    from models.training import TrainPlan, train_and_register
+    from reranker.lake import read_interactions, upsert_documents
+    from reranker.settings import Settings
+    from reranker.synthetic import documents_frame
+
+    settings = Settings(data_dir=tmp_path_factory.mktemp("auto") / "data", hash_user_ids=False)
+    layout = settings.layout
+    ts = pd.to_datetime(synthetic_events["timestamp"], utc=True)
+    cut = ts.quantile(0.7)
+    layout.raw.mkdir(parents=True)
+    synthetic_events[ts <= cut].to_parquet(layout.raw / "first.parquet")
+    synthetic_events[ts > cut].assign(score=lambda f: f["score"] + 3.0).to_parquet(
+        layout.raw / "later.parquet"
+    )
+    ingest(layout.raw / "first.parquet", layout, salt="s", hash_ids=False)
+    upsert_documents(layout.documents, documents_frame(world))
+    events = read_interactions(layout.interactions)
+    fs.build_tables(events, pd.read_parquet(layout.documents), layout.feature_tables)
+    store = fs.apply(layout.feast, layout.feature_tables)
+    fs.materialize(store, layout.feature_tables)
+    layout.mlflow.mkdir(parents=True, exist_ok=True)
+    plan = TrainPlan(
+        model_id=MODEL, n_boot=100, folds=2, gates=GatePolicy(min_lists=50, baselines=("rule_based",))
+    )
+    plan.train.num_boost_round = 30
+    outcome = train_and_register(events, store, Registry(settings.tracking_uri()), plan,
+                                 {"segments.pkl": layout.feature_tables / "segments.pkl"}, layout.mlflow / "artifacts")  # fmt: skip
+    assert outcome.alias == "champion"
+    ingest(layout.raw / "later.parquet", layout, salt="s", hash_ids=False)
+    return settings
+
+
+def test_drift_event_triggers_the_retrain_deployment(prefect_server, site, tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from models.registry import Registry
+
+    versions_before = {str(mv.version) for mv in Registry(site.tracking_uri()).versions(MODEL)}
+    env = {**os.environ, "PREFECT_API_URL": prefect_server, "PREFECT_HOME": str(tmp_path / "serve-home"),
+           "RERANKER_DATA_DIR": str(site.data_dir), "RERANKER_HASH_USER_IDS": "false",
+           "RERANKER_RETRAIN_CRON": "15 4 * * *"}  # fmt: skip
+    serve = subprocess.Popen([sys.executable, "-m", "reranker.cli", "flows", "serve", "--model-id", MODEL], cwd=ROOT,
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        with temporary_settings({PREFECT_API_URL: prefect_server}), get_client(sync_client=True) as client:
+            retrain = _wait(
+                lambda: client.read_deployment_by_name("retrain/retrain"), 180, "deployments", serve
+            )
+            assert [s.schedule.cron for s in retrain.schedules] == ["15 4 * * *"]
+            canary = client.read_deployment_by_name("canary_analysis/canary-analysis")
+            assert canary.schedules and canary.schedules[0].schedule.cron == "0 * * * *"
+            automations = _wait(
+                lambda: client.read_automations_by_name("retrain-on-drift"), 60, "automation", serve
+            )
+            assert automations[0].enabled
+            time.sleep(5)  # let the automation's trigger be loaded by the server
+
+            from flows.lifecycle import drift_check_flow
+
+            result = drift_check_flow(model_id=MODEL, recent_days=30, data_dir=str(site.data_dir))
+            assert result["drifted"], result["summary"]
+
+            deployment_filter = DeploymentFilter(id=DeploymentFilterId(any_=[retrain.id]))
+
+            def finished_retrain():
+                runs = client.read_flow_runs(deployment_filter=deployment_filter)
+                done = [r for r in runs if r.state is not None and r.state.is_final()]
+                return done[0] if done else None
+
+            run = _wait(finished_retrain, 420, "a retrain run triggered by the drift event", serve)
+        assert run.state.is_completed(), run.state.message
+        assert run.parameters["model_id"] == MODEL
+        versions_after = {str(mv.version) for mv in Registry(site.tracking_uri()).versions(MODEL)}
+        assert versions_after - versions_before  # the triggered retrain registered a new version
+    finally:
+        serve.terminate()
+        serve.wait(timeout=60)
