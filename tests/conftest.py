@@ -104,3 +104,19 @@ def stage(lake):
     cache = ModelCache(lambda: registry, canary_share=0.2, poll_seconds=3600)
     pipeline = RerankPipeline(features, cache, hash_user=lambda u: u, budget_ms=5_000)
     return pipeline, registry, events, store, outcome
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(tmp_path_factory):
+    """One Prefect test harness (a temporary API and database) for the session, with results in a temp dir."""
+    from prefect.settings import (
+        PREFECT_LOCAL_STORAGE_PATH,
+        PREFECT_RESULTS_PERSIST_BY_DEFAULT,
+        temporary_settings,
+    )
+    from prefect.testing.utilities import prefect_test_harness
+
+    storage = {PREFECT_LOCAL_STORAGE_PATH: tmp_path_factory.mktemp("prefect") / "storage",
+               PREFECT_RESULTS_PERSIST_BY_DEFAULT: True}  # fmt: skip
+    with temporary_settings(storage), prefect_test_harness(server_startup_timeout=120):
+        yield

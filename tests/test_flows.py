@@ -21,23 +21,7 @@ MODEL = "flows"
 
 
 @pytest.fixture(scope="module")
-def harness(tmp_path_factory):
-    home = tmp_path_factory.mktemp("prefect")
-    os.environ.setdefault("PREFECT_HOME", str(home))
-    from prefect.settings import (
-        PREFECT_LOCAL_STORAGE_PATH,
-        PREFECT_RESULTS_PERSIST_BY_DEFAULT,
-        temporary_settings,
-    )
-    from prefect.testing.utilities import prefect_test_harness
-
-    storage = {PREFECT_LOCAL_STORAGE_PATH: home / "storage", PREFECT_RESULTS_PERSIST_BY_DEFAULT: True}
-    with temporary_settings(storage), prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory, world, synthetic_events, harness):
+def site(tmp_path_factory, world, synthetic_events, prefect_harness):
     """A data dir and the raw files of a synthetic world (first 70% of its time: the rest comes later)."""
     from reranker.settings import Settings
     from reranker.synthetic import documents_frame
@@ -50,9 +34,9 @@ def site(tmp_path_factory, world, synthetic_events, harness):
     synthetic_events[ts <= cut].to_parquet(raw / "first.parquet")
     synthetic_events[ts > cut].to_parquet(raw / "later.parquet")
     documents_frame(world).to_parquet(raw / "documents.parquet")
-    os.environ["RERANKER_HASH_USER_IDS"] = "false"
-    settings = Settings(data_dir=root / "data")
-    return settings, raw
+    os.environ["RERANKER_HASH_USER_IDS"] = "false"  # the flows read settings from the environment
+    yield Settings(data_dir=root / "data"), raw
+    del os.environ["RERANKER_HASH_USER_IDS"]
 
 
 def _aliases(settings):
