@@ -8,6 +8,7 @@ category vocabulary.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,8 +40,17 @@ class Registry:
         from mlflow import MlflowClient
 
         self.tracking_uri = tracking_uri
+        # mlflow.set_*_uri also export MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI to the process environment, where
+        # Settings.tracking_uri() would later read them: one Registry would redirect every later one in the process
+        # to its store. Keep MLflow's in-process state, put the environment back.
+        saved = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_registry_uri(tracking_uri)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
     def experiment(self, name: str, artifact_root: Path | None) -> str:
