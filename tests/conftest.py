@@ -106,9 +106,10 @@ def stage(lake):
     return pipeline, registry, events, store, outcome
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def prefect_harness(tmp_path_factory):
-    """One Prefect test harness (a temporary API and database) for the session, with results in a temp dir."""
+    """A Prefect test harness (a temporary API and database) per module, with results in a temp dir. (Held for the
+    whole session, its teardown hung at the end of a full run.)"""
     from prefect.settings import (
         PREFECT_LOCAL_STORAGE_PATH,
         PREFECT_RESULTS_PERSIST_BY_DEFAULT,
