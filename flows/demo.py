@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from flows.lifecycle import canary_analysis_flow, retrain_flow
+from models.canary import click_rate
 from reranker.settings import Settings
 from reranker.synthetic import SyntheticWorld, WorldConfig, simulate_traffic, write_dataset
 
@@ -58,16 +59,17 @@ def _free_port() -> int:
 
 
 @contextmanager
-def running_stage(settings: Settings, model_id: str, canary_share: float) -> Iterator[str]:
-    """`bentoml serve` of the stage on a free loopback port; yields its base URL, stops it on exit."""
+def running_stage(data_dir: Path, settings_env: dict[str, str]) -> Iterator[str]:
+    """`bentoml serve` of the stage over `data_dir` on a free loopback port, with these extra environment variables
+    (RERANKER_* settings, MLFLOW_TRACKING_URI); yields its base URL, stops it on exit. Its log: <data_dir>/stage.log."""
     import httpx
 
     port = _free_port()
-    env = {**os.environ, "RERANKER_DATA_DIR": str(settings.data_dir.resolve()),
-           "RERANKER_CANARY_SHARE": str(canary_share), "RERANKER_ALIAS_POLL_SECONDS": "2",
-           "RERANKER_PRELOAD_MODELS": f'["{model_id}"]', "MLFLOW_TRACKING_URI": settings.tracking_uri(),
-           "BENTOML_HOME": str(settings.data_dir.resolve() / "bentoml")}  # fmt: skip
-    log_path = settings.layout.root / "stage.log"
+    data_dir = data_dir.resolve()
+    env = {**os.environ, "RERANKER_DATA_DIR": str(data_dir), "BENTOML_HOME": str(data_dir / "bentoml"),
+           **settings_env}  # fmt: skip
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir / "stage.log"
     log_file = log_path.open("a")
     proc = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "serving.service:Reranker", "--host",
                              "127.0.0.1", "--port", str(port)], cwd=ROOT, env=env, stdout=log_file,
@@ -128,14 +130,10 @@ def drive_traffic(
 
 
 def _rate(frame: pd.DataFrame) -> dict[str, float]:
-    """Clicks per shown item with a 95% interval resampling users."""
-    per_user = frame.groupby("user")[["clicks", "shown"]].sum()
-    rng = np.random.default_rng(0)
-    idx = rng.integers(0, len(per_user), size=(1000, len(per_user)))
-    c, s = per_user["clicks"].to_numpy(float), per_user["shown"].to_numpy(float)
-    boots = c[idx].sum(1) / s[idx].sum(1)
-    return {"mean": float(c.sum() / s.sum()), "low": float(np.quantile(boots, 0.025)),
-            "high": float(np.quantile(boots, 0.975)), "requests": len(frame)}  # fmt: skip
+    """Clicks per shown item with a 95% interval resampling users (the canary analysis' estimator)."""
+    per_user = frame.groupby("user").agg(clicks=("clicks", "sum"), impressions=("shown", "sum"))
+    rate, _ = click_rate(per_user, 1000, np.random.default_rng(0))
+    return {**rate.to_dict(), "requests": len(frame)}
 
 
 def run_demo(settings: Settings, plan: DemoPlan, progress: bool = True, say: Any = print) -> dict[str, Any]:
@@ -163,7 +161,9 @@ def run_demo(settings: Settings, plan: DemoPlan, progress: bool = True, say: Any
         raise RuntimeError(f"v1 did not become champion: {v1['gates']}")
     lap(f"v1 trained and registered (champion v{v1['version']})")
 
-    with running_stage(settings, plan.model_id, plan.canary_share) as base:
+    stage_env = {"RERANKER_CANARY_SHARE": str(plan.canary_share), "RERANKER_ALIAS_POLL_SECONDS": "2",
+                 "RERANKER_PRELOAD_MODELS": f'["{plan.model_id}"]', "MLFLOW_TRACKING_URI": settings.tracking_uri()}  # fmt: skip
+    with running_stage(settings.data_dir, stage_env) as base:
         lap("stage serving v1")
         before = drive_traffic(base, world, plan.traffic_requests, plan, seed=1, progress=progress)
         lap(f"{len(before)} requests served by v1")

@@ -112,12 +112,16 @@ def attach_clicks(served: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _user_bootstrap(per_user: pd.DataFrame, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """Bootstrap replicates of sum(clicks) / sum(impressions), resampling users."""
+def click_rate(per_user: pd.DataFrame, n_boot: int, rng: np.random.Generator) -> tuple[Interval, np.ndarray]:
+    """sum(clicks) / sum(impressions) over per-user counts, with its 95% interval and the bootstrap replicates
+    (users resampled)."""
+    if per_user.empty:
+        return Interval(np.nan, np.nan, np.nan), np.full(n_boot, np.nan)
     clicks = per_user["clicks"].to_numpy(float)
     shown = per_user["impressions"].to_numpy(float)
     idx = rng.integers(0, len(per_user), size=(n_boot, len(per_user)))
-    return clicks[idx].sum(axis=1) / np.maximum(shown[idx].sum(axis=1), 1.0)
+    boots = clicks[idx].sum(axis=1) / np.maximum(shown[idx].sum(axis=1), 1.0)
+    return _interval(float(clicks.sum() / max(shown.sum(), 1.0)), boots), boots
 
 
 def _interval(point: float, boots: np.ndarray) -> Interval:
@@ -145,18 +149,18 @@ def greedy_policy_value(items: pd.DataFrame, n_boot: int, seed: int) -> tuple[In
     return result.ips, result.snips
 
 
-def variant_stats(items: pd.DataFrame, version: str, n_boot: int, seed: int) -> VariantStats:
+def variant_stats(
+    items: pd.DataFrame, version: str, n_boot: int, seed: int
+) -> tuple[VariantStats, np.ndarray]:
+    """The variant's figures, and the bootstrap replicates of its click rate (for the difference)."""
     per_user = items.groupby("user_id").agg(clicks=("clicked", "sum"), impressions=("clicked", "size"))
-    rng = np.random.default_rng(seed)
-    point = float(per_user["clicks"].sum() / max(per_user["impressions"].sum(), 1))
-    boots = _user_bootstrap(per_user, n_boot, rng) if len(per_user) else np.full(n_boot, np.nan)
+    rate, boots = click_rate(per_user, n_boot, np.random.default_rng(seed))
     stats = VariantStats(version, int(items["request_id"].nunique()), len(per_user),
-                         int(per_user["impressions"].sum()), int(per_user["clicks"].sum()),
-                         _interval(point, boots) if len(per_user) else Interval(np.nan, np.nan, np.nan))  # fmt: skip
+                         int(per_user["impressions"].sum()), int(per_user["clicks"].sum()), rate)  # fmt: skip
     greedy = greedy_policy_value(items, min(n_boot, 500), seed) if len(items) else None
     if greedy is not None:
         stats.greedy_ips, stats.greedy_snips = greedy
-    return stats
+    return stats, boots
 
 
 def analyze(
@@ -177,20 +181,12 @@ def analyze(
     both = attach_clicks(pd.concat([champion_items, canary_items]), events)
     champ_part = both[both["variant"] == "champion"]
     canary_part = both[both["variant"] == "canary"]
-    champ = variant_stats(champ_part, champion_version, policy.n_boot, policy.seed)
-    canary = variant_stats(canary_part, canary_version, policy.n_boot, policy.seed + 1)
+    champ, champ_boots = variant_stats(champ_part, champion_version, policy.n_boot, policy.seed)
+    canary, canary_boots = variant_stats(canary_part, canary_version, policy.n_boot, policy.seed + 1)
     if min(champ.lists, canary.lists) == 0:
         diff = Interval(np.nan, np.nan, np.nan)
-    else:
-        rng = np.random.default_rng(policy.seed + 2)
-        per_user = {
-            name: part.groupby("user_id").agg(clicks=("clicked", "sum"), impressions=("clicked", "size"))
-            for name, part in (("champion", champ_part), ("canary", canary_part))
-        }
-        boots = _user_bootstrap(per_user["canary"], policy.n_boot, rng) - _user_bootstrap(
-            per_user["champion"], policy.n_boot, rng
-        )
-        diff = _interval(canary.click_rate.mean - champ.click_rate.mean, boots)
+    else:  # the two groups' users were resampled independently (different generators)
+        diff = _interval(canary.click_rate.mean - champ.click_rate.mean, canary_boots - champ_boots)
     decision, reason = decide(champ, canary, diff, policy)
     window = (str(both["timestamp"].min()), str(both["timestamp"].max())) if len(both) else ("-", "-")
     return CanaryReport(model_id, champ, canary, diff, decision, reason, window, policy)

@@ -467,26 +467,9 @@ def _move_alias(data_dir: Path | None, as_json: bool, action: str, model_id: str
         typer.echo(f"{model_id}: " + ", ".join(f"{a} -> v{v}" for a, v in sorted(aliases.items())))
 
 
-@app.command("promote")
-def promote_command(
-    model_id: Annotated[str, typer.Argument(help="Registered model name.")],
-    version: Annotated[str, typer.Argument(help="The version to make champion.")],
-    data_dir: DataDirOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Same as `reranker models promote`."""
-    _move_alias(data_dir, as_json, "promote", model_id, version)
-
-
-@app.command("rollback")
-def rollback_command(
-    model_id: Annotated[str, typer.Argument(help="Registered model name.")],
-    reason: Annotated[str, typer.Option(help="Why; tagged on the version rolled back.")] = "manual rollback",
-    data_dir: DataDirOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Same as `reranker models rollback`."""
-    _move_alias(data_dir, as_json, "rollback", model_id, reason)
+# `reranker promote` / `reranker rollback`: the same commands at the top level.
+app.command("promote")(models_promote)
+app.command("rollback")(models_rollback)
 
 
 # ---------------------------------------------------------------- flows

@@ -1,55 +1,23 @@
 """The stage over HTTP: a real `bentoml serve` process on loopback."""
 
-import os
-import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.integration
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
 def server(stage, lake):
     import httpx
 
+    from flows.demo import running_stage
+
     layout, _, _ = lake
-    port = _free_port()
-    env = {**os.environ, "RERANKER_DATA_DIR": str(layout.root), "RERANKER_HASH_USER_IDS": "false",
-           "RERANKER_PRELOAD_MODELS": '["serving"]',
-           "MLFLOW_TRACKING_URI": layout.mlflow_uri, "BENTOML_HOME": str(layout.root / "bentoml")}  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "serving.service:Reranker", "--port",
-                             str(port), "--host", "127.0.0.1"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None:
-            raise RuntimeError(proc.stderr.read()[-3000:])  # type: ignore[union-attr]
-        time.sleep(1)
-    else:
-        proc.kill()
-        raise RuntimeError("bentoml serve did not become ready in 180 s")
-    with httpx.Client(base_url=base, timeout=10) as client:
+    env = {"RERANKER_HASH_USER_IDS": "false", "RERANKER_PRELOAD_MODELS": '["serving"]',
+           "MLFLOW_TRACKING_URI": layout.mlflow_uri}  # fmt: skip
+    with running_stage(layout.root, env) as base, httpx.Client(base_url=base, timeout=10) as client:
         yield client
-    proc.terminate()
-    proc.wait(timeout=30)
 
 
 def eventually(check, seconds: float = 10.0):
