@@ -505,6 +505,8 @@ def flows_run(
     as_json: JsonOpt = False,
 ) -> None:
     """Run one flow now (against PREFECT_API_URL if set, else Prefect's temporary local API)."""
+    if name is FlowName.ingest and path is None:
+        _fail("ingest needs --path")
     settings = _prefect_settings(data_dir)
     from flows.lifecycle import FLOWS
 
@@ -514,8 +516,6 @@ def flows_run(
         params["model_id"] = model_id
     if name in (FlowName.train, FlowName.retrain):
         params["rounds"] = rounds
-    if name is FlowName.ingest and path is None:
-        _fail("ingest needs --path")
     if name in (FlowName.ingest, FlowName.retrain) and path is not None:
         params["path"] = str(path.resolve())
         if documents is not None:

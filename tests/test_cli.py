@@ -89,6 +89,12 @@ def test_users_delete_on_an_empty_data_dir_removes_nothing(tmp_path):
 
 
 def test_promote_and_rollback_of_an_unknown_model_are_clear_errors(tmp_path):
-    for args in (["models", "promote", "nope", "1"], ["models", "rollback", "nope"]):
+    for args in (["models", "promote", "nope", "1"], ["models", "rollback", "nope"], ["promote", "nope", "1"],
+                 ["rollback", "nope"]):  # fmt: skip
         result = runner.invoke(app, [*args, "--data-dir", str(tmp_path)])
         assert result.exit_code == 2 and "not registered" in result.output
+
+
+def test_flows_run_ingest_without_a_path_is_a_clear_error(tmp_path):
+    result = runner.invoke(app, ["flows", "run", "ingest", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "ingest needs --path" in result.output

@@ -219,3 +219,34 @@ def test_retrain_flow_runs_the_chain_on_the_new_data(site):
     assert after["champion"] == before["champion"]  # a retrain never moves the champion
     assert after.get("canary") == (training["version"] if training["passed_gates"] else None)
     assert json.dumps(result)  # the flow's result is plain data
+
+
+def test_a_failing_flow_run_from_the_cli_exits_1_with_the_reason(site, monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from reranker.cli import app
+
+    settings, _ = site
+    for key in ("PREFECT_HOME", "PREFECT_LOCAL_STORAGE_PATH", "PREFECT_RESULTS_PERSIST_BY_DEFAULT"):
+        monkeypatch.setenv(key, str(tmp_path / key.lower()))  # the CLI sets them; undone after the test
+    monkeypatch.setenv("PREFECT_RESULTS_PERSIST_BY_DEFAULT", "true")
+    result = CliRunner().invoke(
+        app, ["flows", "run", "drift", "--model-id", "nope", "--data-dir", str(settings.data_dir)]
+    )
+    assert result.exit_code == 1
+    assert "flow drift ended Failed" in result.output and "has no champion" in result.output
+
+
+def test_a_canary_decision_is_not_applied_when_the_aliases_moved_meanwhile(site):
+    from models.canary import CanaryReport, VariantStats, apply_decision
+    from models.evaluation import Interval
+    from models.registry import AliasError, Registry
+
+    settings, _ = site
+    before = _aliases(settings)
+    rate = Interval(0.2, 0.19, 0.21)
+    stale = CanaryReport(MODEL, VariantStats("999", 600, 50, 6000, 1200, rate), VariantStats("998", 600, 50, 6000,
+                         1300, rate), Interval(0.02, 0.01, 0.03), "promote", "test", ("-", "-"))  # fmt: skip
+    with pytest.raises(AliasError, match="aliases moved"):
+        apply_decision(Registry(settings.tracking_uri()), stale)
+    assert _aliases(settings) == before
