@@ -96,6 +96,11 @@ def build_tables(
                         round(time.perf_counter() - started, 3))  # fmt: skip
 
 
+def serving_files(tables_dir: Path) -> dict[str, Path]:
+    """What `build_tables` writes beside the tables that serving needs with a model (registered with it)."""
+    return {name: tables_dir / name for name in ("segments.pkl", "vocabulary.json")}
+
+
 def load_segments(tables_dir: Path) -> SegmentModel:
     import pickle
 

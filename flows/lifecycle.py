@@ -68,8 +68,7 @@ def ingest_batch(
     if documents:
         upsert_documents(settings.layout.documents, pd.read_parquet(documents))
 
-    summary = ingest(Path(path), settings.layout, salt=settings.user_id_salt, hash_ids=settings.hash_user_ids,
-                     chunk_rows=settings.ingest_chunk_rows, future_skew_seconds=settings.future_skew_seconds)  # fmt: skip
+    summary = ingest(Path(path), settings.layout, **settings.ingest_options())
     report = summary.to_dict()
     if summary.quarantined and fail_on_quarantine:
         raise BatchRejected(
@@ -103,7 +102,7 @@ def train_model(
     settings: Settings, model_id: str, rounds: int, policy: dict[str, Any] | None
 ) -> dict[str, Any]:
     """Training set -> train -> evaluate against champion and fallback -> gates -> register (+ alias if passed)."""
-    from feature_repo.store import open_store
+    from feature_repo.store import open_store, serving_files
     from models.gates import GatePolicy
     from models.registry import Registry
     from models.training import TrainPlan, train_and_register
@@ -111,12 +110,12 @@ def train_model(
 
     layout = settings.layout
     layout.mlflow.mkdir(parents=True, exist_ok=True)
-    plan = TrainPlan(model_id=model_id, seed=settings.seed, gates=GatePolicy(**(policy or {})))
-    plan.train.num_boost_round, plan.train.threads = rounds, settings.lgbm_threads
-    files = {"segments.pkl": layout.feature_tables / "segments.pkl",
-             "vocabulary.json": layout.feature_tables / "vocabulary.json"}  # fmt: skip
+    plan = TrainPlan.create(
+        model_id, settings.seed, rounds, settings.lgbm_threads, GatePolicy(**(policy or {}))
+    )
     outcome = train_and_register(read_interactions(layout.interactions), open_store(layout.feast),
-                                 Registry(settings.tracking_uri()), plan, files, layout.mlflow / "artifacts")  # fmt: skip
+                                 Registry(settings.tracking_uri()), plan, serving_files(layout.feature_tables),
+                                 layout.mlflow / "artifacts")  # fmt: skip
     return outcome.summary()
 
 

@@ -48,6 +48,15 @@ class TrainPlan:
     gates: GatePolicy = field(default_factory=GatePolicy)
     feature_service: str = "reranker_features"
 
+    @classmethod
+    def create(
+        cls, model_id: str, seed: int, rounds: int, threads: int, gates: GatePolicy | None = None
+    ) -> TrainPlan:
+        """The plan the entry points (CLI, flows) run: default evaluation, these boosting rounds and threads."""
+        plan = cls(model_id=model_id, seed=seed, gates=gates or GatePolicy())
+        plan.train.num_boost_round, plan.train.threads = rounds, threads
+        return plan
+
 
 @dataclass
 class TrainOutcome:

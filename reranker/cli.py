@@ -167,9 +167,7 @@ def ingest(
         except (ValueError, OSError) as exc:
             _fail(f"{documents}: {exc}")
     try:
-        summary = run_ingest(path, layout, salt=settings.user_id_salt, hash_ids=settings.hash_user_ids,
-                             chunk_rows=settings.ingest_chunk_rows, future_skew_seconds=settings.future_skew_seconds,
-                             progress=not as_json)  # fmt: skip
+        summary = run_ingest(path, layout, **settings.ingest_options(), progress=not as_json)
     except IngestError as exc:
         _fail(str(exc))
     payload = {**summary.to_dict(), "catalog_documents": n_docs}
@@ -300,22 +298,18 @@ def _print_outcome(summary: dict[str, Any]) -> None:
 def _plan(settings: Settings, model_id: str, rounds: int = 150) -> Any:
     from models.training import TrainPlan
 
-    plan = TrainPlan(model_id=model_id, seed=settings.seed)
-    plan.train.num_boost_round, plan.train.threads = rounds, settings.lgbm_threads
-    return plan
+    return TrainPlan.create(model_id, settings.seed, rounds, settings.lgbm_threads)
 
 
 def _train_and_register(settings: Settings, model_id: str, rounds: int, progress: bool) -> Any:
-    from feature_repo.store import FeatureStoreError
+    from feature_repo.store import FeatureStoreError, serving_files
     from models.training import train_and_register
 
     layout = settings.layout
     events, store, registry = _training_inputs(settings)
-    files = {"segments.pkl": layout.feature_tables / "segments.pkl",
-             "vocabulary.json": layout.feature_tables / "vocabulary.json"}  # fmt: skip
     try:
-        return train_and_register(events, store, registry, _plan(settings, model_id, rounds), files,
-                                  layout.mlflow / "artifacts", progress=progress)  # fmt: skip
+        return train_and_register(events, store, registry, _plan(settings, model_id, rounds),
+                                  serving_files(layout.feature_tables), layout.mlflow / "artifacts", progress=progress)  # fmt: skip
     except (ValueError, FeatureStoreError) as exc:
         _fail(str(exc))
 
@@ -686,8 +680,7 @@ def quickstart(
     raw = layout.raw / "movielens" / "interactions" / "events.parquet"
     atomic_write_parquet(events, raw)
     step("load MovieLens-100K")
-    summary = run_ingest(raw, layout, salt=settings.user_id_salt, hash_ids=settings.hash_user_ids,
-                         chunk_rows=settings.ingest_chunk_rows, future_skew_seconds=settings.future_skew_seconds)  # fmt: skip
+    summary = run_ingest(raw, layout, **settings.ingest_options())
     upsert_documents(layout.documents, catalog)
     if summary.quarantined:
         _fail(f"{summary.quarantined} MovieLens rows failed validation; see {summary.quarantine_path}", 1)

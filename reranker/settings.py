@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -81,6 +82,11 @@ class Settings(BaseSettings):
             return set()
         ids = [line.strip() for line in self.opt_out_file.read_text().splitlines() if line.strip()]
         return {self.user_key(u) for u in ids}
+
+    def ingest_options(self) -> dict[str, Any]:
+        """The keyword arguments of `expectations.ingest.ingest` these settings fix."""
+        return {"salt": self.user_id_salt, "hash_ids": self.hash_user_ids, "chunk_rows": self.ingest_chunk_rows,
+                "future_skew_seconds": self.future_skew_seconds}  # fmt: skip
 
     def tracking_uri(self) -> str:
         return self.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or self.layout.mlflow_uri
