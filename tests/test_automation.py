@@ -108,6 +108,7 @@ def site(tmp_path_factory, world, synthetic_events):
 def test_drift_event_triggers_the_retrain_deployment(prefect_server, site, tmp_path):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.events.worker import EventsWorker
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from models.registry import Registry
@@ -145,6 +146,9 @@ def test_drift_event_triggers_the_retrain_deployment(prefect_server, site, tmp_p
                 return done[0] if done else None
 
             run = _wait(finished_retrain, 420, "a retrain run triggered by the drift event", serve)
+            # This process's events worker is bound to this server: flush it while the server is up (a later test
+            # harness drains every events worker, and one left pointing at a stopped server hangs that drain).
+            EventsWorker.drain_all()
         assert run.state.is_completed(), run.state.message
         assert run.parameters["model_id"] == MODEL
         versions_after = {str(mv.version) for mv in Registry(site.tracking_uri()).versions(MODEL)}
