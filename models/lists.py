@@ -99,6 +99,22 @@ def _covisit_scores(
     return np.asarray(rows @ sim) / np.sqrt(profile)[:, None], {d: i for i, d in enumerate(items)}, profile
 
 
+def _pick_candidates(
+    covisit: np.ndarray, popularity: np.ndarray, unseen: np.ndarray, n: int
+) -> list[np.ndarray]:
+    """Per user (row): up to n/2 unseen items by co-visitation, then unseen items by popularity, n in all.
+
+    Stable sorts with the seen items keyed last keep ties in item order."""
+    half = n // 2
+    by_cv = np.argsort(np.where(unseen, -covisit, np.inf), axis=1, kind="stable")[:, :half]
+    cv_ok = np.take_along_axis(unseen, by_cv, axis=1)
+    rest = unseen.copy()
+    np.put_along_axis(rest, by_cv, False, axis=1)
+    by_pop = np.argsort(np.where(rest, -popularity[None, :], np.inf), axis=1, kind="stable")[:, :n]
+    pop_ok = np.take_along_axis(rest, by_pop, axis=1)
+    return [np.concatenate([by_cv[r][cv_ok[r]], by_pop[r][pop_ok[r]]])[:n] for r in range(len(unseen))]
+
+
 def retrieval_lists(
     events: pd.DataFrame, protocol: RetrievalProtocol, progress: bool = False
 ) -> pd.DataFrame:
@@ -117,7 +133,6 @@ def retrieval_lists(
     ev["timestamp"] = pd.to_datetime(ev["timestamp"], utc=True)
     horizon = pd.Timedelta(days=protocol.horizon_days)
     window = pd.Timedelta(days=protocol.popularity_window_days)
-    half = protocol.n_candidates // 2
     frames = []
     for cut in tqdm(cut_times(events, protocol), desc="cut times", disable=not progress):
         past = ev[ev["timestamp"] < cut]
@@ -132,32 +147,44 @@ def retrieval_lists(
         pop = (np.log1p(recent.groupby("document_id").size())
                .add(0.5 * np.log1p(past_pos.groupby("document_id").size()), fill_value=0.0))  # fmt: skip
         covisit, item_index, _ = _covisit_scores(past_pos, eligible)
-        pop_all = pop.reindex(list(item_index), fill_value=0.0).to_numpy()
         docs_all = np.array(list(item_index))
-        seen = past.groupby("user_id")["document_id"].agg(set)
+        pop_all = pop.reindex(docs_all, fill_value=0.0).to_numpy()
+        unseen = np.ones(covisit.shape, dtype=bool)
+        rows = pd.Index(eligible).get_indexer(past["user_id"])
+        cols = pd.Index(docs_all).get_indexer(past["document_id"])
+        hit = (rows >= 0) & (cols >= 0)
+        unseen[rows[hit], cols[hit]] = False
+        picks = _pick_candidates(covisit, pop_all, unseen, protocol.n_candidates)
+        sizes = np.array([len(p) for p in picks])
+        user_row = np.repeat(np.arange(len(eligible)), sizes)
+        item = np.concatenate(picks).astype(int)
+        cand_cv, cand_pop = covisit[user_row, item], pop_all[item]
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        cv_max = np.maximum(np.maximum.reduceat(cand_cv, starts), 1e-9) if len(item) else cand_cv
+        pop_max = np.maximum(np.maximum.reduceat(cand_pop, starts), 1e-9) if len(item) else cand_pop
+        users = eligible[user_row]
+        block = pd.DataFrame({"list_id": users + f"@{cut.date()}", "user_id": users, "document_id": docs_all[item],
+                              "event_timestamp": cut,
+                              "first_stage_score": cand_cv / np.repeat(cv_max, sizes)
+                              + cand_pop / np.repeat(pop_max, sizes),
+                              "cand_popularity": cand_pop, "cand_covisit": cand_cv})  # fmt: skip
         grade = future.drop_duplicates(["user_id", "document_id"]).set_index(["user_id", "document_id"])[
             "value"
         ]
-        for row, user in enumerate(eligible):
-            unseen = ~np.isin(docs_all, list(seen.get(user, ())))
-            cv, pp, dd = covisit[row][unseen], pop_all[unseen], docs_all[unseen]
-            by_cv = np.argsort(-cv, kind="stable")[:half]
-            by_pop = [i for i in np.argsort(-pp, kind="stable") if i not in set(by_cv)]
-            pick = np.concatenate([by_cv, by_pop[: protocol.n_candidates - len(by_cv)]]).astype(int)
-            cand_cv, cand_pop = cv[pick], pp[pick]
-            score = cand_cv / max(cand_cv.max(), 1e-9) + cand_pop / max(cand_pop.max(), 1e-9)
-            frames.append(pd.DataFrame({"list_id": f"{user}@{cut.date()}", "user_id": user, "document_id": dd[pick],
-                                        "event_timestamp": cut, "first_stage_score": score,
-                                        "cand_popularity": cand_pop, "cand_covisit": cand_cv}))  # fmt: skip
-        block = pd.concat(frames[-len(eligible) :], ignore_index=True)
         values = grade.reindex(pd.MultiIndex.from_frame(block[["user_id", "document_id"]])).to_numpy()
         block["label"] = np.select([values >= 5, values >= 4], [2.0, 1.0], 0.0)
-        frames[-len(eligible) :] = [block]
+        frames.append(block)
     columns = ["list_id", "user_id", "document_id", "event_timestamp", "first_stage_score", *CANDIDATE_FEATURES,
                "label"]  # fmt: skip
     if not frames:
         return pd.DataFrame(columns=columns)
     return pd.concat(frames, ignore_index=True)[columns]
+
+
+def relevant_lists(lists: pd.DataFrame) -> pd.DataFrame:
+    """Lists with at least one positive: the only ones LambdaRank and the metrics can learn from."""
+    has = lists.groupby("list_id", sort=False)["label"].transform("max") > 0
+    return lists[has].reset_index(drop=True)
 
 
 def split_by_time(

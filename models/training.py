@@ -22,7 +22,7 @@ import pandas as pd
 from models.evaluation import EvaluationReport, evaluate_scores
 from models.gates import GatePolicy, GateResult, check_gates, failure_reason
 from models.lambdarank import LambdaRankRanker, TrainConfig, train_lambdarank
-from models.lists import RetrievalProtocol, has_logged_lists, logged_lists, retrieval_lists
+from models.lists import RetrievalProtocol, has_logged_lists, logged_lists, relevant_lists, retrieval_lists
 from models.ranker import FirstStageRanker
 from models.registry import CANARY, CHAMPION, PIP_REQUIREMENTS, LoadedModel, Registry
 from models.rule_based import RuleBasedRanker
@@ -279,11 +279,12 @@ def evaluate_procedure(
     seconds: dict[str, float] = {}
     t = time.perf_counter()
     lists, horizon = build_lists(events, plan.protocol, progress=progress)
+    lists = relevant_lists(lists)  # before the join: the others would be dropped after it
     if lists.empty:
-        raise ValueError("no ranking lists could be built from the lake (too little data?)")
+        raise ValueError("no ranking lists with a positive could be built from the lake (too little data?)")
     seconds["lists"] = time.perf_counter() - t
     t = time.perf_counter()
-    data = build_training_set(store, lists).with_relevant_lists()
+    data = build_training_set(store, lists)
     seconds["training_set"] = time.perf_counter() - t
     t = time.perf_counter()
     champion = registry.load(plan.model_id, CHAMPION) if CHAMPION in registry.aliases(plan.model_id) else None

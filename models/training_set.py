@@ -48,11 +48,6 @@ class TrainingSet:
         return TrainingSet(self.frame[self.frame["list_id"].isin(set(list_ids))].reset_index(drop=True),
                            self.features)  # fmt: skip
 
-    def with_relevant_lists(self) -> TrainingSet:
-        """Lists with at least one positive: the only ones LambdaRank and the metrics can learn from."""
-        has = self.frame.groupby("list_id", sort=False)["label"].transform("max") > 0
-        return TrainingSet(self.frame[has].reset_index(drop=True), self.features)
-
 
 def model_inputs(frame: pd.DataFrame) -> pd.DataFrame:
     """Request-time inputs computed from retrieved features; the same code runs in training and serving."""
