@@ -173,19 +173,35 @@ def materialize(
 def historical_features(store: Any, entity_rows: pd.DataFrame) -> pd.DataFrame:
     """Point-in-time features for each (user_id, document_id, event_timestamp) row, in the same order.
 
-    Every row asked for comes back (unmatched ones with nulls); the count is checked.
+    Every view is keyed by the user or by the document alone, so Feast joins each entity's views against that
+    entity's distinct (key, timestamp) pairs (a list asks for one user at one time, 100 times over) and the
+    answers are spread back over the rows. Every row asked for comes back (unmatched ones with nulls); the
+    counts are checked.
     """
     if entity_rows.empty:
         raise FeatureStoreError("no entity rows to retrieve features for")
-    ask = entity_rows[["user_id", "document_id", "event_timestamp"]].copy()
+    ask = entity_rows[["user_id", "document_id", "event_timestamp"]].reset_index(drop=True)
     ask["event_timestamp"] = pd.to_datetime(ask["event_timestamp"], utc=True).dt.as_unit("us")
-    ask["_row"] = range(len(ask))
     service = store.get_feature_service(FEATURE_SERVICE)
-    got = store.get_historical_features(entity_df=ask, features=service).to_df()
-    if len(got) != len(ask):
-        raise FeatureStoreError(f"feature retrieval returned {len(got)} rows for {len(ask)} asked")
-    got = got.sort_values("_row").drop(columns=["_row", "user_id", "document_id", "event_timestamp"])
-    return got.reset_index(drop=True)
+    refs: dict[str, list[str]] = {}
+    names: list[str] = []
+    for projection in service.feature_view_projections:
+        entity = VIEWS[projection.name][0]
+        refs.setdefault(entity, []).extend(
+            f"{projection.name_to_use()}:{f.name}" for f in projection.features
+        )
+        names.extend(f.name for f in projection.features)
+    parts = []
+    for entity, entity_refs in refs.items():
+        key = [JOIN_KEYS[entity], "event_timestamp"]
+        distinct = ask[key].drop_duplicates().reset_index(drop=True)
+        got = store.get_historical_features(entity_df=distinct, features=entity_refs).to_df()
+        if len(got) != len(distinct):
+            raise FeatureStoreError(f"feature retrieval returned {len(got)} rows for {len(distinct)} asked")
+        got["event_timestamp"] = pd.to_datetime(got["event_timestamp"], utc=True).dt.as_unit("us")
+        spread = ask[key].merge(got, on=key, how="left", validate="many_to_one")
+        parts.append(spread.drop(columns=key))
+    return pd.concat(parts, axis=1)[names]
 
 
 def delete_online_user(store: Any, user_key: str) -> int:

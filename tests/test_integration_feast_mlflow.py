@@ -23,6 +23,27 @@ def test_every_entity_row_comes_back_even_duplicates_and_unmatched(lake):
     assert got.tail(300)[["user_n_events", "doc_n_exposures"]].isna().all().all()
 
 
+def test_retrieval_per_entity_equals_feasts_join_of_every_row(lake):
+    """historical_features asks Feast once per entity over distinct (key, time) pairs; the answer must be what
+    one Feast join over every row gives."""
+    from feature_repo.definitions import FEATURE_SERVICE
+    from feature_repo.store import historical_features
+
+    _, events, store = lake
+    rows = events.sample(3_000, random_state=2)[["user_id", "document_id", "timestamp"]]
+    rows = rows.rename(columns={"timestamp": "event_timestamp"}).reset_index(drop=True)
+    lists = pd.concat([rows, rows.assign(document_id=rows["document_id"].sample(frac=1, random_state=3).to_numpy())],
+                      ignore_index=True)  # fmt: skip
+    lists["event_timestamp"] = pd.to_datetime(lists["event_timestamp"], utc=True).dt.as_unit("us")
+    whole = store.get_historical_features(
+        entity_df=lists.assign(_row=range(len(lists))), features=store.get_feature_service(FEATURE_SERVICE)
+    ).to_df()
+    whole = whole.sort_values("_row").drop(columns=["_row", "user_id", "document_id", "event_timestamp"])
+    got = historical_features(store, lists)
+    pd.testing.assert_frame_equal(got, whole.reset_index(drop=True)[list(got.columns)])
+    assert list(got.columns) == list(whole.columns)
+
+
 def test_no_feature_value_from_after_the_rows_timestamp(lake):
     from feature_repo.store import historical_features
 
