@@ -111,7 +111,7 @@ def train_model(
     layout = settings.layout
     layout.mlflow.mkdir(parents=True, exist_ok=True)
     plan = TrainPlan.create(
-        model_id, settings.seed, rounds, settings.lgbm_threads, GatePolicy(**(policy or {}))
+        model_id, settings.seed, rounds, settings.train_threads, GatePolicy(**(policy or {}))
     )
     outcome = train_and_register(read_interactions(layout.interactions), open_store(layout.feast),
                                  Registry(settings.tracking_uri()), plan, serving_files(layout.feature_tables),

@@ -298,7 +298,7 @@ def _print_outcome(summary: dict[str, Any]) -> None:
 def _plan(settings: Settings, model_id: str, rounds: int = 150) -> Any:
     from models.training import TrainPlan
 
-    return TrainPlan.create(model_id, settings.seed, rounds, settings.lgbm_threads)
+    return TrainPlan.create(model_id, settings.seed, rounds, settings.train_threads)
 
 
 def _train_and_register(settings: Settings, model_id: str, rounds: int, progress: bool) -> Any:
@@ -502,6 +502,9 @@ def flows_run(
     if name is FlowName.ingest and path is None:
         _fail("ingest needs --path")
     settings = _prefect_settings(data_dir)
+    from flows.local_api import warm_start
+
+    warm_start()
     from flows.lifecycle import FLOWS
 
     data = str(settings.data_dir.resolve())
@@ -517,7 +520,16 @@ def flows_run(
     state = FLOWS[name.value](**params, return_state=True)
     if not state.is_completed():
         _fail(f"flow {name.value} ended {state.name}: {state.message}", code=1)
-    _emit({"flow": name.value, "state": state.name, "result": state.result()}, as_json)
+    result = state.result()
+    _emit({"flow": name.value, "state": state.name, "result": result}, as_json)
+    if not as_json:
+        training = result.get("training", result) if isinstance(result, dict) else {}
+        trained = (
+            f": {model_id} v{training['version']} alias {training['alias'] or 'none'}"
+            if "version" in training
+            else ""
+        )
+        typer.echo(f"flow {name.value} {state.name}{trained} (--json for the whole result)")
 
 
 @flows_app.command("serve")
@@ -547,6 +559,9 @@ def demo(
     """The loop closed: train v1 -> serve over HTTP -> simulated users -> logged clicks -> retrain v2 -> canary ->
     canary analysis -> promote or roll back. Prints the online click rates with intervals."""
     settings = _prefect_settings(data_dir)
+    from flows.local_api import warm_start
+
+    warm_start()
     from flows.demo import DemoPlan, run_demo
 
     plan = DemoPlan(model_id=model_id, traffic_requests=traffic, canary_requests=canary_traffic,
