@@ -149,6 +149,11 @@ class Layout:
         return self.root / "feast"
 
     @property
+    def online_push_lock(self) -> Path:
+        """Held by every worker of the stage while a posted interaction updates the online counts."""
+        return self.feast / "online-push.lock"
+
+    @property
     def mlflow(self) -> Path:
         return self.root / "mlflow"
 
@@ -186,5 +191,8 @@ def apply_prefect_env(layout: Layout) -> None:
     flow history and cached results survive a restart. Variables already set (e.g. PREFECT_API_URL of a server, or
     PREFECT_HOME) win."""
     os.environ.setdefault("PREFECT_HOME", str(layout.prefect))
+    Path(os.environ["PREFECT_HOME"]).expanduser().mkdir(
+        parents=True, exist_ok=True
+    )  # Prefect makes one level only
     os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(layout.prefect / "storage"))
     os.environ.setdefault("PREFECT_RESULTS_PERSIST_BY_DEFAULT", "true")

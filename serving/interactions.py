@@ -6,14 +6,17 @@ posted interactions flushed and fsynced before the call returns; served lists fl
 by a background thread every second, so the hot path does no disk I/O). `reranker ingest <lake>/incoming` validates and lands them in the lake
 like any other log; ingestion is idempotent by event_id, so ingesting the landing zone again adds nothing.
 A posted interaction also updates the user's activity counts in the online store at once (near-real-time);
-rates and affinities are recomputed by the next materialization.
+rates and affinities are recomputed by the next materialization. The update reads, adds and writes, so it holds a
+lock shared by the stage's worker processes (one machine: a scaled-out online store needs its own atomic update).
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -53,16 +56,36 @@ class LandingZone:
         self.log.write(by_day, sync)
 
 
+class PushLock:
+    """One read-modify-write of a user's online counts at a time, across the threads and the worker processes of
+    this machine: a thread lock, then an exclusive `flock` on a file beside the data."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._thread_lock = threading.Lock()
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        with self._thread_lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 class InteractionSink:
     """Hash user ids, land the events, push the users' new activity counts to the online store."""
 
-    def __init__(self, landing: LandingZone, store: Any, hash_user: Callable[[str], str],
+    def __init__(self, landing: LandingZone, store: Any, hash_user: Callable[[str], str], push_lock: PushLock,
                  on_user_update: Callable[[str], None] = lambda key: None) -> None:  # fmt: skip
         self.landing = landing
         self.store = store
         self.hash_user = hash_user
+        self.push_lock = push_lock
         self.on_user_update = on_user_update
-        self._push_lock = threading.Lock()  # one read-modify-write of the online counts at a time
 
     def accept(self, events: list[InteractionEvent]) -> dict[str, int]:
         """Land the events (durable before returning); then push the new counts. A failed push is logged, not
@@ -72,7 +95,7 @@ class InteractionSink:
         pushed = 0
         if self.store is not None:
             try:
-                with self._push_lock:
+                with self.push_lock.held():
                     pushed = self._push(hashed)
             except Exception as exc:
                 log.warning("online push of %d events failed (landed; the next materialization catches up): %r",

@@ -28,7 +28,7 @@ def build_pipeline():  # type: ignore[no-untyped-def]
     from feature_repo.store import open_store
     from models.registry import Registry
     from reranker.settings import Settings, apply_runtime_env
-    from serving.interactions import InteractionSink, LandingZone
+    from serving.interactions import InteractionSink, LandingZone, PushLock
     from serving.model_cache import ModelCache
     from serving.online_features import OnlineFeatures
     from serving.pipeline import RerankPipeline
@@ -52,7 +52,7 @@ def build_pipeline():  # type: ignore[no-untyped-def]
     pipeline = RerankPipeline(features, models, settings.user_key, opted_out=settings.opted_out_users(),
                               budget_ms=settings.budget_ms)  # fmt: skip
     sink = InteractionSink(LandingZone(layout.landing), features.store, settings.user_key,
-                           on_user_update=features.invalidate_user)  # fmt: skip
+                           PushLock(layout.online_push_lock), on_user_update=features.invalidate_user)  # fmt: skip
     return pipeline, JsonlLog(layout.served, "served"), sink
 
 

@@ -137,7 +137,7 @@ def _canary_traffic(settings, world, n: int) -> pd.DataFrame:
     from feature_repo.store import open_store
     from models.registry import Registry
     from reranker.synthetic import simulate_traffic
-    from serving.interactions import InteractionSink, LandingZone, impressions
+    from serving.interactions import InteractionSink, LandingZone, PushLock, impressions
     from serving.model_cache import ModelCache
     from serving.online_features import OnlineFeatures
     from serving.pipeline import RerankPipeline
@@ -150,7 +150,7 @@ def _canary_traffic(settings, world, n: int) -> pd.DataFrame:
     models = ModelCache(lambda: Registry(settings.tracking_uri()), canary_share=0.5, poll_seconds=3600)
     pipeline = RerankPipeline(OnlineFeatures(store, docs), models, settings.user_key, budget_ms=5_000)
     served, landing = JsonlLog(layout.served, "served"), LandingZone(layout.landing)
-    sink = InteractionSink(landing, store, settings.user_key)
+    sink = InteractionSink(landing, store, settings.user_key, PushLock(layout.online_push_lock))
 
     def rerank(body):
         response, event = pipeline.rerank(RerankRequest(**body))
