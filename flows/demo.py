@@ -44,11 +44,12 @@ class DemoPlan:
     n_users: int = 500
     n_docs: int = 600
     bootstrap_days: int = 14
-    bootstrap_events: int = 20_000
-    traffic_requests: int = 5_000  # served by v1 alone, then logged for v2's training
-    canary_requests: int = 8_000  # served by v1 and v2 at once
+    bootstrap_events: int = 6_000  # a young platform: v1 learns from a small first log
+    traffic_requests: int = 10_000  # served by v1 alone, then logged for v2's training
+    canary_requests: int = 20_000  # served by v1 and v2 at once
     canary_share: float = 0.5
     clients: int = 4
+    workers: int = 2  # stage worker processes (~90 requests/s here, against ~55 with one)
     rounds: int = 150
 
 
@@ -162,6 +163,7 @@ def run_demo(settings: Settings, plan: DemoPlan, progress: bool = True, say: Any
     lap(f"v1 trained and registered (champion v{v1['version']})")
 
     stage_env = {"RERANKER_CANARY_SHARE": str(plan.canary_share), "RERANKER_ALIAS_POLL_SECONDS": "2",
+                 "RERANKER_WORKERS": str(plan.workers),
                  "RERANKER_PRELOAD_MODELS": f'["{plan.model_id}"]', "MLFLOW_TRACKING_URI": settings.tracking_uri()}  # fmt: skip
     with running_stage(settings.data_dir, stage_env) as base:
         lap("stage serving v1")

@@ -548,8 +548,8 @@ def flows_serve(
 @app.command()
 def demo(
     model_id: Annotated[str, typer.Option("--model-id")] = "reranker",
-    traffic: Annotated[int, typer.Option(help="Requests served by v1 alone.", min=100)] = 5_000,
-    canary_traffic: Annotated[int, typer.Option(help="Requests while v2 is canary.", min=100)] = 8_000,
+    traffic: Annotated[int, typer.Option(help="Requests served by v1 alone.", min=100)] = 10_000,
+    canary_traffic: Annotated[int, typer.Option(help="Requests while v2 is canary.", min=100)] = 20_000,
     canary_share: Annotated[
         float, typer.Option(help="Share of users the canary serves.", min=0.05, max=0.95)
     ] = 0.5,

@@ -98,3 +98,16 @@ def test_promote_and_rollback_of_an_unknown_model_are_clear_errors(tmp_path):
 def test_flows_run_ingest_without_a_path_is_a_clear_error(tmp_path):
     result = runner.invoke(app, ["flows", "run", "ingest", "--data-dir", str(tmp_path)])
     assert result.exit_code == 2 and "ingest needs --path" in result.output
+
+
+def test_prefect_home_is_created_under_a_data_dir_that_does_not_exist_yet(tmp_path, monkeypatch):
+    """The temporary local API starts before anything else writes to the data dir; Prefect creates only the last
+    level of its home, so the entry point makes the whole path."""
+    from reranker.settings import Settings, apply_prefect_env
+
+    for key in ("PREFECT_HOME", "PREFECT_LOCAL_STORAGE_PATH", "PREFECT_RESULTS_PERSIST_BY_DEFAULT"):
+        monkeypatch.setenv(key, "recorded")  # so that the teardown restores what was there before
+        monkeypatch.delenv(key)
+    layout = Settings(data_dir=tmp_path / "new" / "site").layout
+    apply_prefect_env(layout)
+    assert layout.prefect.is_dir()
