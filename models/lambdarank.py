@@ -33,10 +33,16 @@ class LambdaRankRanker:
     booster: lgb.Booster
     name: str = "learned"
     threads: int = 1
+    _names: list[str] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._names = list(
+            self.booster.feature_name()
+        )  # read once: LightGBM builds them through ctypes each call
 
     @property
     def feature_names(self) -> list[str]:
-        return list(self.booster.feature_name())
+        return self._names
 
     def score(self, features: pd.DataFrame) -> np.ndarray:
         return self.score_matrix(feature_matrix(features, self.feature_names))

@@ -14,6 +14,14 @@ def epsilon_greedy_slots(
     Returns the chosen candidate indexes and, per slot, the probability the policy gave that choice given the
     slots before it (these sum to 1 over the remaining candidates at each slot).
     """
+    if scores.shape[0] == 1:
+        return _one_row(scores[0], k, epsilon, rng)
+    return _rows(scores, k, epsilon, rng)
+
+
+def _rows(
+    scores: np.ndarray, k: int, epsilon: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     n, m = scores.shape
     remaining = np.ones((n, m), dtype=bool)
     shown = np.empty((n, k), dtype=np.int64)
@@ -32,4 +40,26 @@ def epsilon_greedy_slots(
         shown[:, slot] = pick
         prop[:, slot] = (1 - epsilon) * (pick == best) + epsilon / n_left
         remaining[rows, pick] = False
+    return shown, prop
+
+
+def _one_row(
+    scores: np.ndarray, k: int, epsilon: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """The same policy and the same random draws for one request (the stage's case), without per-slot arrays."""
+    m = len(scores)
+    ranked = [int(i) for i in np.argsort(-scores, kind="stable")]  # argmax's first-index tie rule
+    by_index = list(range(m))
+    shown = np.empty((1, k), dtype=np.int64)
+    prop = np.empty((1, k))
+    for slot in range(k):
+        n_left = m - slot
+        best = ranked[0]
+        explore = rng.random(1)[0] < epsilon
+        uniform_pick = by_index[int(rng.integers(0, n_left, size=1)[0])]
+        pick = uniform_pick if explore else best
+        shown[0, slot] = pick
+        prop[0, slot] = (1 - epsilon) * (pick == best) + epsilon / n_left
+        ranked.remove(pick)
+        by_index.remove(pick)
     return shown, prop

@@ -41,6 +41,11 @@ class Settings(BaseSettings):
         ge=1,
         description="LightGBM threads when serving (1 is fastest for 10-500 rows on 2 cores).",
     )
+    explain_threads: int = Field(
+        default=2,
+        ge=1,
+        description="LightGBM threads for the SHAP of the returned rows (2 halve it on 2 cores).",
+    )
     train_threads: int = Field(
         default=2, ge=1, description="LightGBM threads when training (2 halve the MovieLens fit on 2 cores)."
     )

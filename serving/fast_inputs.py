@@ -28,8 +28,11 @@ def _pct(values: np.ndarray) -> np.ndarray:
         v = values[ok]
         order = np.argsort(v, kind="stable")
         sorted_v = v[order]
-        starts = np.flatnonzero(np.r_[True, sorted_v[1:] != sorted_v[:-1]])
-        ends = np.r_[starts[1:], m]
+        new_run = np.empty(m, dtype=bool)
+        new_run[0], new_run[1:] = True, sorted_v[1:] != sorted_v[:-1]
+        starts = np.flatnonzero(new_run)
+        ends = np.empty_like(starts)
+        ends[:-1], ends[-1] = starts[1:], m
         mean_rank = (starts + ends + 1) / 2.0  # 1-based average rank of each run of equal values
         ranks = np.empty(m)
         ranks[order] = np.repeat(mean_rank, ends - starts)

@@ -60,6 +60,7 @@ class RerankPipeline:
     opted_out: set[str] = field(default_factory=set)
     budget_ms: float = 50.0
     explain_top: int = 3
+    explain_threads: int = 2  # SHAP of the returned rows is most of a request's CPU: both cores halve it
     _pool: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="score")
     )
@@ -147,15 +148,17 @@ class RerankPipeline:
         segment = (
             None if user is None or np.isnan(user.get("user_segment", np.nan)) else int(user["user_segment"])
         )
+        names = variant.ranker.feature_names if variant is not None else []
+        personal_cols = np.array([name in PERSONAL for name in names], dtype=bool)
         results = []
         for pos, idx in enumerate(order):
             cand = req.candidates[idx]
             top, personal = [], 0.0
             if contribs is not None:
                 row = contribs[pos]
-                personal = sum(v for name, v in row.items() if name in PERSONAL) if user is not None else 0.0
-                top = [FeatureContribution(name=name, contribution=round(v, 6))
-                       for name, v in sorted(row.items(), key=lambda kv: -abs(kv[1]))[: self.explain_top]]  # fmt: skip
+                personal = float(row[personal_cols].sum()) if user is not None else 0.0
+                top = [FeatureContribution(name=names[j], contribution=round(float(row[j]), 6))
+                       for j in np.argsort(-np.abs(row), kind="stable")[: self.explain_top]]  # fmt: skip
             results.append(RerankResult(
                 document_id=cand.document_id, content=cand.content, score=float(scores[idx]),
                 learned_rerank=LearnedRerank(personalization_score=personal,
@@ -176,9 +179,9 @@ class RerankPipeline:
         )  # fmt: skip
         return response, event
 
-    def _explain(self, variant: Variant, X: np.ndarray, order: np.ndarray) -> list[dict[str, float]]:
-        """Per-row SHAP contributions (LightGBM pred_contrib) for the returned rows only."""
-        names = variant.ranker.feature_names
+    def _explain(self, variant: Variant, X: np.ndarray, order: np.ndarray) -> np.ndarray:
+        """Per-row SHAP contributions (LightGBM pred_contrib) for the returned rows only: (rows x features), the
+        columns in `feature_names` order (LightGBM's expected-value column dropped)."""
         rows = np.ascontiguousarray(X[order], dtype=np.float32)
-        contrib = variant.ranker.booster.predict(rows, pred_contrib=True, num_threads=variant.ranker.threads)
-        return [dict(zip(names, row[:-1].tolist(), strict=True)) for row in np.atleast_2d(contrib)]
+        contrib = variant.ranker.booster.predict(rows, pred_contrib=True, num_threads=self.explain_threads)
+        return np.atleast_2d(np.asarray(contrib))[:, :-1]

@@ -28,3 +28,18 @@ def test_ips_from_epsilon_greedy_logs_recovers_a_known_policys_click_rate():
     assert res.snips.low <= truth <= res.snips.high
     logging_rate = clicks.mean()
     assert abs(truth - logging_rate) > 0.05  # the two policies really differ
+
+
+def test_one_request_fast_path_makes_the_same_choices_as_the_batch_policy():
+    from reranker.exploration import _one_row, _rows
+
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        m = int(rng.integers(1, 60))
+        k = int(rng.integers(1, m + 1))
+        eps = float(rng.choice([0.0, 0.1, 0.5, 1.0]))
+        scores = rng.integers(0, 5, m).astype(float)  # ties: the first index wins in both
+        fast = _one_row(scores, k, eps, np.random.default_rng(trial))
+        batch = _rows(scores[None, :], k, eps, np.random.default_rng(trial))
+        np.testing.assert_array_equal(fast[0], batch[0])
+        np.testing.assert_allclose(fast[1], batch[1])
