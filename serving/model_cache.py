@@ -73,7 +73,9 @@ class ModelCache:
                     loaded[name] = have
                     continue
                 model = registry.load(model_id, version)
-                loaded[name] = Variant(name, model, LambdaRankRanker(model.booster, threads=self.threads))
+                ranker = LambdaRankRanker(model.booster, threads=self.threads)
+                _ = ranker.leaf_tables  # built here, off the request path
+                loaded[name] = Variant(name, model, ranker)
                 log.info("model %s: %s -> version %s", model_id, name, version)
             return loaded
         except ModelNotFound:
@@ -90,6 +92,11 @@ class ModelCache:
         with self._lock:
             self._variants[model_id] = loaded
         return loaded
+
+    def is_loaded(self, model_id: str) -> bool:
+        """Whether a request for this model is served from memory (no registry call)."""
+        with self._lock:
+            return model_id in self._variants
 
     def choose(self, model_id: str, user_key: str | None) -> Variant | None:
         variants = self.variants(model_id)

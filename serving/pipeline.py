@@ -60,7 +60,7 @@ class RerankPipeline:
     opted_out: set[str] = field(default_factory=set)
     budget_ms: float = 50.0
     explain_top: int = 3
-    explain_threads: int = 2  # SHAP of the returned rows is most of a request's CPU: both cores halve it
+    explain_threads: int = 2  # for models too deep for the SHAP tables, LightGBM's pred_contrib on both cores
     _pool: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="score")
     )
@@ -180,8 +180,7 @@ class RerankPipeline:
         return response, event
 
     def _explain(self, variant: Variant, X: np.ndarray, order: np.ndarray) -> np.ndarray:
-        """Per-row SHAP contributions (LightGBM pred_contrib) for the returned rows only: (rows x features), the
-        columns in `feature_names` order (LightGBM's expected-value column dropped)."""
+        """Exact per-row SHAP contributions for the returned rows only: (rows x features), the columns in
+        `feature_names` order (the expected-value column dropped). Rows are cast to float32, as for scoring."""
         rows = np.ascontiguousarray(X[order], dtype=np.float32)
-        contrib = variant.ranker.booster.predict(rows, pred_contrib=True, num_threads=self.explain_threads)
-        return np.atleast_2d(np.asarray(contrib))[:, :-1]
+        return variant.ranker.contributions(rows, threads=self.explain_threads)[:, :-1]

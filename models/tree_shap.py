@@ -1,0 +1,181 @@
+"""Exact path-dependent TreeSHAP of a LightGBM model, from per-leaf tables built once per model.
+
+LightGBM's `pred_contrib` walks every tree for every row (≈ 0.23 ms a row for 150 trees of depth 5 here). The same
+values follow from a table per leaf (the idea of Fast TreeSHAP v2, Yang 2021): a leaf's share of feature i's SHAP
+value depends on the row only through which of the leaf's path features the row "follows" (goes the path's way at
+every split on that feature). With at most P splits on a path there are 2**P patterns of followed splits; for
+each pattern the Shapley sum over the path features is computed once, at load. Explaining a row is then one decision
+per tree node, one sparse product that turns them into each leaf's pattern, a table look-up per leaf and a sum per
+feature: the same numbers as `pred_contrib` (a test holds them equal, missing values included), 0.3-0.5 ms for 10
+rows here against 2.3 ms.
+
+For one leaf with value v, path features F (d of them), cover fractions z_j (share of the training rows that
+took the path's way at j's splits) and o_j in {0, 1} (the row follows j):
+    phi_i = v (o_i - z_i) sum_{S subset of F - {i}, o_S = 1} |S|! (d - |S| - 1)! / d!  prod_{j in F - S - {i}} z_j
+Paths are padded to D (the most features on a path) with z = o = 1: a player the leaf ignores leaves every
+Shapley value unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import factorial
+from typing import Any
+
+import numpy as np
+
+ZERO = 1e-35  # LightGBM's kZeroThreshold
+MAX_PATH_SPLITS = 10  # 2**10 patterns a leaf; deeper models are explained by LightGBM itself
+
+
+class TooDeep(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class LeafTables:
+    n_features: int
+    expected_value: float
+    node_feature: np.ndarray  # (nodes,) every split of every tree, evaluated once per row
+    node_threshold: np.ndarray
+    node_default_left: np.ndarray
+    node_missing: np.ndarray  # 0 None, 1 Zero, 2 NaN
+    edge_bits: (
+        Any  # sparse (leaves, 2 * nodes): 2**k on the edge (node, left|right) taken at the path's split k
+    )
+    slot_to_feature: Any  # sparse (features, leaves * D)
+    table: np.ndarray  # (leaves * 2**P, D): each slot's share for each pattern of followed splits
+    splits: int  # P, the longest path
+
+    @classmethod
+    def from_booster(cls, booster: Any) -> LeafTables:
+        from scipy import sparse
+
+        model = booster.dump_model()
+        n_features = len(model["feature_names"])
+        nodes: list[Node] = []
+        leaves: list[tuple[float, list[tuple[int, bool]]]] = []
+        expected = 0.0
+        for tree in model["tree_info"]:
+            root = tree["tree_structure"]
+            total = float(root.get("internal_count", root.get("leaf_count", 1)))
+            for value, path, count in _leaf_paths(root, nodes):
+                expected += value * count / total
+                leaves.append((value, path))
+        slots = [list(dict.fromkeys(nodes[node][0] for node, _ in path)) for _, path in leaves]
+        depth = max([len(s) for s in slots] + [1])
+        splits = max([len(path) for _, path in leaves] + [1])
+        if splits > MAX_PATH_SPLITS:
+            raise TooDeep(f"{splits} splits on a path (at most {MAX_PATH_SPLITS})")
+        z = np.ones((len(leaves), depth))
+        feature = np.zeros((len(leaves), depth), dtype=np.int64)
+        split_slot = np.full((len(leaves), splits), -1)
+        rows, cols, bits = [], [], []
+        for leaf, ((_, path), slot_features) in enumerate(zip(leaves, slots, strict=True)):
+            feature[leaf, : len(slot_features)] = slot_features
+            for k, (node, left) in enumerate(path):
+                f, _, _, _, fraction_left, fraction_right = nodes[node]
+                split_slot[leaf, k] = slot = slot_features.index(f)
+                z[leaf, slot] *= fraction_left if left else fraction_right
+                rows.append(leaf)
+                cols.append(
+                    2 * node + (0 if left else 1)
+                )  # the path's edge: a row not taking it leaves split k
+                bits.append(float(1 << k))
+        edge_bits = sparse.csr_matrix((bits, (rows, cols)), shape=(len(leaves), 2 * len(nodes)))
+        n_slots = len(leaves) * depth
+        slot_to_feature = sparse.csr_matrix(
+            (np.ones(n_slots), (feature.ravel(), np.arange(n_slots))), shape=(n_features, n_slots)
+        )
+        by_slots = _pattern_tables(np.array([v for v, _ in leaves]), z)
+        table = _by_split_pattern(by_slots, split_slot).reshape(-1, depth)
+        node_array = np.array([n[:4] for n in nodes], dtype=float).reshape(-1, 4)
+        return cls(n_features, expected, node_array[:, 0].astype(np.int64), node_array[:, 1],
+                   node_array[:, 2].astype(bool), node_array[:, 3].astype(np.int8), edge_bits, slot_to_feature,
+                   table, splits)  # fmt: skip
+
+    def contributions(self, X: np.ndarray) -> np.ndarray:
+        """(rows x (features + 1)): SHAP values and, last, the expected value, as LightGBM's pred_contrib."""
+        X = np.asarray(X, dtype=np.float64)
+        rows = X.shape[0]
+        fval = X[:, self.node_feature]  # (rows, nodes): LightGBM's NumericalDecision, every node once
+        nan = np.isnan(fval)
+        fval[nan & (self.node_missing != 2)] = 0.0
+        is_missing = ((self.node_missing == 1) & (fval > -ZERO) & (fval <= ZERO)) | (
+            (self.node_missing == 2) & nan
+        )
+        left = np.where(is_missing, self.node_default_left, fval <= self.node_threshold)
+        off_path = np.empty((2 * len(self.node_feature), rows))  # 1 on the edge (node, left|right) not taken
+        off_path[0::2], off_path[1::2] = ~left.T, left.T
+        broken = (self.edge_bits @ off_path).T.astype(
+            np.int64
+        )  # (rows, leaves): bit k, the row leaves split k
+        index = ((1 << self.splits) - 1 - broken) + (np.arange(broken.shape[1]) << self.splits)
+        shares = np.take(self.table, index, axis=0).reshape(rows, -1)  # (rows, leaves * D)
+        out = np.empty((rows, self.n_features + 1))
+        out[:, :-1] = (self.slot_to_feature @ shares.T).T
+        out[:, -1] = self.expected_value
+        return out
+
+
+# A split node: feature, threshold, default left, missing type, cover fraction to the left, to the right.
+Node = tuple[int, float, bool, int, float, float]
+
+
+def _leaf_paths(node: dict[str, Any], nodes: list[Node]) -> list[tuple[float, list[tuple[int, bool]], float]]:
+    """(leaf value, its path as (node id, goes left), leaf count) of every leaf under node; appends the splits met
+    to `nodes`."""
+    if "leaf_value" in node:
+        return [(float(node["leaf_value"]), [], float(node.get("leaf_count", 1)))]
+    if node.get("decision_type", "<=") != "<=":
+        raise TooDeep("categorical splits are explained by LightGBM itself")
+    count = float(node["internal_count"])
+    left_child, right_child = node["left_child"], node["right_child"]
+    to_left, to_right = (
+        float(c.get("internal_count", c.get("leaf_count", 0))) / count for c in (left_child, right_child)
+    )
+    node_id = len(nodes)
+    nodes.append((int(node["split_feature"]), float(node["threshold"]), bool(node["default_left"]),
+                  {"None": 0, "Zero": 1, "NaN": 2}[node.get("missing_type", "None")], to_left, to_right))  # fmt: skip
+    out: list[tuple[float, list[tuple[int, bool]], float]] = []
+    for child, left in ((left_child, True), (right_child, False)):
+        out.extend((value, [(node_id, left), *path], n) for value, path, n in _leaf_paths(child, nodes))
+    return out
+
+
+def _by_split_pattern(by_slots: np.ndarray, split_slot: np.ndarray) -> np.ndarray:
+    """(leaves, 2**P, D) from (leaves, 2**D, D): a row follows a slot's feature when it follows all its splits."""
+    n, _, depth = by_slots.shape
+    splits = split_slot.shape[1]
+    out = np.empty((n, 1 << splits, depth))
+    leaf = np.arange(n)
+    for pattern in range(1 << splits):
+        followed = np.ones((n, depth), dtype=bool)
+        for k in range(splits):
+            if not (pattern >> k) & 1:
+                has = split_slot[:, k] >= 0
+                followed[leaf[has], split_slot[has, k]] = False
+        out[:, pattern] = by_slots[leaf, followed @ (1 << np.arange(depth))]
+    return out
+
+
+def _pattern_tables(values: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """(leaves, 2**D, D): each slot's share of the leaf's value for each pattern of followed slots."""
+    n, depth = z.shape
+    weights = np.array([factorial(s) * factorial(depth - s - 1) / factorial(depth) for s in range(depth)])
+    table = np.zeros((n, 1 << depth, depth))
+    for pattern in range(1 << depth):
+        o = np.array([(pattern >> k) & 1 for k in range(depth)], dtype=float)
+        for i in range(depth):
+            coeffs = np.zeros(
+                (n, depth)
+            )  # polynomial in t over the other slots: z_j (not in S) + o_j t (in S)
+            coeffs[:, 0] = 1.0
+            for j in range(depth):
+                if j == i:
+                    continue
+                shifted = np.zeros_like(coeffs)
+                shifted[:, 1:] = coeffs[:, :-1] * o[j]
+                coeffs = coeffs * z[:, j : j + 1] + shifted
+            table[:, pattern, i] = values * (o[i] - z[:, i]) * (coeffs @ weights)
+    return table
