@@ -31,6 +31,21 @@ def test_known_user_is_served_by_the_learned_champion(stage):
     assert [i.position for i in event.items] == list(range(5)) and all(i.propensity == 1 for i in event.items)
 
 
+def test_served_explanations_are_exact_shap_values_that_add_up_to_the_score(stage):
+    pipeline = stage[0]
+    variant = pipeline.models.choose("serving", None)
+    booster = variant.ranker.booster
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, len(variant.ranker.feature_names))) * 5
+    X[rng.random(X.shape) < 0.3] = np.nan
+    order = rng.permutation(40)[:10]
+    got = pipeline._explain(variant, X, order)
+    rows = np.ascontiguousarray(X[order], dtype=np.float32)
+    want = booster.predict(rows, pred_contrib=True)
+    np.testing.assert_allclose(got, want[:, :-1], atol=1e-12)
+    np.testing.assert_allclose(got.sum(axis=1) + want[:, -1], booster.predict(rows), atol=1e-9)
+
+
 def test_unknown_user_gets_the_fallback(stage):
     pipeline, _, events, _, _ = stage
     resp, _ = pipeline.rerank(request(events, "never-seen-user"))
