@@ -5,7 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 import bentoml
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
+
+from serving.schemas import (
+    FeatureContribution,
+    LearnedRerank,
+    RerankRequest,
+    RerankResponse,
+    RerankResult,
+    ServedBy,
+)
 
 app = FastAPI()
 
@@ -21,3 +30,19 @@ class Noop:
     @app.post("/rerank")
     def mounted(self, body: dict[str, Any]) -> dict[str, Any]:
         return {}
+
+    @app.post("/contract")
+    async def contract(self, body: RerankRequest) -> Response:
+        """The stage's own request validation and a response of the stage's size, and nothing between."""
+        return Response(_CANNED, media_type="application/json")
+
+
+_CANNED = RerankResponse(
+    request_id="0" * 32, model_id="reranker", model_version="1", variant="champion", served_by=ServedBy.learned,
+    reason="ok", reason_codes=[],
+    results=[RerankResult(document_id=f"d{i}", content=None, score=1.0 - i / 10,
+                          learned_rerank=LearnedRerank(personalization_score=0.1, exploration_boost=0.0, user_segment=1,
+                                                       top_features=[FeatureContribution(name=f"f{j}", contribution=0.1)
+                                                                     for j in range(3)]))
+             for i in range(10)],
+).model_dump_json()  # fmt: skip

@@ -130,6 +130,7 @@ def main() -> None:
             "rerank (stage)": f"http://127.0.0.1:{stage_port}/rerank",
             "no-op @bentoml.api": f"http://127.0.0.1:{noop_port}/rerank",
             "no-op mounted FastAPI": f"http://127.0.0.1:{noop_port}/mounted/rerank",
+            "contract parse + canned response": f"http://127.0.0.1:{noop_port}/mounted/contract",
         }
         results: dict[str, Any] = {}
         for name, url in targets.items():
