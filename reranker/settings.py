@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     explain_threads: int = Field(
         default=2,
         ge=1,
-        description="LightGBM threads for the SHAP of the returned rows (2 halve it on 2 cores).",
+        description="LightGBM threads for SHAP of models too deep for the per-leaf tables (pred_contrib).",
     )
     train_threads: int = Field(
         default=2, ge=1, description="LightGBM threads when training (2 halve the MovieLens fit on 2 cores)."
