@@ -38,9 +38,8 @@ class LambdaRankRanker:
     _names: list[str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._names = list(
-            self.booster.feature_name()
-        )  # read once: LightGBM builds them through ctypes each call
+        # read once: LightGBM builds the names through ctypes on every call
+        self._names = list(self.booster.feature_name())
 
     @property
     def feature_names(self) -> list[str]:

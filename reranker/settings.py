@@ -196,8 +196,7 @@ def apply_prefect_env(layout: Layout) -> None:
     flow history and cached results survive a restart. Variables already set (e.g. PREFECT_API_URL of a server, or
     PREFECT_HOME) win."""
     os.environ.setdefault("PREFECT_HOME", str(layout.prefect))
-    Path(os.environ["PREFECT_HOME"]).expanduser().mkdir(
-        parents=True, exist_ok=True
-    )  # Prefect makes one level only
+    # Prefect creates only the last level of its home: the temporary API would fail on a new data dir.
+    Path(os.environ["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(layout.prefect / "storage"))
     os.environ.setdefault("PREFECT_RESULTS_PERSIST_BY_DEFAULT", "true")
