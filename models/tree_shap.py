@@ -40,9 +40,8 @@ class LeafTables:
     node_threshold: np.ndarray
     node_default_left: np.ndarray
     node_missing: np.ndarray  # 0 None, 1 Zero, 2 NaN
-    edge_bits: (
-        Any  # sparse (leaves, 2 * nodes): 2**k on the edge (node, left|right) taken at the path's split k
-    )
+    # sparse (leaves, 2 * nodes): 2**k on the edge (node, left|right) taken at the path's split k
+    edge_bits: Any
     slot_to_feature: Any  # sparse (features, leaves * D)
     table: np.ndarray  # (leaves * 2**P, D): each slot's share for each pattern of followed splits
     splits: int  # P, the longest path
@@ -78,9 +77,8 @@ class LeafTables:
                 split_slot[leaf, k] = slot = slot_features.index(f)
                 z[leaf, slot] *= fraction_left if left else fraction_right
                 rows.append(leaf)
-                cols.append(
-                    2 * node + (0 if left else 1)
-                )  # the path's edge: a row not taking it leaves split k
+                # the path's edge: a row not taking it leaves split k
+                cols.append(2 * node + (0 if left else 1))
                 bits.append(float(1 << k))
         edge_bits = sparse.csr_matrix((bits, (rows, cols)), shape=(len(leaves), 2 * len(nodes)))
         n_slots = len(leaves) * depth
@@ -107,9 +105,8 @@ class LeafTables:
         left = np.where(is_missing, self.node_default_left, fval <= self.node_threshold)
         off_path = np.empty((2 * len(self.node_feature), rows))  # 1 on the edge (node, left|right) not taken
         off_path[0::2], off_path[1::2] = ~left.T, left.T
-        broken = (self.edge_bits @ off_path).T.astype(
-            np.int64
-        )  # (rows, leaves): bit k, the row leaves split k
+        # (rows, leaves): bit k set when the row leaves the path at split k
+        broken = (self.edge_bits @ off_path).T.astype(np.int64)
         index = ((1 << self.splits) - 1 - broken) + (np.arange(broken.shape[1]) << self.splits)
         shares = np.take(self.table, index, axis=0).reshape(rows, -1)  # (rows, leaves * D)
         out = np.empty((rows, self.n_features + 1))
@@ -167,9 +164,8 @@ def _pattern_tables(values: np.ndarray, z: np.ndarray) -> np.ndarray:
     for pattern in range(1 << depth):
         o = np.array([(pattern >> k) & 1 for k in range(depth)], dtype=float)
         for i in range(depth):
-            coeffs = np.zeros(
-                (n, depth)
-            )  # polynomial in t over the other slots: z_j (not in S) + o_j t (in S)
+            # polynomial in t over the other slots: z_j (not in S) + o_j t (in S)
+            coeffs = np.zeros((n, depth))
             coeffs[:, 0] = 1.0
             for j in range(depth):
                 if j == i:
