@@ -74,3 +74,14 @@ def test_paths_too_long_for_tables_fall_back_to_lightgbm():
     assert ranker.leaf_tables is None
     rows = X[:7]
     np.testing.assert_allclose(ranker.contributions(rows), booster.predict(rows, pred_contrib=True))
+
+
+def test_categorical_splits_fall_back_to_lightgbm():
+    rng = np.random.default_rng(7)
+    X = _data(rng, 2000, False)
+    y = (X[:, 5] == 2) * 1.0 + X[:, 0] + rng.normal(0, 0.1, len(X))
+    params = {"objective": "regression", "num_leaves": 7, "min_data_in_leaf": 20, "verbose": -1}
+    booster = lgb.train(params, lgb.Dataset(X, y, categorical_feature=[5]), 10)
+    ranker = LambdaRankRanker(booster)
+    assert ranker.leaf_tables is None
+    np.testing.assert_allclose(ranker.contributions(X[:5]), booster.predict(X[:5], pred_contrib=True))
