@@ -213,7 +213,10 @@ def parse_timestamps(values: pd.Series) -> pd.Series:
     else:
         numeric = pd.to_numeric(values, errors="coerce")
         as_text = pd.to_datetime(values.where(numeric.isna()), utc=True, errors="coerce", format="ISO8601")
-        as_epoch = pd.to_datetime(numeric, unit="s", utc=True, errors="coerce")
+        # Only the numbers: pandas 2.x reads an uninitialized buffer at NaN entries with `unit=`, and its garbage
+        # can raise FloatingPointError (pandas#58419, fixed in 3.0).
+        epoch = numeric.dropna()
+        as_epoch = pd.to_datetime(epoch, unit="s", utc=True, errors="coerce").reindex(values.index)
         ts = as_text.fillna(as_epoch)
     return ts.dt.as_unit("us")
 

@@ -175,3 +175,22 @@ def test_csv_and_parquet_inputs(tmp_path, layout):
     frame.to_parquet(tmp_path / "b.parquet")
     assert run(tmp_path / "a.csv", layout).added == 5
     assert run(tmp_path / "b.parquet", layout).added == 5
+
+
+def test_iso_timestamps_parse_whatever_freed_memory_holds():
+    """pandas 2.x converts a float array with `unit=` through an uninitialized buffer; at NaN entries (here every
+    ISO string, as a number) its garbage can overflow and raise FloatingPointError (pandas#58419). Freed huge
+    floats put such garbage there: before the fix this failed on every try at 64 rows."""
+    import numpy as np
+
+    from expectations.ingest import parse_timestamps
+
+    values = pd.Series(["2026-06-01T12:00:05Z"] * 999 + ["1780315205"])
+    for n in (64, 65, 1000):
+        for _ in range(20):
+            dirty = np.full(n, 1e300)
+            copy = dirty.copy()
+            del dirty, copy
+            got = parse_timestamps(values.tail(n).reset_index(drop=True))
+            assert got.notna().all() and got.iloc[0] == pd.Timestamp("2026-06-01T12:00:05Z")
+    assert got.iloc[-1] == pd.Timestamp(1780315205, unit="s", tz="UTC")
