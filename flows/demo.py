@@ -7,8 +7,10 @@
 3. The retrain flow lands what the stage logged (served lists with propensities, clicks), rebuilds the features and
    trains v2; it passes its gates and becomes the canary.
 4. Canary traffic: a share of users gets v2 (sticky by hashed user id), the rest v1, at the same time.
-5. The canary-analysis flow compares them (online click rate with user-resampled intervals, off-policy estimates of
-   each ranking without exploration) and promotes v2 or rolls it back.
+5. After each round of canary traffic the canary-analysis flow compares them (online click rate with user-resampled
+   intervals, off-policy estimates of each ranking without exploration) and promotes v2, rolls it back, or waits for
+   the next round - as the hourly deployment does in production. With at most K rounds each analysis reads a
+   1 - 0.05 / K interval, so repeated looks do not inflate the chance of a false decision beyond 5%.
 """
 
 from __future__ import annotations
@@ -44,9 +46,10 @@ class DemoPlan:
     n_users: int = 500
     n_docs: int = 600
     bootstrap_days: int = 14
-    bootstrap_events: int = 6_000  # a young platform: v1 learns from a small first log
+    bootstrap_events: int = 4_000  # a young platform: v1 learns from a small first log
     traffic_requests: int = 10_000  # served by v1 alone, then logged for v2's training
-    canary_requests: int = 20_000  # served by v1 and v2 at once
+    canary_requests: int = 10_000  # per canary round: served by v1 and v2 at once, then analysed
+    canary_rounds: int = 3  # analyses at most; each reads a 1 - 0.05 / canary_rounds interval (Bonferroni)
     canary_share: float = 0.5
     clients: int = 4
     workers: int = 2  # stage worker processes (~90 requests/s here, against ~55 with one)
@@ -179,14 +182,27 @@ def run_demo(settings: Settings, plan: DemoPlan, progress: bool = True, say: Any
             failed = {k: g["detail"] for k, g in v2["gates"].items() if not g["passed"]}
             raise RuntimeError(f"v2 did not pass its gates: {failed}")
         time.sleep(4)  # the stage re-reads aliases every 2 s here
-        during = drive_traffic(base, world, plan.canary_requests, plan, seed=2, progress=progress)
-        lap(f"{len(during)} requests while v2 was canary")
-        time.sleep(2)
-        state = canary_analysis_flow(model_id=plan.model_id, data_dir=data_dir, return_state=True)
-        if not state.is_completed():
-            raise RuntimeError(f"canary analysis failed: {state.message}")
-        analysis = state.result()
-        lap(f"canary analysis: {analysis['decision']}")
+        confidence = 1 - 0.05 / plan.canary_rounds
+        rounds: list[pd.DataFrame] = []
+        looks: list[dict[str, Any]] = []
+        for look in range(1, plan.canary_rounds + 1):
+            rounds.append(
+                drive_traffic(base, world, plan.canary_requests, plan, seed=1 + look, progress=progress)
+            )
+            lap(f"{sum(len(r) for r in rounds)} requests while v2 was canary")
+            time.sleep(2)  # the stage flushes served lists every second
+            state = canary_analysis_flow(model_id=plan.model_id, data_dir=data_dir, confidence=confidence,
+                                         return_state=True)  # fmt: skip
+            if not state.is_completed():
+                raise RuntimeError(f"canary analysis failed: {state.message}")
+            analysis = state.result()
+            looks.append({"requests": sum(len(r) for r in rounds), "decision": analysis["decision"],
+                          "difference": analysis["difference"]})  # fmt: skip
+            lap(f"canary analysis {look}/{plan.canary_rounds}: {analysis['decision']}")
+            say(f"          {analysis['reason']}")
+            if analysis["decision"] != "wait":
+                break
+        during = pd.concat(rounds, ignore_index=True)
 
     learned = during[during["served_by"] == "learned"]
     result = {
@@ -201,6 +217,8 @@ def run_demo(settings: Settings, plan: DemoPlan, progress: bool = True, say: Any
             "v2 during canary": _rate(learned[learned["variant"] == "canary"]),
         },
         "difference": analysis["difference"],
+        "confidence": confidence,
+        "looks": looks,
         "greedy_policy_ips": {v: analysis[v]["greedy_snips"] for v in ("champion", "canary")},
         "true_gain_per_list": {
             v: float(learned[learned["variant"] == v]["true_gain"].mean()) for v in ("champion", "canary")

@@ -120,7 +120,7 @@ def train_model(
 
 
 @task(cache_policy=NO_CACHE)
-def analyze_canary(settings: Settings, model_id: str) -> dict[str, Any]:
+def analyze_canary(settings: Settings, model_id: str, confidence: float | None = None) -> dict[str, Any]:
     """Canary vs champion on the traffic both served; promote or roll back (or wait for more traffic)."""
     from models.canary import CanaryPolicy, analyze, apply_decision, read_served_lists
     from models.registry import CANARY, CHAMPION, Registry
@@ -131,7 +131,8 @@ def analyze_canary(settings: Settings, model_id: str) -> dict[str, Any]:
     if CANARY not in aliases or CHAMPION not in aliases:
         return {"decision": "none", "reason": f"no canary to analyse (aliases: {aliases or 'none'})"}
     policy = CanaryPolicy(min_lists=settings.canary_min_lists, max_lists=settings.canary_max_lists,
-                          max_loss=settings.canary_max_loss, seed=settings.seed)  # fmt: skip
+                          max_loss=settings.canary_max_loss, confidence=confidence or settings.canary_confidence,
+                          seed=settings.seed)  # fmt: skip
     report = analyze(read_served_lists(settings.layout.served), read_interactions(settings.layout.interactions),
                      model_id, aliases[CHAMPION], aliases[CANARY], policy)  # fmt: skip
     after = apply_decision(registry, report)
@@ -209,12 +210,15 @@ def train_and_register_flow(
 
 
 @flow(name="canary_analysis")
-def canary_analysis_flow(model_id: str = "reranker", data_dir: str | None = None) -> dict[str, Any]:
-    """Land what the stage logged, then compare canary and champion and promote or roll back."""
+def canary_analysis_flow(
+    model_id: str = "reranker", data_dir: str | None = None, confidence: float | None = None
+) -> dict[str, Any]:
+    """Land what the stage logged, then compare canary and champion and promote or roll back (`confidence`: the
+    difference's interval level, default RERANKER_CANARY_CONFIDENCE)."""
     settings = _settings(data_dir)
     if settings.layout.landing.exists():
         ingest_batch(settings, str(settings.layout.landing), fail_on_quarantine=False)
-    result = analyze_canary(settings, model_id)
+    result = analyze_canary(settings, model_id, confidence)
     get_run_logger().info("canary analysis of %s: %s (%s)", model_id, result["decision"], result["reason"])
     if result["decision"] != "none":
         rows = [{"variant": v, "version": result[v]["version"], "lists": result[v]["lists"],

@@ -6,7 +6,8 @@ candidates) and the positive interactions of the lake that reference those reque
 
 - **Online click rate** of each variant: positive interactions per shown item, with percentile intervals from a
   bootstrap that resamples users (a user's requests are correlated), and the canary - champion difference with
-  each group's users resampled independently.
+  each group's users resampled independently, at the policy's confidence (each analysis of one canary is a look
+  at the same experiment: with at most K looks, 1 - 0.05 / K bounds the chance of any false decision by 5%).
 - **Off-policy estimates** from the exploration logs: each variant's greedy policy (its ranking with exploration
   off) by list-level IPS and SNIPS. A logged list is what the greedy policy would have shown when every slot took
   the best remaining candidate; its logging probability is the product of the slot propensities.
@@ -38,6 +39,9 @@ class CanaryPolicy:
     min_lists: int = 500  # per variant, before any decision
     max_lists: int = 50_000  # per variant: no proven gain by then -> rollback
     max_loss: float = 0.0  # promote when canary - champion click rate has its lower bound above -max_loss
+    # level of the canary - champion interval the decision reads; each analysis of the same canary is another look,
+    # so for at most K looks 1 - 0.05 / K keeps the chance of any false decision under 5% (Bonferroni)
+    confidence: float = 0.95
     n_boot: int = 1000
     seed: int = 7
 
@@ -124,8 +128,9 @@ def click_rate(per_user: pd.DataFrame, n_boot: int, rng: np.random.Generator) ->
     return _interval(float(clicks.sum() / max(shown.sum(), 1.0)), boots), boots
 
 
-def _interval(point: float, boots: np.ndarray) -> Interval:
-    low, high = np.quantile(boots, [0.025, 0.975])
+def _interval(point: float, boots: np.ndarray, confidence: float = 0.95) -> Interval:
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(boots, [tail, 1 - tail])
     return Interval(float(point), float(low), float(high))
 
 
@@ -186,7 +191,8 @@ def analyze(
     if min(champ.lists, canary.lists) == 0:
         diff = Interval(np.nan, np.nan, np.nan)
     else:  # the two groups' users were resampled independently (different generators)
-        diff = _interval(canary.click_rate.mean - champ.click_rate.mean, canary_boots - champ_boots)
+        diff = _interval(canary.click_rate.mean - champ.click_rate.mean, canary_boots - champ_boots,
+                         policy.confidence)  # fmt: skip
     decision, reason = decide(champ, canary, diff, policy)
     window = (str(both["timestamp"].min()), str(both["timestamp"].max())) if len(both) else ("-", "-")
     return CanaryReport(model_id, champ, canary, diff, decision, reason, window, policy)
@@ -196,7 +202,8 @@ def decide(
     champ: VariantStats, canary: VariantStats, diff: Interval, policy: CanaryPolicy
 ) -> tuple[str, str]:
     fewest = min(champ.lists, canary.lists)
-    shown = f"click rate canary - champion {diff.mean:+.4f} [{diff.low:+.4f}, {diff.high:+.4f}]"
+    shown = (f"click rate canary - champion {diff.mean:+.4f} [{diff.low:+.4f}, {diff.high:+.4f}]"
+             f" ({policy.confidence * 100:.4g}% interval)")  # fmt: skip
     if fewest < policy.min_lists:
         return WAIT, f"{fewest} lists for the smaller variant (need >= {policy.min_lists} per variant)"
     if diff.high < 0:

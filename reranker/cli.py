@@ -549,7 +549,15 @@ def flows_serve(
 def demo(
     model_id: Annotated[str, typer.Option("--model-id")] = "reranker",
     traffic: Annotated[int, typer.Option(help="Requests served by v1 alone.", min=100)] = 10_000,
-    canary_traffic: Annotated[int, typer.Option(help="Requests while v2 is canary.", min=100)] = 20_000,
+    canary_traffic: Annotated[
+        int, typer.Option(help="Requests per canary round (v1 and v2 at once), then an analysis.", min=100)
+    ] = 10_000,
+    canary_rounds: Annotated[
+        int,
+        typer.Option(
+            help="Canary rounds at most (the analysis waits for the next one when inconclusive).", min=1
+        ),
+    ] = 3,
     canary_share: Annotated[
         float, typer.Option(help="Share of users the canary serves.", min=0.05, max=0.95)
     ] = 0.5,
@@ -565,7 +573,7 @@ def demo(
     from flows.demo import DemoPlan, run_demo
 
     plan = DemoPlan(model_id=model_id, traffic_requests=traffic, canary_requests=canary_traffic,
-                    canary_share=canary_share, seed=settings.seed)  # fmt: skip
+                    canary_rounds=canary_rounds, canary_share=canary_share, seed=settings.seed)  # fmt: skip
     try:
         result = run_demo(
             settings, plan, progress=not as_json, say=(lambda m: None) if as_json else typer.echo
@@ -577,9 +585,12 @@ def demo(
         _table("online click rate (clicks per shown item, 95% CI resampling users)",
                [{"ranker": k, "requests": v["requests"], "click rate": f"{v['mean']:.4f} [{v['low']:.4f}, "
                  f"{v['high']:.4f}]"} for k, v in result["click_rate"].items()])  # fmt: skip
-        d = result["difference"]
-        typer.echo(f"v{result['v2']} - v{result['v1']}: {d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
-                   f" -> {result['decision']} ({result['reason']})")  # fmt: skip
+        for look in result["looks"]:
+            d = look["difference"]
+            typer.echo(f"after {look['requests']} canary requests: v{result['v2']} - v{result['v1']} "
+                       f"{d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}] ({result['confidence'] * 100:.4g}%) "
+                       f"-> {look['decision']}")  # fmt: skip
+        typer.echo(f"decision: {result['decision']} ({result['reason']})")
         typer.echo(f"aliases now: {result['aliases']}")
         typer.echo(f"MLflow UI:  {result['mlflow_ui']}")
         typer.echo(f"Prefect UI: {result['prefect_ui']}")

@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     canary_max_loss: float = Field(
         default=0.0, ge=0, description="Promote when canary - champion click rate stays above -this."
     )
+    canary_confidence: float = Field(
+        default=0.95,
+        gt=0.5,
+        lt=1,
+        description="Level of the canary - champion interval; for at most K analyses of one canary use 1 - 0.05/K.",
+    )
 
     @property
     def layout(self) -> Layout:

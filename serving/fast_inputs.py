@@ -20,23 +20,22 @@ _RULE = RuleBasedRanker()
 
 
 def _pct(values: np.ndarray) -> np.ndarray:
-    """pandas `rank(pct=True)`: average ranks over the non-missing values (ties share their mean), NaN kept."""
-    ok = ~np.isnan(values)
-    out = np.full(len(values), np.nan)
-    m = int(ok.sum())
-    if m:
-        v = values[ok]
-        order = np.argsort(v, kind="stable")
-        sorted_v = v[order]
-        new_run = np.empty(m, dtype=bool)
-        new_run[0], new_run[1:] = True, sorted_v[1:] != sorted_v[:-1]
-        starts = np.flatnonzero(new_run)
-        ends = np.empty_like(starts)
-        ends[:-1], ends[-1] = starts[1:], m
-        mean_rank = (starts + ends + 1) / 2.0  # 1-based average rank of each run of equal values
-        ranks = np.empty(m)
-        ranks[order] = np.repeat(mean_rank, ends - starts)
-        out[ok] = ranks / m
+    """pandas `rank(pct=True)` of each column of (n x k) `values`: average ranks over the non-missing values (ties
+    share their mean), NaN kept - all columns in one sort."""
+    n = values.shape[0]
+    order = np.argsort(values, axis=0, kind="stable")  # NaN sorts last
+    ordered = np.take_along_axis(values, order, axis=0)
+    valid = ~np.isnan(ordered)
+    row = np.arange(n)[:, None]
+    run_start = np.ones_like(valid)
+    run_start[1:] = ordered[1:] != ordered[:-1]
+    run_end = np.ones_like(valid)
+    run_end[:-1] = run_start[1:]
+    first = np.maximum.accumulate(np.where(run_start, row, 0), axis=0)
+    last = np.minimum.accumulate(np.where(run_end, row, n - 1)[::-1], axis=0)[::-1]
+    pct = np.where(valid, ((first + last) / 2.0 + 1.0) / np.maximum(valid.sum(axis=0), 1), np.nan)
+    out = np.empty_like(pct)
+    np.put_along_axis(out, order, pct, axis=0)
     return out
 
 
@@ -78,12 +77,13 @@ def assemble(
         r[order] = np.arange(1, ok.sum() + 1)
         rank[ok] = r
     cols["first_stage_rank"] = rank
-    for col in LIST_RANKED:
-        cols[f"{col}_list_pct"] = _pct(cols[col])
     for col in CANDIDATE_FEATURES:
         cols.setdefault(col, np.full(n, np.nan))
     cols["rule_score"] = _RULE.score_arrays(cols["doc_n_positive"], cols["doc_n_positive_7d"], cols["doc_age_days"],
                                             cols["user_doc_affinity_max"])  # fmt: skip
-    cols["rule_score_list_pct"] = _pct(cols["rule_score"])
+    ranked = [*LIST_RANKED, "rule_score"]
+    pct = _pct(np.column_stack([cols[col] for col in ranked]))
+    for j, col in enumerate(ranked):
+        cols[f"{col}_list_pct"] = pct[:, j]
     missing = np.full(n, np.nan)
     return np.column_stack([cols.get(name, missing) for name in names])

@@ -92,3 +92,16 @@ def test_greedy_policy_estimate_recovers_the_click_rate_without_exploration(smal
     assert (
         truth > report.canary.click_rate.high
     )  # exploration costs clicks: the estimate is not the on-policy rate
+
+
+def test_the_decision_reads_the_interval_at_the_policy_confidence(small_world):
+    rng = np.random.default_rng(4)
+    good, bad = _policies(small_world, rng)
+    served, events = _logs(small_world, 1500, 600, bad, good, seed=11)
+    at_95 = analyze(served, events, "m", "1", "2", CanaryPolicy(min_lists=500, n_boot=400))
+    strict = analyze(
+        served, events, "m", "1", "2", CanaryPolicy(min_lists=500, n_boot=400, confidence=0.9999)
+    )
+    assert at_95.difference.mean == strict.difference.mean
+    assert strict.difference.low < at_95.difference.low and strict.difference.high > at_95.difference.high
+    assert "(95% interval)" in at_95.reason and "(99.99% interval)" in strict.reason
