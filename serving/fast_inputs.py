@@ -9,11 +9,11 @@ from __future__ import annotations
 import numpy as np
 
 from feature_repo.transforms import AFF_COLS, CAT_COLS, LIST_RANKED
-from models.lists import CANDIDATE_FEATURES
 from models.rule_based import RuleBasedRanker
 from serving.online_features import DOC_FEATURES, USER_FEATURES
 
 _DOC = {n: i for i, n in enumerate(DOC_FEATURES)}
+_USER = {n: i for i, n in enumerate(USER_FEATURES)}
 _CAT_IDX = [_DOC[c] for c in CAT_COLS]
 _AFF_IDX = [USER_FEATURES.index(c) for c in AFF_COLS]
 _RULE = RuleBasedRanker()
@@ -49,13 +49,15 @@ def assemble(
 ) -> np.ndarray:
     """(n_candidates x len(names)) inputs. docs: rows in DOC_FEATURES order; user: USER_FEATURES order or None."""
     n = len(first_stage)
-    cols: dict[str, np.ndarray] = {name: docs[:, j].copy() for name, j in _DOC.items()}
-    for j, name in enumerate(USER_FEATURES):
-        cols[name] = np.full(n, np.nan if user is None else user[j])
+    user_row = np.full(len(USER_FEATURES), np.nan) if user is None else user
+    # columns by name (document columns are views of `docs`: nothing below writes into them); user features are one
+    # value for every candidate and are broadcast into the matrix at the end
+    cols: dict[str, np.ndarray] = {name: docs[:, j] for name, j in _DOC.items()}
     cols["first_stage_score"] = first_stage.astype(float)
     for name in {k for o in overrides for k in o}:  # request features win over stored ones
         given = np.array([o.get(name, np.nan) for o in overrides], dtype=float)
-        cols[name] = np.where(np.isnan(given), cols.get(name, np.full(n, np.nan)), given)
+        stored = cols.get(name, np.full(n, user_row[_USER[name]] if name in _USER else np.nan))
+        cols[name] = np.where(np.isnan(given), stored, given)
     cat = docs[:, _CAT_IDX]
     n_cat = cat.sum(axis=1)
     if user is None or np.isnan(user[_AFF_IDX]).all():
@@ -77,13 +79,14 @@ def assemble(
         r[order] = np.arange(1, ok.sum() + 1)
         rank[ok] = r
     cols["first_stage_rank"] = rank
-    for col in CANDIDATE_FEATURES:
-        cols.setdefault(col, np.full(n, np.nan))
     cols["rule_score"] = _RULE.score_arrays(cols["doc_n_positive"], cols["doc_n_positive_7d"], cols["doc_age_days"],
                                             cols["user_doc_affinity_max"])  # fmt: skip
     ranked = [*LIST_RANKED, "rule_score"]
     pct = _pct(np.column_stack([cols[col] for col in ranked]))
     for j, col in enumerate(ranked):
         cols[f"{col}_list_pct"] = pct[:, j]
-    missing = np.full(n, np.nan)
-    return np.column_stack([cols.get(name, missing) for name in names])
+    X = np.empty((n, len(names)))
+    for j, name in enumerate(names):
+        values = cols.get(name)
+        X[:, j] = values if values is not None else (user_row[_USER[name]] if name in _USER else np.nan)
+    return X

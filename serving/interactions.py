@@ -116,9 +116,9 @@ class InteractionSink:
             features=[f"user_activity:{name}" for name in USER_ACTIVITY], entity_rows=[{"user_id": u} for u in users]
         ).to_df().set_index("user_id")  # fmt: skip
         for name in ("user_n_events", "user_n_events_30d"):
-            current[name] = current[name].fillna(0.0) + added["n"]
+            current[name] = current[name].astype(float).fillna(0.0) + added["n"]
         for name in ("user_n_positive", "user_n_positive_30d"):
-            current[name] = current[name].fillna(0.0) + added["positive"]
+            current[name] = current[name].astype(float).fillna(0.0) + added["positive"]
         frame = current.reset_index()
         frame["event_timestamp"] = pd.Timestamp.now(tz="UTC")
         self.store.write_to_online_store(feature_view_name="user_activity", df=frame)

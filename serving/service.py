@@ -93,6 +93,8 @@ class Reranker:
     def __init__(self) -> None:
         self.pipeline, self.log, self.sink = build_pipeline()
         self.metrics = StageMetrics()
+        # BentoML leaves loggers outside its own at WARNING: the per-request line (version, variant, path) is INFO
+        log.setLevel(logging.INFO)
 
     @bentoml.on_shutdown
     def flush_logs(self) -> None:

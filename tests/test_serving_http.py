@@ -48,6 +48,14 @@ def test_rerank_over_http(server, lake):
     assert set(body["results"][0]["learned_rerank"]) == {"personalization_score", "exploration_boost",
                                                          "user_segment", "top_features"}  # fmt: skip
 
+    def logged() -> None:  # the stage's log line of this request names the version and variant that served it
+        line = (f"rerank {body['request_id']} model=serving version={body['model_version']} variant=champion "
+                "served_by=learned")  # fmt: skip
+        assert line in (layout.root / "stage.log").read_text()
+
+    layout, _, _ = lake
+    eventually(logged)
+
 
 def test_unknown_model_is_404_and_malformed_request_is_422_naming_the_field(server, lake):
     _, events, _ = lake

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from serving.schemas import Candidate, RerankRequest, ServedBy
+from serving.schemas import Candidate, FeatureContribution, RerankRequest, RerankResponse, ServedBy
 
 pytestmark = pytest.mark.integration
 
@@ -28,6 +28,9 @@ def test_known_user_is_served_by_the_learned_champion(stage):
     first = resp.results[0]
     assert first.content is not None and len(first.learned_rerank.top_features) == 3
     assert first.learned_rerank.user_segment is not None
+    # the results are constructed without validation: they must still be what the schema validates
+    assert RerankResponse.model_validate_json(resp.model_dump_json()) == resp
+    assert isinstance(first.learned_rerank.top_features[0], FeatureContribution)
     assert [i.position for i in event.items] == list(range(5)) and all(i.propensity == 1 for i in event.items)
 
 
