@@ -1,4 +1,4 @@
-.PHONY: uv install quickstart test test-all lint ci bench bench-serve schema
+.PHONY: uv install quickstart test test-all lint ci bench bench-serve bench-serve-ab schema
 UV ?= uv
 RUN = $(UV) run --frozen --extra scale
 uv: ; @command -v $(UV) >/dev/null || python3 -m pip install -q uv
@@ -11,4 +11,5 @@ ci: lint test-all
 bench: install ; $(RUN) python -m benchmarks.offline --sizes 100000 1000000
 schema: install ; $(RUN) reranker schema --out schemas/events.json
 bench-serve: install ; $(RUN) python -m benchmarks.serving
+bench-serve-ab: install ; $(RUN) python -m benchmarks.ab_serving --base $(BASE)
 bento-requirements: ; $(UV) export --frozen --no-dev --no-hashes --no-emit-project --extra scale | grep -v "^ *#" > infra/bento-requirements.txt

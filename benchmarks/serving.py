@@ -31,11 +31,11 @@ def _port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start(target: str, port: int, env: dict[str, str]) -> subprocess.Popen[str]:
+def _start(target: str, port: int, env: dict[str, str], cwd: Path = ROOT) -> subprocess.Popen[str]:
     import httpx
 
     proc = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", target, "--port", str(port), "--host",
-                             "127.0.0.1"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             "127.0.0.1"], cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)  # fmt: skip
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
