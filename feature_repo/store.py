@@ -25,14 +25,14 @@ from feature_repo.transforms import (
 )
 from reranker.lake import atomic_write_parquet
 
-LOCAL_YAML = """project: reranker
+CONFIG_YAML = """# rendered by `reranker features apply` from the RERANKER_* settings: change those, not this file
+project: reranker
 provider: local
 registry:
   registry_type: file
   path: {registry}
 online_store:
-  type: sqlite
-  path: {online}
+{online_store}
 offline_store:
   type: duckdb
 entity_key_serialization_version: 3
@@ -107,14 +107,18 @@ def load_segments(tables_dir: Path) -> SegmentModel:
     return pickle.loads((tables_dir / "segments.pkl").read_bytes())
 
 
-def write_local_config(repo_dir: Path) -> Path:
+def write_config(repo_dir: Path, redis: str | None = None) -> Path:
+    """feature_store.yaml: the local provider, DuckDB offline store and file registry under `repo_dir`; the online
+    store is SQLite there, or Redis at `redis` (Feast's connection string: host:port[,db=N][,password=...][,ssl=true])."""
     repo_dir.mkdir(parents=True, exist_ok=True)
+    if redis:
+        online = f"  type: redis\n  connection_string: {json.dumps(redis)}"
+    else:
+        online = f"  type: sqlite\n  path: {(repo_dir / 'online.db').resolve()}"
     path = repo_dir / "feature_store.yaml"
-    path.write_text(
-        LOCAL_YAML.format(
-            registry=(repo_dir / "registry.db").resolve(), online=(repo_dir / "online.db").resolve()
-        )
-    )
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(CONFIG_YAML.format(registry=(repo_dir / "registry.db").resolve(), online_store=online))
+    tmp.replace(path)
     return path
 
 
@@ -126,10 +130,10 @@ def open_store(repo_dir: Path) -> Any:
     return FeatureStore(repo_path=str(repo_dir))
 
 
-def apply(repo_dir: Path, tables_dir: Path) -> Any:
-    """Register entities, views and the feature service (writes the local config if there is none)."""
-    if not (repo_dir / "feature_store.yaml").exists():
-        write_local_config(repo_dir)
+def apply(repo_dir: Path, tables_dir: Path, redis: str | None = None) -> Any:
+    """Render the config (online store: SQLite in `repo_dir`, or Redis at `redis`), then register entities, views
+    and the feature service."""
+    write_config(repo_dir, redis)
     store = open_store(repo_dir)
     store.apply(build_objects(tables_dir))
     return store
@@ -205,7 +209,7 @@ def historical_features(store: Any, entity_rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def delete_online_user(store: Any, user_key: str) -> int:
-    """Remove a user's rows from the online store; returns rows deleted. SQLite (the embedded default) only."""
+    """Remove a user's rows from the online store (SQLite or Redis); returns the rows (Redis: keys) deleted."""
     import sqlite3
 
     from feast.infra.key_encoding_utils import serialize_entity_key
@@ -213,19 +217,26 @@ def delete_online_user(store: Any, user_key: str) -> int:
     from feast.protos.feast.types.Value_pb2 import Value
 
     config = store.config
+    entity = EntityKey(join_keys=[JOIN_KEYS["user"]], entity_values=[Value(string_val=user_key)])
+    if config.online_store.type == "redis":
+        # every user view of one user is one Redis hash, under Feast's key for the entity and project
+        from feast.infra.online_stores.helpers import _redis_key
+
+        online = store._get_provider().online_store
+        client = online._get_client(config.online_store)
+        return int(client.delete(_redis_key(config.project, entity, config.entity_key_serialization_version)))
     if config.online_store.type != "sqlite":
         raise FeatureStoreError(
-            f"deleting a user is implemented for the sqlite online store, not {config.online_store.type}"
+            f"deleting a user is implemented for the sqlite and redis online stores, not {config.online_store.type}"
         )
     key = serialize_entity_key(
-        EntityKey(join_keys=[JOIN_KEYS["user"]], entity_values=[Value(string_val=user_key)]),
-        entity_key_serialization_version=config.entity_key_serialization_version,
+        entity, entity_key_serialization_version=config.entity_key_serialization_version
     )
     deleted = 0
     with sqlite3.connect(config.online_store.path) as conn:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        for view, (entity, _) in VIEWS.items():
+        for view, (view_entity, _) in VIEWS.items():
             table = f"{config.project}_{view}"
-            if entity == "user" and table in tables:
+            if view_entity == "user" and table in tables:
                 deleted += conn.execute(f'DELETE FROM "{table}" WHERE entity_key = ?', (key,)).rowcount
     return deleted

@@ -227,7 +227,7 @@ def features_apply(data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> Non
     settings = _settings(data_dir)
     try:
         build = _build_features(settings)
-        apply(settings.layout.feast, settings.layout.feature_tables)
+        apply(settings.layout.feast, settings.layout.feature_tables, settings.feast_redis)
     except FeatureStoreError as exc:
         _fail(str(exc))
     result = {"feature_service": FEATURE_SERVICE, "features": len(feature_refs()), "tables": build["rows"],
@@ -712,7 +712,7 @@ def quickstart(
         _fail(f"{summary.quarantined} MovieLens rows failed validation; see {summary.quarantine_path}", 1)
     step("ingest + validate (Great Expectations)")
     _build_features(settings)
-    store = apply(layout.feast, layout.feature_tables)
+    store = apply(layout.feast, layout.feature_tables, settings.feast_redis)
     step("features (Feast apply)")
     materialize(store, layout.feature_tables)
     step("materialize (online store)")

@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     )
     seed: int = 7
     canary_share: float = Field(default=0.2, ge=0, le=1, description="Share of users the canary serves.")
+    feast_redis: str | None = Field(
+        default=None,
+        description="Redis for Feast's online store (host:port[,db=N][,password=...]); unset: SQLite in the data dir.",
+    )
     user_cache_seconds: float = Field(
         default=5.0,
         ge=0,

@@ -108,8 +108,9 @@ class OnlineFeatures:
         online = self.store._get_provider()  # Feast's provider: online_read on the configured online store
         values: dict[str, Any] = {}
         for view, names in self._user_views:
+            # a copy: Feast's Redis store appends its timestamp fields to the list it is given
             ((_, row),) = online.online_read(config=self.store.config, table=view, entity_keys=[key],
-                                             requested_features=names)  # fmt: skip
+                                             requested_features=list(names))  # fmt: skip
             for name in names:
                 stored = None if row is None else row.get(name)
                 values[name] = None if stored is None else feast_value_type_to_python_type(stored)
