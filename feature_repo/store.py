@@ -29,8 +29,7 @@ CONFIG_YAML = """# rendered by `reranker features apply` from the RERANKER_* set
 project: reranker
 provider: local
 registry:
-  registry_type: file
-  path: {registry}
+{registry}
 online_store:
 {online_store}
 offline_store:
@@ -107,17 +106,22 @@ def load_segments(tables_dir: Path) -> SegmentModel:
     return pickle.loads((tables_dir / "segments.pkl").read_bytes())
 
 
-def write_config(repo_dir: Path, redis: str | None = None) -> Path:
-    """feature_store.yaml: the local provider, DuckDB offline store and file registry under `repo_dir`; the online
-    store is SQLite there, or Redis at `redis` (Feast's connection string: host:port[,db=N][,password=...][,ssl=true])."""
+def write_config(repo_dir: Path, redis: str | None = None, registry: str | None = None) -> Path:
+    """feature_store.yaml: the local provider and DuckDB offline store; the online store is SQLite under `repo_dir`,
+    or Redis at `redis` (Feast's connection string: host:port[,db=N][,password=...][,ssl=true]); the registry a file
+    under `repo_dir`, or the SQL database at `registry` (a SQLAlchemy URL, e.g. postgresql+psycopg://...)."""
     repo_dir.mkdir(parents=True, exist_ok=True)
+    if registry:
+        registry_yaml = f"  registry_type: sql\n  path: {json.dumps(registry)}\n  cache_ttl_seconds: 60"
+    else:
+        registry_yaml = f"  registry_type: file\n  path: {(repo_dir / 'registry.db').resolve()}"
     if redis:
         online = f"  type: redis\n  connection_string: {json.dumps(redis)}"
     else:
         online = f"  type: sqlite\n  path: {(repo_dir / 'online.db').resolve()}"
     path = repo_dir / "feature_store.yaml"
     tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text(CONFIG_YAML.format(registry=(repo_dir / "registry.db").resolve(), online_store=online))
+    tmp.write_text(CONFIG_YAML.format(registry=registry_yaml, online_store=online))
     tmp.replace(path)
     return path
 
@@ -130,10 +134,9 @@ def open_store(repo_dir: Path) -> Any:
     return FeatureStore(repo_path=str(repo_dir))
 
 
-def apply(repo_dir: Path, tables_dir: Path, redis: str | None = None) -> Any:
-    """Render the config (online store: SQLite in `repo_dir`, or Redis at `redis`), then register entities, views
-    and the feature service."""
-    write_config(repo_dir, redis)
+def apply(repo_dir: Path, tables_dir: Path, redis: str | None = None, registry: str | None = None) -> Any:
+    """Render the config (see `write_config`), then register entities, views and the feature service."""
+    write_config(repo_dir, redis, registry)
     store = open_store(repo_dir)
     store.apply(build_objects(tables_dir))
     return store

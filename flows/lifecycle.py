@@ -93,7 +93,7 @@ def build_features(settings: Settings) -> dict[str, Any]:
         raise ValueError(f"the lake under {layout.interactions} is empty: ingest interactions first")
     catalog = pd.read_parquet(layout.documents) if layout.documents.exists() else pd.DataFrame()
     build = build_tables(events, catalog, layout.feature_tables, seed=settings.seed)
-    store = apply(layout.feast, layout.feature_tables, settings.feast_redis)
+    store = apply(layout.feast, layout.feature_tables, settings.feast_redis, settings.feast_registry)
     return {"rows": build.rows, "materialize": materialize(store, layout.feature_tables, incremental=True)}
 
 

@@ -227,7 +227,12 @@ def features_apply(data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> Non
     settings = _settings(data_dir)
     try:
         build = _build_features(settings)
-        apply(settings.layout.feast, settings.layout.feature_tables, settings.feast_redis)
+        apply(
+            settings.layout.feast,
+            settings.layout.feature_tables,
+            settings.feast_redis,
+            settings.feast_registry,
+        )
     except FeatureStoreError as exc:
         _fail(str(exc))
     result = {"feature_service": FEATURE_SERVICE, "features": len(feature_refs()), "tables": build["rows"],
@@ -712,7 +717,7 @@ def quickstart(
         _fail(f"{summary.quarantined} MovieLens rows failed validation; see {summary.quarantine_path}", 1)
     step("ingest + validate (Great Expectations)")
     _build_features(settings)
-    store = apply(layout.feast, layout.feature_tables, settings.feast_redis)
+    store = apply(layout.feast, layout.feature_tables, settings.feast_redis, settings.feast_registry)
     step("features (Feast apply)")
     materialize(store, layout.feature_tables)
     step("materialize (online store)")

@@ -59,6 +59,10 @@ class Settings(BaseSettings):
         default=None,
         description="Redis for Feast's online store (host:port[,db=N][,password=...]); unset: SQLite in the data dir.",
     )
+    feast_registry: str | None = Field(
+        default=None,
+        description="SQL database for Feast's registry (SQLAlchemy URL, e.g. postgresql+psycopg://...); unset: a file.",
+    )
     user_cache_seconds: float = Field(
         default=5.0,
         ge=0,
