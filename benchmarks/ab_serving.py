@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.serving import RESULTS, ROOT, _port, _start
+from benchmarks.serving import RESULTS, ROOT, _port, _start, provision
 
 
 def _bodies(data: Path, users: int) -> list[bytes]:
@@ -45,10 +44,7 @@ def main() -> None:
     args = parser.parse_args()
     import httpx
 
-    data = args.data_dir.resolve()
-    if not (data / "mlflow" / "mlflow.db").exists():
-        subprocess.run([sys.executable, "-m", "reranker.cli", "quickstart", "--data-dir", str(data), "--json"],
-                       check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+    data = provision(args.data_dir)
     env = {**os.environ, "RERANKER_DATA_DIR": str(data), "BENTOML_HOME": str(data / "bentoml"),
            "OMP_WAIT_POLICY": "PASSIVE", "RERANKER_USER_CACHE_SECONDS": "0", "BENTOML_DO_NOT_TRACK": "true"}  # fmt: skip
     bodies = _bodies(data, args.users)

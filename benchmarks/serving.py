@@ -31,6 +31,15 @@ def _port() -> int:
         return int(s.getsockname()[1])
 
 
+def provision(data_dir: Path) -> Path:
+    """The benchmark's data: `reranker quickstart` into `data_dir` unless a model is already registered there."""
+    data = data_dir.resolve()
+    if not (data / "mlflow" / "mlflow.db").exists():
+        subprocess.run([sys.executable, "-m", "reranker.cli", "quickstart", "--data-dir", str(data), "--json"],
+                       check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+    return data
+
+
 def _start(target: str, port: int, env: dict[str, str], cwd: Path = ROOT) -> subprocess.Popen[str]:
     import httpx
 
@@ -98,10 +107,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--workers", type=int, default=1, help="Worker processes of the stage.")
     args = parser.parse_args()
-    data = args.data_dir.resolve()
-    if not (data / "mlflow" / "mlflow.db").exists():
-        subprocess.run([sys.executable, "-m", "reranker.cli", "quickstart", "--data-dir", str(data), "--json"],
-                       check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+    data = provision(args.data_dir)
     import pandas as pd
 
     rng = np.random.default_rng(0)

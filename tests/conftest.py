@@ -50,6 +50,25 @@ def random_lists(n_lists: int, size: int, seed: int = 0) -> pd.DataFrame:
     )
 
 
+def wait_for(check, seconds: float, what: str, proc=None, every: float = 2.0):
+    """Poll `check` until it returns something truthy (exceptions count as not yet); fail when `proc` (a Popen)
+    exits first or after `seconds`."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+            if value:
+                return value
+        except Exception:
+            pass
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what}: process exited: {proc.stderr.read()[-3000:] if proc.stderr else ''}")
+        time.sleep(every)
+    raise TimeoutError(f"{what} within {seconds} s")
+
+
 def first_json(text: str) -> object:
     """The first JSON value in a command's output (libraries may log after it)."""
     import json

@@ -18,6 +18,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.conftest import wait_for
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,21 +30,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _wait(check, seconds: float, what: str, proc: subprocess.Popen | None = None):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-            if value:
-                return value
-        except Exception:
-            pass
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{what}: process exited: {proc.stderr.read()[-3000:] if proc.stderr else ''}")
-        time.sleep(2)
-    raise TimeoutError(f"{what} within {seconds} s")
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +44,7 @@ def prefect_server(tmp_path_factory):
                              str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
     url = f"http://127.0.0.1:{port}/api"
     try:
-        _wait(
+        wait_for(
             lambda: httpx.get(f"{url}/health", timeout=2).status_code == 200, 180, "prefect server up", proc
         )
         yield url
@@ -121,13 +108,13 @@ def test_drift_event_triggers_the_retrain_deployment(prefect_server, site, tmp_p
                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         with temporary_settings({PREFECT_API_URL: prefect_server}), get_client(sync_client=True) as client:
-            retrain = _wait(
+            retrain = wait_for(
                 lambda: client.read_deployment_by_name("retrain/retrain"), 180, "deployments", serve
             )
             assert [s.schedule.cron for s in retrain.schedules] == ["15 4 * * *"]
             canary = client.read_deployment_by_name("canary_analysis/canary-analysis")
             assert canary.schedules and canary.schedules[0].schedule.cron == "0 * * * *"
-            automations = _wait(
+            automations = wait_for(
                 lambda: client.read_automations_by_name("retrain-on-drift"), 60, "automation", serve
             )
             assert automations[0].enabled
@@ -145,7 +132,7 @@ def test_drift_event_triggers_the_retrain_deployment(prefect_server, site, tmp_p
                 done = [r for r in runs if r.state is not None and r.state.is_final()]
                 return done[0] if done else None
 
-            run = _wait(finished_retrain, 420, "a retrain run triggered by the drift event", serve)
+            run = wait_for(finished_retrain, 420, "a retrain run triggered by the drift event", serve)
             # This process's events worker is bound to this server: flush it while the server is up (a later test
             # harness drains every events worker, and one left pointing at a stopped server hangs that drain).
             EventsWorker.drain_all()

