@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,24 +37,47 @@ class LoadedModel:
     serving_dir: Path | None = None
 
 
+_MLFLOW_URIS = (
+    threading.RLock()
+)  # MLflow's fluent APIs read process-wide URIs: one registry at a time sets them
+
+
+def _set_mlflow_uris(tracking: str, registry: str) -> None:
+    """mlflow.set_*_uri also export MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI to the process environment, where
+    Settings.tracking_uri() would later read them: keep MLflow's in-process state, put the environment back."""
+    import mlflow
+
+    saved = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    mlflow.set_tracking_uri(tracking)
+    mlflow.set_registry_uri(registry)
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 class Registry:
     def __init__(self, tracking_uri: str) -> None:
-        import mlflow
         from mlflow import MlflowClient
 
         self.tracking_uri = tracking_uri
-        # mlflow.set_*_uri also export MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI to the process environment, where
-        # Settings.tracking_uri() would later read them: one Registry would redirect every later one in the process
-        # to its store. Keep MLflow's in-process state, put the environment back.
-        saved = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-        mlflow.set_tracking_uri(tracking_uri)
-        mlflow.set_registry_uri(tracking_uri)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        _set_mlflow_uris(tracking_uri, tracking_uri)
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+    @contextmanager
+    def active(self) -> Iterator[None]:
+        """MLflow's fluent APIs (start_run, log_model, load_model of models:/…, download_artifacts) use this registry
+        inside the block, whatever other Registry the process created since; the previous URIs come back after."""
+        import mlflow
+
+        with _MLFLOW_URIS:
+            before = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
+            _set_mlflow_uris(self.tracking_uri, self.tracking_uri)
+            try:
+                yield
+            finally:
+                _set_mlflow_uris(*before)
 
     def experiment(self, name: str, artifact_root: Path | None) -> str:
         found = self.client.get_experiment_by_name(name)
@@ -103,8 +129,10 @@ class Registry:
         if not str(version).isdigit():
             raise ModelNotFound(f"model {name!r} has no alias {ref!r} (aliases: {aliases or 'none'})")
         mv = self.client.get_model_version(name, str(version))
-        booster = mlflow.lightgbm.load_model(f"models:/{name}/{version}")
-        serving = Path(mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="serving"))
+        with self.active():
+            booster = mlflow.lightgbm.load_model(f"models:/{name}/{version}")
+            serving = Path(mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="serving",
+                                                               tracking_uri=self.tracking_uri))  # fmt: skip
         meta = json.loads((serving / "model_meta.json").read_text())
         alias = next((a for a, v in aliases.items() if v == str(version)), None)
         return LoadedModel(name, str(version), alias, booster, meta["features"], meta, serving)

@@ -195,7 +195,10 @@ def register(
     experiment_id = registry.experiment(plan.model_id, artifact_root)
     champion_before = registry.aliases(plan.model_id).get(CHAMPION)
     reason = failure_reason(gates)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{plan.model_id}") as run:
+    with (
+        registry.active(),
+        mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{plan.model_id}") as run,
+    ):
         mlflow.log_params({"folds": plan.folds, "num_boost_round": plan.train.num_boost_round,
                            "position_aware": plan.train.position_aware, "feature_service": plan.feature_service,
                            **{f"lgb_{k}": v for k, v in plan.train.params.items()},
