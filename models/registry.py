@@ -118,6 +118,15 @@ class Registry:
         for key, value in tags.items():
             self.client.set_model_version_tag(name, version, key, str(value)[:5000])
 
+    def copy_version(self, name: str, version: str) -> str:
+        """A new version of `name` with the same model as `version` (its source is a logged model, which MLflow
+        resolves through the process-wide URIs); returns the new version number."""
+        source = self.client.get_model_version(name, version).source
+        if source is None:
+            raise ModelNotFound(f"model {name!r} version {version} has no source to copy")
+        with self.active():
+            return str(self.client.create_model_version(name, source, run_id=None).version)
+
     def load(self, name: str, ref: str = CHAMPION) -> LoadedModel:
         """A version by alias or number, with its serving artifacts."""
         import mlflow

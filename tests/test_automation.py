@@ -108,11 +108,12 @@ def test_drift_event_triggers_the_retrain_deployment(prefect_server, site, tmp_p
                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         with temporary_settings({PREFECT_API_URL: prefect_server}), get_client(sync_client=True) as client:
-            retrain = wait_for(
-                lambda: client.read_deployment_by_name("retrain/retrain"), 180, "deployments", serve
-            )
+            # the serve process creates the deployments one after another: wait for the last ones too
+            retrain, canary = wait_for(
+                lambda: (client.read_deployment_by_name("retrain/retrain"),
+                         client.read_deployment_by_name("canary_analysis/canary-analysis")), 180, "deployments", serve
+            )  # fmt: skip
             assert [s.schedule.cron for s in retrain.schedules] == ["15 4 * * *"]
-            canary = client.read_deployment_by_name("canary_analysis/canary-analysis")
             assert canary.schedules and canary.schedules[0].schedule.cron == "0 * * * *"
             automations = wait_for(
                 lambda: client.read_automations_by_name("retrain-on-drift"), 60, "automation", serve

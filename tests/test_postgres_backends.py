@@ -80,8 +80,7 @@ def test_mlflow_registry_on_postgres_serves_and_follows_aliases(stage, lake, pos
     response, _ = served.rerank(request)
     assert response.served_by is ServedBy.learned and response.model_version == first.version
 
-    source = registry.client.get_model_version("pg-model", first.version).source
-    second = str(registry.client.create_model_version("pg-model", source, run_id=None).version)
+    second = registry.copy_version("pg-model", first.version)
     registry.set_alias("pg-model", CHAMPION, second)
     cache.refresh()
     assert served.rerank(request)[0].model_version == second

@@ -197,8 +197,7 @@ def test_alias_move_is_followed_within_30s_without_a_failed_request(stage, lake)
     assert live.rerank(request(events, user))[0].model_version == outcome.version
     cache.start()
     try:
-        source = registry.client.get_model_version("serving", outcome.version).source
-        new = registry.client.create_model_version("serving", source, run_id=None).version
+        new = registry.copy_version("serving", outcome.version)
         served, failures, stop = [], [], threading.Event()
 
         def client():
@@ -279,8 +278,7 @@ def test_promote_and_rollback_move_the_aliases_serving_follows(stage):
 
     _, registry, _, _, outcome = stage
     v1 = outcome.version
-    source = registry.client.get_model_version("serving", v1).source
-    v2 = str(registry.client.create_model_version("serving", source, run_id=None).version)
+    v2 = registry.copy_version("serving", v1)
     registry.set_alias("serving", CANARY, v2)
     try:
         assert promote(registry, "serving", v2) == {CHAMPION: v2, PREVIOUS_CHAMPION: v1}
