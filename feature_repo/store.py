@@ -211,16 +211,22 @@ def historical_features(store: Any, entity_rows: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(parts, axis=1)[names]
 
 
+def user_entity_key(user_key: str) -> Any:
+    """Feast's entity key of a user: what its online stores index a user's rows by."""
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    return EntityKey(join_keys=[JOIN_KEYS["user"]], entity_values=[Value(string_val=user_key)])
+
+
 def delete_online_user(store: Any, user_key: str) -> int:
     """Remove a user's rows from the online store (SQLite or Redis); returns the rows (Redis: keys) deleted."""
     import sqlite3
 
     from feast.infra.key_encoding_utils import serialize_entity_key
-    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-    from feast.protos.feast.types.Value_pb2 import Value
 
     config = store.config
-    entity = EntityKey(join_keys=[JOIN_KEYS["user"]], entity_values=[Value(string_val=user_key)])
+    entity = user_entity_key(user_key)
     if config.online_store.type == "redis":
         # every user view of one user is one Redis hash, under Feast's key for the entity and project
         from feast.infra.online_stores.helpers import _redis_key

@@ -37,9 +37,8 @@ class LoadedModel:
     serving_dir: Path | None = None
 
 
-_MLFLOW_URIS = (
-    threading.RLock()
-)  # MLflow's fluent APIs read process-wide URIs: one registry at a time sets them
+# MLflow's fluent APIs read process-wide URIs: one registry at a time sets them
+_MLFLOW_URIS = threading.RLock()
 
 
 def _set_mlflow_uris(tracking: str, registry: str) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from feature_repo.definitions import JOIN_KEYS, VIEWS
+from feature_repo.definitions import VIEWS
 
 
 def _refs(entity: str) -> list[str]:
@@ -97,14 +97,14 @@ class OnlineFeatures:
 
     def _read_user(self, user_key: str) -> dict[str, Any]:
         """The user's stored values by feature name (None where the store has none)."""
-        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-        from feast.protos.feast.types.Value_pb2 import Value
         from feast.type_map import feast_value_type_to_python_type
+
+        from feature_repo.store import user_entity_key
 
         if self._user_views is None:
             self._user_views = [(self.store.get_feature_view(view), list(names))
                                 for view, (entity, names) in VIEWS.items() if entity == "user"]  # fmt: skip
-        key = EntityKey(join_keys=[JOIN_KEYS["user"]], entity_values=[Value(string_val=user_key)])
+        key = user_entity_key(user_key)
         online = self.store._get_provider()  # Feast's provider: online_read on the configured online store
         values: dict[str, Any] = {}
         for view, names in self._user_views:
