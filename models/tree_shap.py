@@ -23,8 +23,9 @@ from math import factorial
 from typing import Any
 
 import numpy as np
+from numba import njit
 
-ZERO = 1e-35  # LightGBM's kZeroThreshold
+ZERO = float(np.float32(1e-35))  # LightGBM's kZeroThreshold, a float literal (1e-35f) held as a double
 MAX_PATH_SPLITS = 10  # 2**10 patterns a leaf; deeper models are explained by LightGBM itself
 
 
@@ -40,16 +41,13 @@ class LeafTables:
     node_threshold: np.ndarray
     node_default_left: np.ndarray
     node_missing: np.ndarray  # 0 None, 1 Zero, 2 NaN
-    # sparse (leaves, 2 * nodes): 2**k on the edge (node, left|right) taken at the path's split k
-    edge_bits: Any
-    slot_to_feature: Any  # sparse (features, leaves * D)
-    table: np.ndarray  # (leaves * 2**P, D): each slot's share for each pattern of followed splits
-    splits: int  # P, the longest path
+    leaf_nodes: np.ndarray  # (leaves, P): the node of the path's split k, -1 past the path's end
+    leaf_left: np.ndarray  # (leaves, P): the path goes left at split k
+    slot_feature: np.ndarray  # (leaves, D): the feature of each path slot (padding slots: feature 0, share 0)
+    table: np.ndarray  # (leaves, 2**P, D): each slot's share for each pattern of followed splits
 
     @classmethod
     def from_booster(cls, booster: Any) -> LeafTables:
-        from scipy import sparse
-
         model = booster.dump_model()
         n_features = len(model["feature_names"])
         nodes: list[Node] = []
@@ -69,54 +67,77 @@ class LeafTables:
         z = np.ones((len(leaves), depth))
         feature = np.zeros((len(leaves), depth), dtype=np.int64)
         split_slot = np.full((len(leaves), splits), -1)
-        rows, cols, bits = [], [], []
+        leaf_nodes = np.full((len(leaves), splits), -1, dtype=np.int64)
+        leaf_left = np.zeros((len(leaves), splits), dtype=np.bool_)
         for leaf, ((_, path), slot_features) in enumerate(zip(leaves, slots, strict=True)):
             feature[leaf, : len(slot_features)] = slot_features
             for k, (node, left) in enumerate(path):
                 f, _, _, _, fraction_left, fraction_right = nodes[node]
                 split_slot[leaf, k] = slot = slot_features.index(f)
                 z[leaf, slot] *= fraction_left if left else fraction_right
-                rows.append(leaf)
-                # the path's edge: a row not taking it leaves split k
-                cols.append(2 * node + (0 if left else 1))
-                bits.append(float(1 << k))
-        edge_bits = sparse.csr_matrix((bits, (rows, cols)), shape=(len(leaves), 2 * len(nodes)))
-        n_slots = len(leaves) * depth
-        slot_to_feature = sparse.csr_matrix(
-            (np.ones(n_slots), (feature.ravel(), np.arange(n_slots))), shape=(n_features, n_slots)
-        )
+                leaf_nodes[leaf, k], leaf_left[leaf, k] = node, left
         by_slots = _pattern_tables(np.array([v for v, _ in leaves]), z)
-        table = _by_split_pattern(by_slots, split_slot).reshape(-1, depth)
+        table = _by_split_pattern(by_slots, split_slot)
         node_array = np.array([n[:4] for n in nodes], dtype=float).reshape(-1, 4)
         return cls(n_features, expected, node_array[:, 0].astype(np.int64), node_array[:, 1],
-                   node_array[:, 2].astype(bool), node_array[:, 3].astype(np.int8), edge_bits, slot_to_feature,
-                   table, splits)  # fmt: skip
+                   node_array[:, 2].astype(bool), node_array[:, 3].astype(np.int8), leaf_nodes, leaf_left, feature,
+                   table)  # fmt: skip
 
     def contributions(self, X: np.ndarray) -> np.ndarray:
         """(rows x (features + 1)): SHAP values and, last, the expected value, as LightGBM's pred_contrib."""
-        X = np.asarray(X, dtype=np.float64)
-        rows = X.shape[0]
-        fval = X[:, self.node_feature]  # (rows, nodes): LightGBM's NumericalDecision, every node once
-        nan = np.isnan(fval)
-        fval[nan & (self.node_missing != 2)] = 0.0
-        is_missing = ((self.node_missing == 1) & (fval > -ZERO) & (fval <= ZERO)) | (
-            (self.node_missing == 2) & nan
-        )
-        left = np.where(is_missing, self.node_default_left, fval <= self.node_threshold)
-        off_path = np.empty((2 * len(self.node_feature), rows))  # 1 on the edge (node, left|right) not taken
-        off_path[0::2], off_path[1::2] = ~left.T, left.T
-        # (rows, leaves): bit k set when the row leaves the path at split k
-        broken = (self.edge_bits @ off_path).T.astype(np.int64)
-        index = ((1 << self.splits) - 1 - broken) + (np.arange(broken.shape[1]) << self.splits)
-        shares = np.take(self.table, index, axis=0).reshape(rows, -1)  # (rows, leaves * D)
-        out = np.empty((rows, self.n_features + 1))
-        out[:, :-1] = (self.slot_to_feature @ shares.T).T
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        out = np.zeros((X.shape[0], self.n_features + 1))
+        _explain_rows(X, self.node_feature, self.node_threshold, self.node_default_left, self.node_missing,
+                      self.leaf_nodes, self.leaf_left, self.slot_feature, self.table, out)  # fmt: skip
         out[:, -1] = self.expected_value
         return out
 
 
+@njit(cache=True, nogil=True)
+def _explain_rows(X, node_feature, node_threshold, node_default_left, node_missing, leaf_nodes, leaf_left,
+                  slot_feature, table, out):  # type: ignore[no-untyped-def]  # fmt: skip
+    """Compiled: every split decided once per row (LightGBM's NumericalDecision), then per leaf the pattern of
+    followed splits and one table row added to the slots' features. Leaves outermost: a leaf's table rows are read
+    for all the rows while they are in cache."""
+    rows, n_nodes = X.shape[0], node_feature.shape[0]
+    left = np.empty((rows, n_nodes), dtype=np.bool_)
+    for r in range(rows):
+        for n in range(n_nodes):
+            v = X[r, node_feature[n]]
+            missing = node_missing[n]
+            if np.isnan(v):
+                if missing == 2:
+                    left[r, n] = node_default_left[n]
+                    continue
+                v = 0.0
+            if -ZERO <= v <= ZERO:  # LightGBM reads these as 0 when it takes the row in
+                v = 0.0
+            if missing == 1 and v == 0.0:
+                left[r, n] = node_default_left[n]
+            else:
+                left[r, n] = v <= node_threshold[n]
+    n_leaves, splits = leaf_nodes.shape
+    depth = slot_feature.shape[1]
+    for leaf in range(n_leaves):
+        for r in range(rows):
+            pattern = 0
+            for k in range(splits):
+                node = leaf_nodes[leaf, k]
+                if node < 0 or left[r, node] == leaf_left[leaf, k]:
+                    pattern |= 1 << k
+            for s in range(depth):
+                out[r, slot_feature[leaf, s]] += table[leaf, pattern, s]
+
+
 # A split node: feature, threshold, default left, missing type, cover fraction to the left, to the right.
 Node = tuple[int, float, bool, int, float, float]
+
+
+def dumped_threshold(node: dict[str, Any]) -> float:
+    """A split's threshold from `dump_model`, which writes infinite thresholds as +-1e300 (LightGBM's AvoidInf):
+    read back as infinite, so that an infinite input goes the way LightGBM sends it."""
+    value = float(node["threshold"])
+    return value if abs(value) < 1e300 else float(np.copysign(np.inf, value))
 
 
 def _leaf_paths(node: dict[str, Any], nodes: list[Node]) -> list[tuple[float, list[tuple[int, bool]], float]]:
@@ -132,7 +153,7 @@ def _leaf_paths(node: dict[str, Any], nodes: list[Node]) -> list[tuple[float, li
         float(c.get("internal_count", c.get("leaf_count", 0))) / count for c in (left_child, right_child)
     )
     node_id = len(nodes)
-    nodes.append((int(node["split_feature"]), float(node["threshold"]), bool(node["default_left"]),
+    nodes.append((int(node["split_feature"]), dumped_threshold(node), bool(node["default_left"]),
                   {"None": 0, "Zero": 1, "NaN": 2}[node.get("missing_type", "None")], to_left, to_right))  # fmt: skip
     out: list[tuple[float, list[tuple[int, bool]], float]] = []
     for child, left in ((left_child, True), (right_child, False)):

@@ -74,7 +74,8 @@ class ModelCache:
                     continue
                 model = registry.load(model_id, version)
                 ranker = LambdaRankRanker(model.booster, threads=self.threads)
-                _ = ranker.leaf_tables  # built here, off the request path
+                # built here, off the request path (and their compiled code loaded)
+                _ = ranker.leaf_tables, ranker.compiled_trees
                 loaded[name] = Variant(name, model, ranker)
                 log.info("model %s: %s -> version %s", model_id, name, version)
             return loaded

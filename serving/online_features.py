@@ -2,17 +2,20 @@
 
 Document features are read once from the online store (one batched Feast call) into an in-process matrix and
 re-read when a materialization is newer than the cache; a lookup is then a numpy gather. User features are read
-per request (with a short-lived cache that a pushed update invalidates) through the configured online store's own
-`online_read`, one call per user feature view: the rows and decoding of `get_online_features` (a test holds them
-equal) without its per-call request planning - 0.14 ms a user here against 0.51 ms (after warm-up), and the same
-code path for the SQLite and the Redis online store.
+per request (with a short-lived cache that a pushed update invalidates): on the SQLite online store straight from
+Feast's tables in one statement (`SqliteUserRead`), on any other store through its own `online_read`, one call per
+user feature view (`ProviderUserRead`, e.g. Redis). Both give the rows and decoding of `get_online_features` (tests
+hold them equal) without its per-call request planning: 0.51 ms a user here through Feast, 0.14 ms through
+`online_read`, 0.05 ms from the tables.
 """
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,7 +58,8 @@ class OnlineFeatures:
     max_cached_users: int = 100_000
     _users: OrderedDict[str, tuple[float, dict[str, float] | None]] = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _user_views: list[tuple[Any, list[str]]] | None = None  # (feast FeatureView, its feature names)
+    direct_sqlite: bool = True  # SQLite online store: read its tables directly (SqliteUserRead)
+    _user_read: Callable[[str], dict[str, Any]] | None = None
 
     def documents(self) -> DocumentCache:
         if self._docs is None:
@@ -97,17 +101,36 @@ class OnlineFeatures:
 
     def _read_user(self, user_key: str) -> dict[str, Any]:
         """The user's stored values by feature name (None where the store has none)."""
+        if self._user_read is None:
+            views = [(self.store.get_feature_view(view), list(names))
+                     for view, (entity, names) in VIEWS.items() if entity == "user"]  # fmt: skip
+            sqlite = self.direct_sqlite and self.store.config.online_store.type == "sqlite"
+            self._user_read = (
+                SqliteUserRead(self.store, views) if sqlite else ProviderUserRead(self.store, views)
+            )
+        return self._user_read(user_key)
+
+    def invalidate_user(self, user_key: str) -> None:
+        with self._lock:
+            self._users.pop(user_key, None)
+
+
+class ProviderUserRead:
+    """A user's values through the configured online store's own `online_read` (any store: SQLite, Redis)."""
+
+    def __init__(self, store: Any, views: list[tuple[Any, list[str]]]) -> None:
+        self.store = store
+        self.views = views  # (feast FeatureView, its feature names)
+
+    def __call__(self, user_key: str) -> dict[str, Any]:
         from feast.type_map import feast_value_type_to_python_type
 
         from feature_repo.store import user_entity_key
 
-        if self._user_views is None:
-            self._user_views = [(self.store.get_feature_view(view), list(names))
-                                for view, (entity, names) in VIEWS.items() if entity == "user"]  # fmt: skip
         key = user_entity_key(user_key)
         online = self.store._get_provider()  # Feast's provider: online_read on the configured online store
         values: dict[str, Any] = {}
-        for view, names in self._user_views:
+        for view, names in self.views:
             # a copy: Feast's Redis store appends its timestamp fields to the list it is given
             ((_, row),) = online.online_read(config=self.store.config, table=view, entity_keys=[key],
                                              requested_features=list(names))  # fmt: skip
@@ -116,6 +139,49 @@ class OnlineFeatures:
                 values[name] = None if stored is None else feast_value_type_to_python_type(stored)
         return values
 
-    def invalidate_user(self, user_key: str) -> None:
-        with self._lock:
-            self._users.pop(user_key, None)
+
+class SqliteUserRead:
+    """A user's values from Feast's SQLite online store in one statement over the user views' tables - Feast's
+    own database path, table names, entity-key encoding and value protos, without its per-view queries and the
+    timestamp parsing of every row (0.05 ms a user against 0.2 through `online_read`). One connection per
+    thread, read-only: writes stay with Feast."""
+
+    SCALARS = frozenset({"float_val", "double_val", "int64_val", "int32_val", "bool_val", "string_val"})
+
+    def __init__(self, store: Any, views: list[tuple[Any, list[str]]]) -> None:
+        from feast.infra.key_encoding_utils import serialize_entity_key
+        from feast.infra.online_stores.sqlite import SqliteOnlineStore, _quote_id, _table_id
+
+        config = store.config
+        versioned = config.registry.enable_online_feature_view_versioning
+        tables = [_table_id(config.project, view, versioned) for view, _ in views]
+        self.sql = " UNION ALL ".join(
+            f"SELECT feature_name, value FROM {_quote_id(table)} WHERE entity_key = ?" for table in tables
+        )
+        self.names = [name for _, names in views for name in names]
+        self.path = SqliteOnlineStore._get_db_path(config)
+        self.version = config.entity_key_serialization_version
+        self.serialize = serialize_entity_key
+        self._local = threading.local()
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        return conn
+
+    def __call__(self, user_key: str) -> dict[str, Any]:
+        from feast.protos.feast.types.Value_pb2 import Value
+        from feast.type_map import feast_value_type_to_python_type
+
+        from feature_repo.store import user_entity_key
+
+        key = self.serialize(user_entity_key(user_key), entity_key_serialization_version=self.version)
+        values: dict[str, Any] = dict.fromkeys(self.names)
+        for name, blob in self._conn().execute(self.sql, [key] * self.sql.count("?")):
+            if name in values:
+                value = Value.FromString(blob)
+                which = value.WhichOneof("val")
+                values[name] = (getattr(value, which) if which in self.SCALARS
+                                else None if which in (None, "null_val") else feast_value_type_to_python_type(value))  # fmt: skip
+        return values

@@ -167,18 +167,22 @@ def test_online_reads_equal_feasts(stage):
     for j, name in enumerate(DOC_FEATURES):
         expected = np.array([np.nan if v is None else v for v in theirs[name]], dtype=float)
         np.testing.assert_array_equal(ours[:, j], expected)
-    # users: read through the online store's online_read, compared with Feast's get_online_features
-    fresh = OnlineFeatures(store, [])
+    # users: read from the SQLite tables directly and through the online store's online_read, each compared with
+    # Feast's get_online_features
+    direct, provider = OnlineFeatures(store, []), OnlineFeatures(store, [], direct_sqlite=False)
     users = [known_user(events), *events["user_id"].unique()[:30], "never-seen-user"]
     for user in users:
-        mine = fresh.user(user)
+        mine = direct.user(user)
+        np.testing.assert_equal(provider.user(user), mine)
         got = store.get_online_features(features=USER_REFS, entity_rows=[{"user_id": user}]).to_dict()
         if all(got[n][0] is None for n in USER_FEATURES):
             assert mine is None, user
             continue
         expected = {n: np.nan if got[n][0] is None else float(got[n][0]) for n in USER_FEATURES}
         np.testing.assert_equal(mine, expected)
-    assert fresh.user("never-seen-user") is None and fresh.user(known_user(events)) is not None
+    assert direct.user("never-seen-user") is None and direct.user(known_user(events)) is not None
+    assert type(direct._user_read).__name__ == "SqliteUserRead"
+    assert type(provider._user_read).__name__ == "ProviderUserRead"
 
 
 def test_alias_move_is_followed_within_30s_without_a_failed_request(stage, lake):

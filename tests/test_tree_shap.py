@@ -33,6 +33,9 @@ def test_tables_equal_pred_contrib(missing, zero_as_missing):
     tables = LeafTables.from_booster(booster)
     rows = _data(rng, 300, True)
     rows[:20] = 0.0
+    rows[20:40] = np.where(
+        rng.random((20, 6)) < 0.5, np.inf, -np.inf
+    )  # infinite inputs, as LightGBM reads them
     np.testing.assert_allclose(
         tables.contributions(rows), booster.predict(rows, pred_contrib=True), atol=1e-12
     )
