@@ -55,8 +55,8 @@ def _one_row(
     for slot in range(k):
         n_left = m - slot
         best = ranked[0]
-        explore = rng.random(1)[0] < epsilon
-        uniform_pick = by_index[int(rng.integers(0, n_left, size=1)[0])]
+        explore = rng.random() < epsilon  # scalar draws: the same numbers as size=1, without the arrays
+        uniform_pick = by_index[int(rng.integers(0, n_left))]
         pick = uniform_pick if explore else best
         shown[0, slot] = pick
         prop[0, slot] = (1 - epsilon) * (pick == best) + epsilon / n_left

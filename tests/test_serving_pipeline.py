@@ -28,7 +28,7 @@ def test_known_user_is_served_by_the_learned_champion(stage):
     first = resp.results[0]
     assert first.content is not None and len(first.learned_rerank.top_features) == 3
     assert first.learned_rerank.user_segment is not None
-    # the results are constructed without validation: they must still be what the schema validates
+    # the response round-trips through its schema
     assert RerankResponse.model_validate_json(resp.model_dump_json()) == resp
     assert isinstance(first.learned_rerank.top_features[0], FeatureContribution)
     assert [i.position for i in event.items] == list(range(5)) and all(i.propensity == 1 for i in event.items)
