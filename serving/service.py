@@ -7,6 +7,7 @@ Start: `reranker serve` or `bentoml serve serving.service:Reranker` (settings fr
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 
@@ -60,6 +61,17 @@ def build_pipeline():  # type: ignore[no-untyped-def]
 log = logging.getLogger("reranker.serving")
 
 
+def tune_gc(young_threshold: int = 20_000) -> None:
+    """The collector for a long-running stage, once the worker has loaded everything it keeps: what exists now
+    is frozen (a full collection no longer walks the ~600k objects of the loaded libraries and models: one took
+    315 ms, measured in the worker), and a young collection waits for 20,000 net new objects instead of 700 (a
+    request allocates ~650 objects that refcounting frees again, so at 700 nearly every request paid a 70 us
+    collection for nothing; at 20,000 one in ~1,000 requests pays ~4 ms)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(young_threshold, *gc.get_threshold()[1:])
+
+
 class StageMetrics:
     """Prometheus series on BentoML's /metrics (created in the worker, after BentoML set up multiprocess mode)."""
 
@@ -95,6 +107,7 @@ class Reranker:
         self.metrics = StageMetrics()
         # BentoML leaves loggers outside its own at WARNING: the per-request line (version, variant, path) is INFO
         log.setLevel(logging.INFO)
+        tune_gc()
 
     @bentoml.on_shutdown
     def flush_logs(self) -> None:
