@@ -40,13 +40,16 @@ class DocumentCache:
     matrix: np.ndarray  # (n_docs, len(DOC_FEATURES)), NaN where missing
     loaded_at: float
 
+    def __post_init__(self) -> None:
+        # one all-NaN row at the end: an unknown document's lookup (-1) lands there, so a request is one gather
+        self._padded = np.vstack([self.matrix, np.full((1, self.matrix.shape[1]), np.nan)])
+        self.matrix = self._padded[:-1]  # a view: the rows are held once
+
     def rows(self, document_ids: list[str]) -> np.ndarray:
-        out = np.full((len(document_ids), len(DOC_FEATURES)), np.nan)
-        for i, doc in enumerate(document_ids):
-            j = self.index.get(doc)
-            if j is not None:
-                out[i] = self.matrix[j]
-        return out
+        found = self.index.get
+        return self._padded[
+            np.fromiter((found(doc, -1) for doc in document_ids), np.int64, len(document_ids))
+        ]
 
 
 @dataclass

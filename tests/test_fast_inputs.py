@@ -24,6 +24,12 @@ def _request(seed: int, n: int, known_user: bool):
     first[1] = np.nan
     overrides = [{"cand_covisit": float(rng.random())} if i % 3 else {} for i in range(n)]
     overrides[0]["doc_mean_value"] = 4.5  # a request value overriding a stored one
+    overrides[1]["doc_created_days"] = (
+        20_000.0  # ... one the derived features read (age, rule score, percentiles)
+    )
+    overrides[2]["user_n_events"] = 3.0  # a user feature for one candidate
+    overrides[3]["rule_score"] = 99.0  # derived features are computed, whatever the request sends
+    docs[n - 1, 0] = np.inf  # an infinite stored value
     return docs, user, first, overrides
 
 
