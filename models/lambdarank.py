@@ -62,6 +62,13 @@ class LambdaRankRanker:
         """The model's trees compiled for scoring (built and checked against LightGBM once, ~0.1 s)."""
         return CompiledTrees.from_booster(self.booster)
 
+    def warm_up(self) -> None:
+        """Build the SHAP tables and the compiled trees and compile their kernels now (seconds the first time in a
+        process without numba's on-disk cache), so that no request pays for them."""
+        row = np.zeros((1, len(self.feature_names)), dtype=np.float32)
+        self.score_matrix(row)
+        self.contributions(row)
+
     @cached_property
     def leaf_tables(self) -> LeafTables | None:
         """The per-leaf SHAP tables (built once, ~0.3 s for 150 trees); None for models too deep for them."""

@@ -41,8 +41,8 @@ class LeafTables:
     node_threshold: np.ndarray
     node_default_left: np.ndarray
     node_missing: np.ndarray  # 0 None, 1 Zero, 2 NaN
-    leaf_nodes: np.ndarray  # (leaves, P): the node of the path's split k, -1 past the path's end
-    leaf_left: np.ndarray  # (leaves, P): the path goes left at split k
+    leaf_nodes: np.ndarray  # (leaves, P): the node of the path's split k; past the path's end, len(nodes)
+    leaf_left: np.ndarray  # (leaves, P): 1 when the path goes left at split k
     slot_feature: np.ndarray  # (leaves, D): the feature of each path slot (padding slots: feature 0, share 0)
     table: np.ndarray  # (leaves, 2**P, D): each slot's share for each pattern of followed splits
 
@@ -67,8 +67,9 @@ class LeafTables:
         z = np.ones((len(leaves), depth))
         feature = np.zeros((len(leaves), depth), dtype=np.int64)
         split_slot = np.full((len(leaves), splits), -1)
-        leaf_nodes = np.full((len(leaves), splits), -1, dtype=np.int64)
-        leaf_left = np.zeros((len(leaves), splits), dtype=np.bool_)
+        # paths padded with a node past the last one, which every row follows
+        leaf_nodes = np.full((len(leaves), splits), len(nodes), dtype=np.int64)
+        leaf_left = np.ones((len(leaves), splits), dtype=np.int64)
         for leaf, ((_, path), slot_features) in enumerate(zip(leaves, slots, strict=True)):
             feature[leaf, : len(slot_features)] = slot_features
             for k, (node, left) in enumerate(path):
@@ -98,33 +99,28 @@ def _explain_rows(X, node_feature, node_threshold, node_default_left, node_missi
                   slot_feature, table, out):  # type: ignore[no-untyped-def]  # fmt: skip
     """Compiled: every split decided once per row (LightGBM's NumericalDecision), then per leaf the pattern of
     followed splits and one table row added to the slots' features. Leaves outermost: a leaf's table rows are read
-    for all the rows while they are in cache."""
+    for all the rows while they are in cache. Without branches on the data (selects and bit arithmetic): a
+    mispredicted branch per (leaf, row, split) cost more than the table reads."""
     rows, n_nodes = X.shape[0], node_feature.shape[0]
-    left = np.empty((rows, n_nodes), dtype=np.bool_)
-    for r in range(rows):
-        for n in range(n_nodes):
-            v = X[r, node_feature[n]]
-            missing = node_missing[n]
-            if np.isnan(v):
-                if missing == 2:
-                    left[r, n] = node_default_left[n]
-                    continue
-                v = 0.0
-            if -ZERO <= v <= ZERO:  # LightGBM reads these as 0 when it takes the row in
-                v = 0.0
-            if missing == 1 and v == 0.0:
-                left[r, n] = node_default_left[n]
-            else:
-                left[r, n] = v <= node_threshold[n]
+    # node-major decisions, 1 = left; the extra last node is the padding every row follows (leaf_nodes pad with it)
+    left = np.ones((n_nodes + 1, rows), dtype=np.int64)
+    for n in range(n_nodes):
+        feature, threshold = node_feature[n], node_threshold[n]
+        missing, default = node_missing[n], np.int64(node_default_left[n])
+        for r in range(rows):
+            v = X[r, feature]
+            nan = np.isnan(v)
+            # LightGBM reads NaN (unless the split routes NaN) and |v| <= kZeroThreshold as 0
+            v = 0.0 if (nan or -ZERO <= v <= ZERO) else v
+            to_default = (missing == 2 and nan) or (missing == 1 and v == 0.0)
+            left[n, r] = default if to_default else np.int64(v <= threshold)
     n_leaves, splits = leaf_nodes.shape
     depth = slot_feature.shape[1]
     for leaf in range(n_leaves):
         for r in range(rows):
             pattern = 0
             for k in range(splits):
-                node = leaf_nodes[leaf, k]
-                if node < 0 or left[r, node] == leaf_left[leaf, k]:
-                    pattern |= 1 << k
+                pattern |= (1 - (left[leaf_nodes[leaf, k], r] ^ leaf_left[leaf, k])) << k
             for s in range(depth):
                 out[r, slot_feature[leaf, s]] += table[leaf, pattern, s]
 

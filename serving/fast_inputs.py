@@ -88,6 +88,13 @@ def assemble(
     return X
 
 
+def warm_up() -> None:
+    """Compile the kernels now (a second or two the first time in a process without numba's on-disk cache),
+    so that the first request does not pay for it against its time budget."""
+    docs = np.full((2, len(DOC_FEATURES)), np.nan)
+    assemble(docs, np.zeros(len(USER_FEATURES)), np.array([1.0, np.nan]), [{}, {}], 0.0, ["rule_score"])
+
+
 @njit(cache=True, nogil=True)
 def _nan_to_num(v, nan):  # type: ignore[no-untyped-def]
     """numpy's nan_to_num of one value (NaN -> nan, +-inf -> the largest finite magnitudes)."""

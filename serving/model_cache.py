@@ -74,8 +74,7 @@ class ModelCache:
                     continue
                 model = registry.load(model_id, version)
                 ranker = LambdaRankRanker(model.booster, threads=self.threads)
-                # built here, off the request path (and their compiled code loaded)
-                _ = ranker.leaf_tables, ranker.compiled_trees
+                ranker.warm_up()  # tables built and kernels compiled here, off the request path
                 loaded[name] = Variant(name, model, ranker)
                 log.info("model %s: %s -> version %s", model_id, name, version)
             return loaded

@@ -27,6 +27,7 @@ from models.rule_based import RuleBasedRanker
 from reranker.contracts import ServedListEvent
 from reranker.exploration import epsilon_greedy_slots
 from serving.fast_inputs import assemble
+from serving.fast_inputs import warm_up as warm_up_inputs
 from serving.model_cache import ModelCache, RegistryUnavailable, Variant
 from serving.online_features import DOC_FEATURES, USER_FEATURES, OnlineFeatures
 from serving.schemas import (
@@ -73,6 +74,9 @@ class RerankPipeline:
     explain_top: int = 3
     explain_threads: int = 2  # for models too deep for the SHAP tables, LightGBM's pred_contrib on both cores
     _local: threading.local = field(default_factory=threading.local, repr=False)
+
+    def __post_init__(self) -> None:
+        warm_up_inputs()
 
     def rerank(self, req: RerankRequest) -> tuple[RerankResponse, ServedListEvent]:
         request_id = uuid.uuid4().hex
