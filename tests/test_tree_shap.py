@@ -88,3 +88,15 @@ def test_categorical_splits_fall_back_to_lightgbm():
     ranker = LambdaRankRanker(booster)
     assert ranker.leaf_tables is None
     np.testing.assert_allclose(ranker.contributions(X[:5]), booster.predict(X[:5], pred_contrib=True))
+
+
+def test_one_leaf_trees():
+    """Trees without a split (nothing worth splitting) give every feature 0 and the expected value."""
+    rng = np.random.default_rng(8)
+    X = _data(rng, 500, True)
+    params = {"objective": "regression", "min_data_in_leaf": 1000, "verbose": -1}
+    booster = lgb.train(params, lgb.Dataset(X, rng.normal(size=len(X))), 5)
+    tables = LeafTables.from_booster(booster)
+    np.testing.assert_allclose(
+        tables.contributions(X[:20]), booster.predict(X[:20], pred_contrib=True), atol=1e-12
+    )
