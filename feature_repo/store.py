@@ -219,12 +219,27 @@ def user_entity_key(user_key: str) -> Any:
     return EntityKey(join_keys=[JOIN_KEYS["user"]], entity_values=[Value(string_val=user_key)])
 
 
+USER_DELETION_STORES = ("sqlite", "redis")
+
+
+def check_user_deletion(store: Any) -> None:
+    """Raise FeatureStoreError unless `delete_online_user` supports the store's online store (checked before
+    anything is deleted, so that a user is never half removed)."""
+    kind = store.config.online_store.type
+    if kind not in USER_DELETION_STORES:
+        raise FeatureStoreError(
+            f"deleting a user is implemented for the {' and '.join(USER_DELETION_STORES)} online stores, not {kind}"
+        )
+
+
 def delete_online_user(store: Any, user_key: str) -> int:
     """Remove a user's rows from the online store (SQLite or Redis); returns the rows (Redis: keys) deleted."""
     import sqlite3
 
     from feast.infra.key_encoding_utils import serialize_entity_key
+    from feast.infra.online_stores.sqlite import SqliteOnlineStore, _quote_id, _table_id
 
+    check_user_deletion(store)
     config = store.config
     entity = user_entity_key(user_key)
     if config.online_store.type == "redis":
@@ -234,18 +249,18 @@ def delete_online_user(store: Any, user_key: str) -> int:
         online = store._get_provider().online_store
         client = online._get_client(config.online_store)
         return int(client.delete(_redis_key(config.project, entity, config.entity_key_serialization_version)))
-    if config.online_store.type != "sqlite":
-        raise FeatureStoreError(
-            f"deleting a user is implemented for the sqlite and redis online stores, not {config.online_store.type}"
-        )
     key = serialize_entity_key(
         entity, entity_key_serialization_version=config.entity_key_serialization_version
     )
+    versioned = config.registry.enable_online_feature_view_versioning
     deleted = 0
-    with sqlite3.connect(config.online_store.path) as conn:
+    # Feast's own database path (relative to the repo) and table names, as serving reads them
+    with sqlite3.connect(SqliteOnlineStore._get_db_path(config)) as conn:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         for view, (view_entity, _) in VIEWS.items():
-            table = f"{config.project}_{view}"
+            table = _table_id(config.project, store.get_feature_view(view), versioned)
             if view_entity == "user" and table in tables:
-                deleted += conn.execute(f'DELETE FROM "{table}" WHERE entity_key = ?', (key,)).rowcount
+                deleted += conn.execute(
+                    f"DELETE FROM {_quote_id(table)} WHERE entity_key = ?", (key,)
+                ).rowcount
     return deleted

@@ -45,6 +45,14 @@ class CanaryPolicy:
     n_boot: int = 1000
     seed: int = 7
 
+    def __post_init__(self) -> None:
+        if not 0.5 < self.confidence < 1:
+            raise ValueError(f"confidence must be in (0.5, 1), got {self.confidence}")
+        if self.min_lists < 1 or self.max_lists < self.min_lists:
+            raise ValueError(f"need 1 <= min_lists <= max_lists, got {self.min_lists} and {self.max_lists}")
+        if self.max_loss < 0 or self.n_boot < 100:
+            raise ValueError(f"need max_loss >= 0 and n_boot >= 100, got {self.max_loss} and {self.n_boot}")
+
 
 @dataclass
 class VariantStats:

@@ -613,11 +613,18 @@ def users_delete(
     as_json: JsonOpt = False,
 ) -> None:
     """Remove a user's events and features: lake, offline feature tables, online store, quarantine, logs."""
+    from feature_repo.store import FeatureStoreError, check_user_deletion, delete_online_user, open_store
     from reranker.lake import delete_user_lines, delete_user_rows
 
     settings = _settings(data_dir)
     layout = settings.layout
     key = settings.user_key(user_id)
+    store = open_store(layout.feast) if (layout.feast / "feature_store.yaml").exists() else None
+    if store is not None:
+        try:
+            check_user_deletion(store)  # before anything is deleted: never half a user
+        except FeatureStoreError as exc:
+            _fail(str(exc))
     removed = {
         "lake_events": delete_user_rows(layout.interactions, key),
         "feature_table_rows": delete_user_rows(layout.feature_tables, key),
@@ -626,10 +633,8 @@ def users_delete(
         "landing_zone": delete_user_lines(layout.landing, key),
         "online_rows": 0,
     }
-    if (layout.feast / "feature_store.yaml").exists():
-        from feature_repo.store import delete_online_user, open_store
-
-        removed["online_rows"] = delete_online_user(open_store(layout.feast), key)
+    if store is not None:
+        removed["online_rows"] = delete_online_user(store, key)
     _emit({"user_key": key, "removed": removed}, as_json)
     if not as_json:
         _table(f"removed user {key}", [{"where": k, "rows": v} for k, v in removed.items()])

@@ -105,3 +105,13 @@ def test_the_decision_reads_the_interval_at_the_policy_confidence(small_world):
     assert at_95.difference.mean == strict.difference.mean
     assert strict.difference.low < at_95.difference.low and strict.difference.high > at_95.difference.high
     assert "(95% interval)" in at_95.reason and "(99.99% interval)" in strict.reason
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"confidence": 0.5}, {"confidence": 1.0}, {"min_lists": 0}, {"min_lists": 600, "max_lists": 500},
+     {"max_loss": -0.01}, {"n_boot": 10}],
+)  # fmt: skip
+def test_a_policy_that_cannot_decide_soundly_is_refused(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        CanaryPolicy(**bad)

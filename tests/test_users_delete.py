@@ -52,3 +52,17 @@ def test_delete_removes_the_user_everywhere(tmp_path, world, synthetic_events, m
     assert online["user_n_events"][0] is None and online["user_n_events"][1] is not None
     quarantine = "".join(p.read_text() for p in layout.quarantine.rglob("*.jsonl"))
     assert key not in quarantine
+
+    # an online store that user deletion does not cover: refused with a clear message before anything is deleted
+    import yaml
+
+    config_file = layout.feast / "feature_store.yaml"
+    config = yaml.safe_load(config_file.read_text())
+    config["online_store"] = {"type": "remote", "path": "http://127.0.0.1:1"}
+    config_file.write_text(yaml.safe_dump(config))
+    other_id = events.loc[events["user_id"] != victim, "user_id"].iloc[0]
+    refused = CliRunner().invoke(app, ["users", "delete", other_id, "--data-dir", str(layout.root)])
+    assert refused.exit_code == 2 and "not remote" in refused.output
+    assert (read_interactions(layout.interactions)["user_id"] == other).sum() == (
+        after["user_id"] == other
+    ).sum()
