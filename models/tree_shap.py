@@ -109,28 +109,30 @@ def _explain_rows(X, node_feature, node_threshold, node_default_left, node_missi
     added to the slots' features. Rows innermost, without branches on the data."""
     rows, n_nodes = X.shape[0], node_feature.shape[0]
     # node-major decisions, 1 = left; the extra last node is the roots' parent (pattern 0, followed)
-    left = np.ones((n_nodes + 1, rows), dtype=np.int64)
+    left = np.ones((n_nodes + 1, rows), dtype=np.uint8)  # small: these are rewritten on every request
     for n in range(n_nodes):
         feature, threshold = node_feature[n], node_threshold[n]
-        missing, default = node_missing[n], np.int64(node_default_left[n])
+        missing, default = node_missing[n], np.uint8(node_default_left[n])
         for r in range(rows):
             v = X[r, feature]
             nan = np.isnan(v)
             # LightGBM reads NaN (unless the split routes NaN) and |v| <= kZeroThreshold as 0
             v = 0.0 if (nan or -ZERO <= v <= ZERO) else v
             to_default = (missing == 2 and nan) or (missing == 1 and v == 0.0)
-            left[n, r] = default if to_default else np.int64(v <= threshold)
-    prefix = np.zeros((n_nodes + 1, rows), dtype=np.int64)  # bit k: the row follows the path's split k
+            left[n, r] = default if to_default else np.uint8(v <= threshold)
+    prefix = np.zeros(
+        (n_nodes + 1, rows), dtype=np.int32
+    )  # bit k: the row follows the path's split k (k <= 10)
     for n in range(n_nodes):
         parent, side, shift = node_edge[n, 0], node_edge[n, 1], node_edge[n, 2]
         for r in range(rows):
-            prefix[n, r] = prefix[parent, r] | ((1 - (left[parent, r] ^ side)) << shift)
+            prefix[n, r] = prefix[parent, r] | ((1 - (np.int32(left[parent, r]) ^ side)) << shift)
     mask = table.shape[1] - 1
     depth = slot_feature.shape[1]
     for leaf in range(leaf_edge.shape[0]):
         parent, side, shift, pad = leaf_edge[leaf, 0], leaf_edge[leaf, 1], leaf_edge[leaf, 2], leaf_pad[leaf]
         for r in range(rows):
-            pattern = (prefix[parent, r] | ((1 - (left[parent, r] ^ side)) << shift) | pad) & mask
+            pattern = (prefix[parent, r] | ((1 - (np.int32(left[parent, r]) ^ side)) << shift) | pad) & mask
             for s in range(depth):
                 out[r, slot_feature[leaf, s]] += table[leaf, pattern, s]
 
