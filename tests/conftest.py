@@ -50,6 +50,17 @@ def random_lists(n_lists: int, size: int, seed: int = 0) -> pd.DataFrame:
     )
 
 
+def tree_rows(rng: np.random.Generator, n: int, missing: bool) -> np.ndarray:
+    """Rows for small LightGBM models of the tree tests: six features, the last with few distinct values (the same
+    feature split again down a path), optionally with NaN and exact zeros."""
+    X = rng.normal(size=(n, 6))
+    X[:, 5] = rng.integers(0, 4, n)
+    if missing:
+        X[rng.random(X.shape) < 0.15] = np.nan
+        X[rng.random(X.shape) < 0.1] = 0.0
+    return X
+
+
 def wait_for(check, seconds: float, what: str, proc=None, every: float = 2.0):
     """Poll `check` until it returns something truthy (exceptions count as not yet); fail when `proc` (a Popen)
     exits first or after `seconds`."""

@@ -6,22 +6,14 @@ import pytest
 
 from models.compiled_trees import CompiledTrees
 from models.lambdarank import LambdaRankRanker
-
-
-def _data(rng, n, missing):
-    X = rng.normal(size=(n, 6))
-    X[:, 5] = rng.integers(0, 4, n)
-    if missing:
-        X[rng.random(X.shape) < 0.15] = np.nan
-        X[rng.random(X.shape) < 0.1] = 0.0
-    return X
+from tests.conftest import tree_rows
 
 
 @pytest.mark.parametrize("zero_as_missing", [False, True])
 @pytest.mark.parametrize("missing", [False, True])
 def test_compiled_predictions_equal_lightgbm(missing, zero_as_missing):
     rng = np.random.default_rng(int(missing) * 2 + int(zero_as_missing))
-    X = _data(rng, 3000, missing)
+    X = tree_rows(rng, 3000, missing)
     y = (np.nan_to_num(X[:, 0]) > 0.3).astype(float) + (np.nan_to_num(X[:, 5]) > 1) * (
         np.nan_to_num(X[:, 1]) > 0
     )
@@ -30,7 +22,7 @@ def test_compiled_predictions_equal_lightgbm(missing, zero_as_missing):
     booster = lgb.train(params, lgb.Dataset(X, y, group=[30] * 100), 60)
     compiled = CompiledTrees.from_booster(booster)
     assert compiled is not None
-    rows = np.ascontiguousarray(_data(rng, 500, True), dtype=np.float32)
+    rows = np.ascontiguousarray(tree_rows(rng, 500, True), dtype=np.float32)
     rows[:20] = 0.0
     rows[120:140] = np.where(rng.random((20, 6)) < 0.5, np.inf, -np.inf)
     # values exactly at the thresholds (float32's own, as LightGBM learns them) go the way LightGBM sends them
@@ -46,7 +38,7 @@ def test_compiled_predictions_equal_lightgbm(missing, zero_as_missing):
 
 def test_models_it_does_not_reproduce_are_scored_by_lightgbm():
     rng = np.random.default_rng(7)
-    X = _data(rng, 2000, False)
+    X = tree_rows(rng, 2000, False)
     y = (X[:, 5] == 2) * 1.0 + X[:, 0] + rng.normal(0, 0.1, len(X))
     # a categorical split, and a transformed output (sigmoid of the trees' sum)
     categorical = lgb.train({"objective": "regression", "num_leaves": 7, "verbose": -1},

@@ -6,22 +6,14 @@ import pytest
 
 from models.lambdarank import LambdaRankRanker
 from models.tree_shap import LeafTables
-
-
-def _data(rng, n, missing):
-    X = rng.normal(size=(n, 6))
-    X[:, 5] = rng.integers(0, 4, n)  # few distinct values: the same feature split again down a path
-    if missing:
-        X[rng.random(X.shape) < 0.15] = np.nan
-        X[rng.random(X.shape) < 0.1] = 0.0
-    return X
+from tests.conftest import tree_rows
 
 
 @pytest.mark.parametrize("zero_as_missing", [False, True])
 @pytest.mark.parametrize("missing", [False, True])
 def test_tables_equal_pred_contrib(missing, zero_as_missing):
     rng = np.random.default_rng(int(missing) * 2 + int(zero_as_missing))
-    X = _data(rng, 3000, missing)
+    X = tree_rows(rng, 3000, missing)
     y = (
         np.nan_to_num(X[:, 0])
         + np.nan_to_num(X[:, 1]) * (np.nan_to_num(X[:, 5]) > 1)
@@ -31,7 +23,7 @@ def test_tables_equal_pred_contrib(missing, zero_as_missing):
               "zero_as_missing": zero_as_missing}  # fmt: skip
     booster = lgb.train(params, lgb.Dataset(X, y), 40)
     tables = LeafTables.from_booster(booster)
-    rows = _data(rng, 300, True)
+    rows = tree_rows(rng, 300, True)
     rows[:20] = 0.0
     rows[20:40] = np.where(
         rng.random((20, 6)) < 0.5, np.inf, -np.inf
@@ -43,7 +35,7 @@ def test_tables_equal_pred_contrib(missing, zero_as_missing):
 
 def test_lambdarank_ranker_explains_float32_rows_through_the_tables():
     rng = np.random.default_rng(5)
-    X = _data(rng, 2000, True)
+    X = tree_rows(rng, 2000, True)
     y = (np.nan_to_num(X[:, 0]) > 0.5).astype(float) + (np.nan_to_num(X[:, 2]) > 1)
     params = {
         "objective": "lambdarank",
@@ -53,7 +45,7 @@ def test_lambdarank_ranker_explains_float32_rows_through_the_tables():
         "verbose": -1,
     }
     booster = lgb.train(params, lgb.Dataset(X, y, group=[20] * 100), 30)
-    rows = np.ascontiguousarray(_data(rng, 10, True), dtype=np.float32)
+    rows = np.ascontiguousarray(tree_rows(rng, 10, True), dtype=np.float32)
     ranker = LambdaRankRanker(booster)
     assert ranker.leaf_tables is not None
     np.testing.assert_allclose(
@@ -63,7 +55,7 @@ def test_lambdarank_ranker_explains_float32_rows_through_the_tables():
 
 def test_paths_too_long_for_tables_fall_back_to_lightgbm():
     rng = np.random.default_rng(6)
-    X = _data(rng, 4000, False)
+    X = tree_rows(rng, 4000, False)
     y = np.sin(X[:, 0] * 3) + X[:, 1] * X[:, 2] + rng.normal(0, 0.05, len(X))
     params = {
         "objective": "regression",
@@ -81,7 +73,7 @@ def test_paths_too_long_for_tables_fall_back_to_lightgbm():
 
 def test_categorical_splits_fall_back_to_lightgbm():
     rng = np.random.default_rng(7)
-    X = _data(rng, 2000, False)
+    X = tree_rows(rng, 2000, False)
     y = (X[:, 5] == 2) * 1.0 + X[:, 0] + rng.normal(0, 0.1, len(X))
     params = {"objective": "regression", "num_leaves": 7, "min_data_in_leaf": 20, "verbose": -1}
     booster = lgb.train(params, lgb.Dataset(X, y, categorical_feature=[5]), 10)
@@ -93,7 +85,7 @@ def test_categorical_splits_fall_back_to_lightgbm():
 def test_one_leaf_trees():
     """Trees without a split (nothing worth splitting) give every feature 0 and the expected value."""
     rng = np.random.default_rng(8)
-    X = _data(rng, 500, True)
+    X = tree_rows(rng, 500, True)
     params = {"objective": "regression", "min_data_in_leaf": 1000, "verbose": -1}
     booster = lgb.train(params, lgb.Dataset(X, rng.normal(size=len(X))), 5)
     tables = LeafTables.from_booster(booster)
