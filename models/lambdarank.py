@@ -37,6 +37,7 @@ class LambdaRankRanker:
     name: str = "learned"
     threads: int = 1
     _names: list[str] = field(init=False, repr=False)
+    _compiled: CompiledTrees | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         # read once: LightGBM builds the names through ctypes on every call
@@ -53,18 +54,20 @@ class LambdaRankRanker:
         """Scores of a matrix whose columns are `feature_names`, in order (rows cast to float32, as LightGBM
         scores them): the compiled trees when they reproduce the model, else LightGBM."""
         X = np.ascontiguousarray(X, dtype=np.float32)
-        if self.compiled_trees is not None:
-            return self.compiled_trees.predict(X)
+        if self._compiled is not None:
+            return self._compiled.predict(X)
         return np.asarray(self.booster.predict(X, num_threads=self.threads), dtype=np.float64)
 
-    @cached_property
+    @property
     def compiled_trees(self) -> CompiledTrees | None:
-        """The model's trees compiled for scoring (built and checked against LightGBM once, ~0.1 s)."""
-        return CompiledTrees.from_booster(self.booster)
+        """The compiled trees `warm_up` built, when they reproduce the model."""
+        return self._compiled
 
     def warm_up(self) -> None:
-        """Build the SHAP tables and the compiled trees and compile their kernels now (seconds the first time in a
-        process without numba's on-disk cache), so that no request pays for them."""
+        """For serving: compile the trees for scoring (checked against LightGBM) and build the SHAP tables, and
+        compile their kernels now (seconds the first time in a process without numba's on-disk cache), so that no
+        request pays for them. Offline scoring of many rows at once is not warmed up: it stays with LightGBM."""
+        self._compiled = CompiledTrees.from_booster(self.booster)
         row = np.zeros((1, len(self.feature_names)), dtype=np.float32)
         self.score_matrix(row)
         self.contributions(row)
