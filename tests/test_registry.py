@@ -18,7 +18,9 @@ def test_a_registry_does_not_redirect_the_settings_of_later_ones(tmp_path: Path,
     registry = Registry(first)
     assert mlflow.get_tracking_uri() == before  # creating a registry leaves MLflow's process-wide URIs alone
     with registry.active():
-        assert mlflow.get_tracking_uri() == first == mlflow.get_registry_uri()  # its fluent calls go to its store
+        assert (
+            mlflow.get_tracking_uri() == first == mlflow.get_registry_uri()
+        )  # its fluent calls go to its store
     assert mlflow.get_tracking_uri() == before
     later = Settings(data_dir=tmp_path / "later")
     assert later.tracking_uri() == later.layout.mlflow_uri  # not the first registry's store
