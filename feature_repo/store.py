@@ -232,34 +232,53 @@ def check_user_deletion(store: Any) -> None:
         )
 
 
+def serialized_user_key(config: Any, user_key: str) -> bytes:
+    """A user's entity key as Feast's SQLite online store stores it."""
+    from feast.infra.key_encoding_utils import serialize_entity_key
+
+    return bytes(
+        serialize_entity_key(
+            user_entity_key(user_key),
+            entity_key_serialization_version=config.entity_key_serialization_version,
+        )
+    )
+
+
+def sqlite_user_tables(store: Any) -> tuple[str, list[str]]:
+    """Feast's SQLite online store: its database path (a relative one resolved against the repo, as Feast does)
+    and the tables of the user feature views, named as Feast names them."""
+    from feast.infra.online_stores.sqlite import SqliteOnlineStore, _table_id
+
+    config = store.config
+    versioned = config.registry.enable_online_feature_view_versioning
+    tables = [_table_id(config.project, store.get_feature_view(view), versioned)
+              for view, (entity, _) in VIEWS.items() if entity == "user"]  # fmt: skip
+    return SqliteOnlineStore._get_db_path(config), tables
+
+
 def delete_online_user(store: Any, user_key: str) -> int:
     """Remove a user's rows from the online store (SQLite or Redis); returns the rows (Redis: keys) deleted."""
     import sqlite3
 
-    from feast.infra.key_encoding_utils import serialize_entity_key
-    from feast.infra.online_stores.sqlite import SqliteOnlineStore, _quote_id, _table_id
+    from feast.infra.online_stores.sqlite import _quote_id
 
     check_user_deletion(store)
     config = store.config
-    entity = user_entity_key(user_key)
     if config.online_store.type == "redis":
         # every user view of one user is one Redis hash, under Feast's key for the entity and project
         from feast.infra.online_stores.helpers import _redis_key
 
         online = store._get_provider().online_store
         client = online._get_client(config.online_store)
-        return int(client.delete(_redis_key(config.project, entity, config.entity_key_serialization_version)))
-    key = serialize_entity_key(
-        entity, entity_key_serialization_version=config.entity_key_serialization_version
-    )
-    versioned = config.registry.enable_online_feature_view_versioning
+        key = _redis_key(config.project, user_entity_key(user_key), config.entity_key_serialization_version)
+        return int(client.delete(key))
+    path, user_tables = sqlite_user_tables(store)  # the tables serving reads a user from
+    key = serialized_user_key(config, user_key)
     deleted = 0
-    # Feast's own database path (relative to the repo) and table names, as serving reads them
-    with sqlite3.connect(SqliteOnlineStore._get_db_path(config)) as conn:
+    with sqlite3.connect(path) as conn:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        for view, (view_entity, _) in VIEWS.items():
-            table = _table_id(config.project, store.get_feature_view(view), versioned)
-            if view_entity == "user" and table in tables:
+        for table in user_tables:
+            if table in tables:
                 deleted += conn.execute(
                     f"DELETE FROM {_quote_id(table)} WHERE entity_key = ?", (key,)
                 ).rowcount
