@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from numba import njit
 
-from models.tree_shap import ZERO, dumped_threshold
+from models.tree_kernels import predict_rows
+from models.tree_shap import Node, TooDeep, leaf_paths
 
 
 @dataclass(frozen=True)
@@ -34,33 +34,26 @@ class CompiledTrees:
     @classmethod
     def from_booster(cls, booster: Any) -> CompiledTrees | None:
         """The compiled model, or None when it would not reproduce `booster.predict` (then use LightGBM)."""
-        model = booster.dump_model()
-        nodes: list[tuple[int, float, bool, int]] = []
-        children: list[list[int]] = []
+        nodes: list[Node] = []  # in preorder, as the SHAP tables parse them
+        roots: list[int] = []
         leaves: list[float] = []
-
-        def walk(node: dict[str, Any]) -> int:
-            if "leaf_value" in node:
-                leaves.append(float(node["leaf_value"]))
-                return ~(len(leaves) - 1)
-            if node.get("decision_type", "<=") != "<=":
-                raise ValueError("categorical split")
-            index = len(nodes)
-            nodes.append((int(node["split_feature"]), dumped_threshold(node), bool(node["default_left"]),
-                          {"None": 0, "Zero": 1, "NaN": 2}[node.get("missing_type", "None")]))  # fmt: skip
-            children.append([0, 0])
-            children[index][0] = walk(node["left_child"])
-            children[index][1] = walk(node["right_child"])
-            return index
-
+        children: dict[tuple[int, bool], int] = {}  # (node, left?) -> node, or ~leaf
         try:
-            roots = [walk(tree["tree_structure"]) for tree in model["tree_info"]]
-        except ValueError:
+            for tree in booster.dump_model()["tree_info"]:
+                first = len(nodes)
+                for value, path, _ in leaf_paths(tree["tree_structure"], nodes):
+                    leaves.append(value)
+                    below = [node for node, _ in path[1:]] + [~(len(leaves) - 1)]
+                    children.update(zip(path, below, strict=True))
+                roots.append(first if len(nodes) > first else ~(len(leaves) - 1))
+        except TooDeep:  # categorical splits
             return None
         if not nodes:
             return None
-        feature, threshold, default_left, missing = (np.array(col) for col in zip(*nodes, strict=True))
-        kids = np.array(children, dtype=np.int64).reshape(-1, 2)
+        kids = np.array([[children[n, True], children[n, False]] for n in range(len(nodes))], dtype=np.int64)
+        feature, threshold, default_left, missing = (
+            np.array(col) for col in list(zip(*nodes, strict=True))[:4]
+        )
         compiled = cls(np.array(roots, dtype=np.int64), feature.astype(np.int64), threshold.astype(np.float64),
                        default_left.astype(np.bool_), missing.astype(np.int8), kids[:, 0].copy(), kids[:, 1].copy(),
                        np.array(leaves, dtype=np.float64))  # fmt: skip
@@ -75,8 +68,8 @@ class CompiledTrees:
         """Raw scores of the rows of X (columns in the model's feature order), as `Booster.predict`."""
         X = np.ascontiguousarray(X, dtype=np.float64)
         out = np.empty(X.shape[0])
-        _predict_rows(X, self.roots, self.feature, self.threshold, self.default_left, self.missing, self.left,
-                      self.right, self.leaf_value, ZERO, out)  # fmt: skip
+        predict_rows(X, self.roots, self.feature, self.threshold, self.default_left, self.missing, self.left,
+                     self.right, self.leaf_value, out)  # fmt: skip
         return out
 
     def _probe_rows(self, n_features: int, rows: int = 512) -> np.ndarray:
@@ -93,27 +86,3 @@ class CompiledTrees:
         X[rng.random(X.shape) < 0.05] = 0.0
         with np.errstate(over="ignore"):  # thresholds beyond float32's range probe as +-inf
             return X.astype(np.float32)
-
-
-@njit(cache=True, nogil=True)
-def _predict_rows(X, roots, feature, threshold, default_left, missing, left, right, leaf_value, zero, out):  # type: ignore[no-untyped-def]  # fmt: skip
-    # `zero` is an argument, not the imported global: numba's cache would keep a stale copy of another module's
-    # constant
-    for r in range(X.shape[0]):
-        total = 0.0
-        for t in range(roots.shape[0]):
-            node = roots[t]
-            while node >= 0:
-                v = X[r, feature[node]]
-                kind = missing[node]
-                # LightGBM reads |v| <= kZeroThreshold as 0 when it takes the row in, and NaN as 0 unless the
-                # split sends NaN its own way
-                if (np.isnan(v) and kind != 2) or -zero <= v <= zero:
-                    v = 0.0
-                if (kind == 2 and np.isnan(v)) or (kind == 1 and v == 0.0):
-                    go_left = default_left[node]
-                else:
-                    go_left = v <= threshold[node]
-                node = left[node] if go_left else right[node]
-            total += leaf_value[~node]
-        out[r] = total

@@ -23,9 +23,9 @@ from math import factorial
 from typing import Any
 
 import numpy as np
-from numba import njit
 
-ZERO = float(np.float32(1e-35))  # LightGBM's kZeroThreshold, a float literal (1e-35f) held as a double
+from models.tree_kernels import explain_rows
+
 MAX_PATH_SPLITS = 10  # 2**10 patterns a leaf; deeper models are explained by LightGBM itself
 
 
@@ -59,7 +59,7 @@ class LeafTables:
         for tree in model["tree_info"]:
             root = tree["tree_structure"]
             total = float(root.get("internal_count", root.get("leaf_count", 1)))
-            for value, path, count in _leaf_paths(root, nodes):
+            for value, path, count in leaf_paths(root, nodes):
                 expected += value * count / total
                 leaves.append((value, path))
         slots = [list(dict.fromkeys(nodes[node][0] for node, _ in path)) for _, path in leaves]
@@ -95,46 +95,10 @@ class LeafTables:
         """(rows x (features + 1)): SHAP values and, last, the expected value, as LightGBM's pred_contrib."""
         X = np.ascontiguousarray(X, dtype=np.float64)
         out = np.zeros((X.shape[0], self.n_features + 1))
-        _explain_rows(X, self.node_feature, self.node_threshold, self.node_default_left, self.node_missing,
+        explain_rows(X, self.node_feature, self.node_threshold, self.node_default_left, self.node_missing,
                       self.node_edge, self.leaf_edge, self.leaf_pad, self.slot_feature, self.table, out)  # fmt: skip
         out[:, -1] = self.expected_value
         return out
-
-
-@njit(cache=True, nogil=True)
-def _explain_rows(X, node_feature, node_threshold, node_default_left, node_missing, node_edge, leaf_edge, leaf_pad,
-                  slot_feature, table, out):  # type: ignore[no-untyped-def]  # fmt: skip
-    """Compiled: every split decided once per row (LightGBM's NumericalDecision); each node's pattern of followed
-    splits from its parent's (one step per node, not one per split of every leaf's path); per leaf one table row
-    added to the slots' features. Rows innermost, without branches on the data."""
-    rows, n_nodes = X.shape[0], node_feature.shape[0]
-    # node-major decisions, 1 = left; the extra last node is the roots' parent (pattern 0, followed)
-    left = np.ones((n_nodes + 1, rows), dtype=np.uint8)  # small: these are rewritten on every request
-    for n in range(n_nodes):
-        feature, threshold = node_feature[n], node_threshold[n]
-        missing, default = node_missing[n], np.uint8(node_default_left[n])
-        for r in range(rows):
-            v = X[r, feature]
-            nan = np.isnan(v)
-            # LightGBM reads NaN (unless the split routes NaN) and |v| <= kZeroThreshold as 0
-            v = 0.0 if (nan or -ZERO <= v <= ZERO) else v
-            to_default = (missing == 2 and nan) or (missing == 1 and v == 0.0)
-            left[n, r] = default if to_default else np.uint8(v <= threshold)
-    prefix = np.zeros(
-        (n_nodes + 1, rows), dtype=np.int32
-    )  # bit k: the row follows the path's split k (k <= 10)
-    for n in range(n_nodes):
-        parent, side, shift = node_edge[n, 0], node_edge[n, 1], node_edge[n, 2]
-        for r in range(rows):
-            prefix[n, r] = prefix[parent, r] | ((1 - (np.int32(left[parent, r]) ^ side)) << shift)
-    mask = table.shape[1] - 1
-    depth = slot_feature.shape[1]
-    for leaf in range(leaf_edge.shape[0]):
-        parent, side, shift, pad = leaf_edge[leaf, 0], leaf_edge[leaf, 1], leaf_edge[leaf, 2], leaf_pad[leaf]
-        for r in range(rows):
-            pattern = (prefix[parent, r] | ((1 - (np.int32(left[parent, r]) ^ side)) << shift) | pad) & mask
-            for s in range(depth):
-                out[r, slot_feature[leaf, s]] += table[leaf, pattern, s]
 
 
 # A split node: feature, threshold, default left, missing type, cover fraction to the left, to the right.
@@ -148,7 +112,7 @@ def dumped_threshold(node: dict[str, Any]) -> float:
     return value if abs(value) < 1e300 else float(np.copysign(np.inf, value))
 
 
-def _leaf_paths(node: dict[str, Any], nodes: list[Node]) -> list[tuple[float, list[tuple[int, bool]], float]]:
+def leaf_paths(node: dict[str, Any], nodes: list[Node]) -> list[tuple[float, list[tuple[int, bool]], float]]:
     """(leaf value, its path as (node id, goes left), leaf count) of every leaf under node; appends the splits met
     to `nodes`."""
     if "leaf_value" in node:
@@ -165,7 +129,7 @@ def _leaf_paths(node: dict[str, Any], nodes: list[Node]) -> list[tuple[float, li
                   {"None": 0, "Zero": 1, "NaN": 2}[node.get("missing_type", "None")], to_left, to_right))  # fmt: skip
     out: list[tuple[float, list[tuple[int, bool]], float]] = []
     for child, left in ((left_child, True), (right_child, False)):
-        out.extend((value, [(node_id, left), *path], n) for value, path, n in _leaf_paths(child, nodes))
+        out.extend((value, [(node_id, left), *path], n) for value, path, n in leaf_paths(child, nodes))
     return out
 
 

@@ -13,12 +13,12 @@ def test_a_request_after_warm_up_compiles_nothing():
         import lightgbm as lgb
         import numpy as np
 
-        from models import compiled_trees, tree_shap
+        from models import tree_kernels
         from models.lambdarank import LambdaRankRanker
         from serving import fast_inputs
         from serving.online_features import DOC_FEATURES, USER_FEATURES
 
-        kernels = [compiled_trees._predict_rows, tree_shap._explain_rows, fast_inputs._derive, fast_inputs._gather]
+        kernels = [tree_kernels.predict_rows, tree_kernels.explain_rows, fast_inputs._derive, fast_inputs._gather]
         assert all(len(k.signatures) == 0 for k in kernels)
         rng = np.random.default_rng(0)
         names = ["doc_n_positive", "user_doc_affinity_max", "first_stage_rank", "rule_score_list_pct", "user_n_events"]
