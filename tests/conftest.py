@@ -61,6 +61,15 @@ def tree_rows(rng: np.random.Generator, n: int, missing: bool) -> np.ndarray:
     return X
 
 
+def free_port() -> int:
+    """A TCP port free on the loopback interface now (for a server a test starts)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def wait_for(check, seconds: float, what: str, proc=None, every: float = 2.0):
     """Poll `check` until it returns something truthy (exceptions count as not yet); fail when `proc` (a Popen)
     exits first or after `seconds`."""

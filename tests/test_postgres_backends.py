@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import wait_for
+from tests.conftest import free_port, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -76,16 +76,13 @@ def test_mlflow_registry_on_postgres_serves_and_follows_aliases(stage, lake, pos
 
 def test_prefect_server_on_postgres_runs_the_ingest_flow(postgres, synthetic_events, tmp_path):
     import os
-    import socket
     import subprocess
     import sys
 
     import httpx
     from sqlalchemy import create_engine, text
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "PREFECT_API_DATABASE_CONNECTION_URL": postgres.format(db="prefect").replace("+psycopg", "+asyncpg")}  # fmt: skip
     env.pop("PREFECT_API_URL", None)

