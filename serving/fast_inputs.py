@@ -24,15 +24,11 @@ DERIVED = ["user_doc_affinity", "user_doc_affinity_max", "doc_age_days", "first_
            *[f"{c}_list_pct" for c in PCT_OF]]  # fmt: skip
 _BASE = {n: i for i, n in enumerate(BASE)}
 _USER = {n: i for i, n in enumerate(USER_FEATURES)}
-_DERIVED = {n: i for i, n in enumerate(DERIVED)}
-_SOURCES = {
-    **{n: (BASE.index(n), -1) for n in BASE},
-    **{n: (len(BASE) + i, -1) for i, n in enumerate(DERIVED)},
-}
+_DERIVED = frozenset(DERIVED)
+_JOINED = {n: i for i, n in enumerate([*BASE, *DERIVED])}  # each column of the joined (base | derived) matrix
 _CAT_IDX = np.array([_BASE[c] for c in CAT_COLS], dtype=np.int64)
 _AFF_IDX = np.array([_USER[c] for c in AFF_COLS], dtype=np.int64)
-# where each percentile's column lives in the joined (base | derived) matrix
-_PCT_SRC = np.array([_SOURCES[c][0] for c in PCT_OF], dtype=np.int64)
+_PCT_SRC = np.array([_JOINED[c] for c in PCT_OF], dtype=np.int64)  # the columns the percentiles rank
 _RULE = RuleBasedRanker()
 # the base columns the derived ones read: positives, positives in 7 days, creation day, first-stage score
 _RULE_INPUTS = np.array([_BASE[c] for c in ("doc_n_positive", "doc_n_positive_7d", "doc_created_days",
@@ -46,8 +42,8 @@ def _plan(names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
     kind = np.full(len(names), _KIND_NONE, dtype=np.int64)
     index = np.zeros(len(names), dtype=np.int64)
     for j, name in enumerate(names):
-        if name in _SOURCES:
-            kind[j], index[j] = _KIND_JOINED, _SOURCES[name][0]
+        if name in _JOINED:
+            kind[j], index[j] = _KIND_JOINED, _JOINED[name]
         elif name in _USER:
             kind[j], index[j] = _KIND_USER, _USER[name]
     return kind, index
