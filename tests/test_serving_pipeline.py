@@ -313,3 +313,29 @@ def test_user_feature_cache_is_bounded(stage):
     for user in users:
         assert features.user(user) is not None
     assert list(features._users) == users[1:]  # the oldest entry was evicted
+
+
+def test_a_missing_sqlite_online_database_is_an_unreachable_store_not_cold_users(stage, tmp_path):
+    """The direct SQLite user read opens Feast's database read-only: when the file is gone it fails (and the request
+    is served by the fallback as `online_store_unavailable`) instead of creating an empty database that would make
+    every user look cold-start."""
+    import sqlite3
+    from dataclasses import replace
+
+    from serving.online_features import OnlineFeatures, SqliteUserRead
+
+    pipeline, _, events, store, _ = stage
+    features = OnlineFeatures(store, sorted(events["document_id"].unique()), user_ttl_seconds=0)
+    features.documents()
+    assert features.user(known_user(events)) is not None
+    reader = features._user_read
+    assert isinstance(reader, SqliteUserRead)
+    reader.path = str(tmp_path / "online.db")  # the folder exists, the database does not
+    reader._local = type(reader._local)()  # no connection opened yet on this path
+    with pytest.raises(sqlite3.OperationalError):
+        reader(known_user(events))
+    assert not (tmp_path / "online.db").exists()
+    resp, _ = replace(pipeline, features=features).rerank(
+        request(events, known_user(events), exploration_rate=0.0)
+    )
+    assert resp.served_by is ServedBy.fallback and resp.reason_codes == ["online_store_unavailable"]
