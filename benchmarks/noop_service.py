@@ -31,11 +31,6 @@ class Noop:
     def mounted(self, body: dict[str, Any]) -> dict[str, Any]:
         return {}
 
-    @app.post("/contract")
-    async def contract(self, body: RerankRequest) -> Response:
-        """The stage's own request validation and a response of the stage's size, and nothing between."""
-        return Response(_CANNED, media_type="application/json")
-
 
 _CANNED = RerankResponse(
     request_id="0" * 32, model_id="reranker", model_version="1", variant="champion", served_by=ServedBy.learned,
@@ -46,3 +41,10 @@ _CANNED = RerankResponse(
                                                                      for j in range(3)]))
              for i in range(10)],
 ).model_dump_json()  # fmt: skip
+
+
+@app.post("/contract")
+async def contract(body: RerankRequest) -> Response:
+    """The stage's own request validation and a response of the stage's size, and nothing between (a module-level
+    async route, as the stage's: no pool-thread hop)."""
+    return Response(_CANNED, media_type="application/json")

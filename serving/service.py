@@ -12,7 +12,7 @@ import logging
 import time
 
 import bentoml
-from fastapi import FastAPI, HTTPException, Response
+from fastapi import Depends, FastAPI, HTTPException, Response
 from fastapi.concurrency import run_in_threadpool
 
 from models.registry import ModelNotFound
@@ -115,32 +115,42 @@ class Reranker:
         self.log.close()
         self.sink.landing.log.close()
 
-    @app.post("/rerank", response_model=RerankResponse)
-    async def rerank(self, request: RerankRequest) -> Response:
-        """Rerank the candidates. With the model loaded, on the event loop rather than a pool thread: the work is
-        CPU-bound under the GIL either way, and the hop cost more than it overlapped (p50 7.0 -> 5.7 ms, p99 under 8
-        clients 318 -> 80 ms). A model still to load (registry I/O, seconds) is loaded on a pool thread, so the loop
-        keeps serving. The response is serialized once, here (returned as a model, FastAPI would validate it again)."""
-        started = time.perf_counter()
-        try:
-            if self.pipeline.models.is_loaded(request.model_id):
-                response, event = self.pipeline.rerank(request)
-            else:
-                response, event = await run_in_threadpool(self.pipeline.rerank, request)
-        except ModelNotFound as exc:
-            raise HTTPException(status_code=404, detail={"field": "model_id", "message": str(exc)}) from exc
-        except UnknownFeatures as exc:
-            raise HTTPException(status_code=422, detail={"field": "features", "message": str(exc)}) from exc
-        day = f"{event.timestamp:%Y-%m-%d}"
-        self.log.write({day: [event.model_dump_json()]}, sync=False)
-        self.sink.landing.append(impressions(event), sync=False)
-        self.metrics.observe(response, time.perf_counter() - started)
-        log.info("rerank %s model=%s version=%s variant=%s served_by=%s reasons=%s", response.request_id,
-                 response.model_id, response.model_version, response.variant, response.served_by.value,
-                 ",".join(response.reason_codes) or "-")  # fmt: skip
-        return Response(response.model_dump_json(), media_type="application/json")
 
-    @app.post("/interactions", response_model=InteractionReceipt, status_code=202)
-    def interactions(self, batch: InteractionBatch) -> InteractionReceipt:
-        """Land interaction events for the next training and push the users' new counts to the online store."""
-        return InteractionReceipt(**self.sink.accept(batch.events))
+async def current_stage() -> Reranker:
+    """The worker's service instance, for the routes below. An async dependency: BentoML's own injection of `self`
+    into class-method routes is a plain function, which FastAPI calls on a pool thread for every request."""
+    return bentoml.get_current_service()  # type: ignore[no-any-return]
+
+
+@app.post("/rerank", response_model=RerankResponse)
+async def rerank(request: RerankRequest, stage: Reranker = Depends(current_stage)) -> Response:
+    """Rerank the candidates. With the model loaded, on the event loop rather than a pool thread: the work is
+    CPU-bound under the GIL either way, and the hop cost more than it overlapped (p50 7.0 -> 5.7 ms, p99 under 8
+    clients 318 -> 80 ms). A model still to load (registry I/O, seconds) is loaded on a pool thread, so the loop
+    keeps serving. The response is serialized once, here (returned as a model, FastAPI would validate it again)."""
+    started = time.perf_counter()
+    pipeline = stage.pipeline
+    try:
+        if pipeline.models.is_loaded(request.model_id):
+            response, event = pipeline.rerank(request)
+        else:
+            response, event = await run_in_threadpool(pipeline.rerank, request)
+    except ModelNotFound as exc:
+        raise HTTPException(status_code=404, detail={"field": "model_id", "message": str(exc)}) from exc
+    except UnknownFeatures as exc:
+        raise HTTPException(status_code=422, detail={"field": "features", "message": str(exc)}) from exc
+    day = f"{event.timestamp:%Y-%m-%d}"
+    stage.log.write({day: [event.model_dump_json()]}, sync=False)
+    stage.sink.landing.append(impressions(event), sync=False)
+    stage.metrics.observe(response, time.perf_counter() - started)
+    log.info("rerank %s model=%s version=%s variant=%s served_by=%s reasons=%s", response.request_id,
+             response.model_id, response.model_version, response.variant, response.served_by.value,
+             ",".join(response.reason_codes) or "-")  # fmt: skip
+    return Response(response.model_dump_json(), media_type="application/json")
+
+
+@app.post("/interactions", response_model=InteractionReceipt, status_code=202)
+def interactions(batch: InteractionBatch, stage: Reranker = Depends(current_stage)) -> InteractionReceipt:
+    """Land interaction events for the next training and push the users' new counts to the online store (on a
+    pool thread: the landing is fsynced before the call returns)."""
+    return InteractionReceipt(**stage.sink.accept(batch.events))
