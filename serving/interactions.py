@@ -2,9 +2,10 @@
 
 Every served list is landed as impression events (request_id, position, propensity, score, model version and
 variant), and every posted interaction beside them, as JSON lines under `<lake>/incoming/date=…/` (appended,
-posted interactions flushed and fsynced before the call returns; served lists flushed
-by a background thread every second, so the hot path does no disk I/O). `reranker ingest <lake>/incoming` validates and lands them in the lake
-like any other log; ingestion is idempotent by event_id, so ingesting the landing zone again adds nothing.
+posted interactions flushed and fsynced before the call returns; served lists made into lines and flushed by a
+background thread every second, so the hot path does neither). `reranker ingest <lake>/incoming` validates and
+lands them in the lake like any other log; ingestion is idempotent by event_id, so ingesting the landing zone again
+adds nothing.
 A posted interaction also updates the user's activity counts in the online store at once (near-real-time);
 rates and affinities are recomputed by the next materialization. The update reads, adds and writes, so it holds a
 lock shared by the stage's worker processes (one machine: a scaled-out online store needs its own atomic update).
@@ -46,14 +47,22 @@ class LandingZone:
     def __init__(self, root: Path, flush_seconds: float = 1.0) -> None:
         self.log = JsonlLog(root, "events", flush_seconds)
 
-    def append(self, events: list[InteractionEvent], sync: bool = True) -> None:
-        by_day: dict[str, list[str]] = {}
-        for ev in events:
-            stored = ev.model_copy(update={"user_id": STORED_KEY_PREFIX + ev.user_id})  # already hashed
-            by_day.setdefault(f"{ev.timestamp:%Y-%m-%d}", []).append(
-                stored.model_dump_json(exclude_none=True)
-            )
-        self.log.write(by_day, sync)
+    def append(self, events: list[InteractionEvent]) -> None:
+        """Land the events, flushed and fsynced before returning."""
+        self.log.write(_lines(events), sync=True)
+
+    def append_served(self, event: ServedListEvent) -> None:
+        """Land a served list's impressions with the next background flush (made there, off the request path)."""
+        self.log.write_later(lambda: _lines(impressions(event)))
+
+
+def _lines(events: list[InteractionEvent]) -> dict[str, list[str]]:
+    """The events' JSON lines by day, user ids (already hashed) in stored form."""
+    by_day: dict[str, list[str]] = {}
+    for ev in events:
+        stored = ev.model_copy(update={"user_id": STORED_KEY_PREFIX + ev.user_id})
+        by_day.setdefault(f"{ev.timestamp:%Y-%m-%d}", []).append(stored.model_dump_json(exclude_none=True))
+    return by_day
 
 
 class PushLock:

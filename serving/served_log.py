@@ -1,16 +1,24 @@
 """Durable JSON-lines logs of the stage, one file per day and process.
 
 `write(..., sync=True)` returns after the lines are flushed and fsynced (posted interactions). `write(...,
-sync=False)` queues them for a background flush every `flush_seconds` (served lists: the hot path does no disk
-I/O; at most that much is at risk in a crash, and `close()` flushes on shutdown).
+sync=False)` queues them for a background flush every `flush_seconds`, and `write_later(render)` queues a function
+that the flush thread calls to make them (served lists: the hot path does no disk I/O and no serialization; at most
+that much is at risk in a crash, and `close()` flushes on shutdown). Lines a flush could not write stay queued for
+the next one.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
+import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
+
+LinesByDay = dict[str, list[str]]
+log = logging.getLogger("reranker.serving")
 
 
 class JsonlLog:
@@ -18,7 +26,8 @@ class JsonlLog:
         self.root = root
         self.prefix = prefix
         self.fsync = fsync
-        self._pending: dict[str, list[str]] = defaultdict(list)
+        self._pending: defaultdict[str, list[str]] = defaultdict(list)
+        self._renders: list[Callable[[], LinesByDay]] = []
         self._lock = threading.Lock()
         self._io = threading.Lock()
         self._stop = threading.Event()
@@ -27,19 +36,40 @@ class JsonlLog:
         )
         self._thread.start()
 
-    def write(self, lines_by_day: dict[str, list[str]], sync: bool) -> None:
+    def write(self, lines_by_day: LinesByDay, sync: bool) -> None:
         if sync:
-            self._append(lines_by_day)
+            self._append(dict(lines_by_day))
             return
         with self._lock:
             for day, lines in lines_by_day.items():
                 self._pending[day].extend(lines)
 
+    def write_later(self, render: Callable[[], LinesByDay]) -> None:
+        """Queue lines that `render()` makes at the next flush, on the flush thread."""
+        with self._lock:
+            self._renders.append(render)
+
     def flush(self) -> None:
         with self._lock:
             pending, self._pending = self._pending, defaultdict(list)
-        if pending:
+            renders, self._renders = self._renders, []
+        for render in renders:
+            try:
+                for day, lines in render().items():
+                    pending[day].extend(lines)
+            except Exception:  # one bad record must not cost the others
+                log.exception("%s log: a record could not be rendered and is dropped", self.prefix)
+            time.sleep(0)  # hands the GIL to a waiting request between records
+        if not pending:
+            return
+        try:
             self._append(pending)
+        except Exception:
+            with self._lock:  # what was not written is kept, ahead of what came since, for the next flush
+                for day, lines in self._pending.items():
+                    pending[day].extend(lines)
+                self._pending = pending
+            raise
 
     def close(self) -> None:
         self._stop.set()
@@ -47,11 +77,16 @@ class JsonlLog:
 
     def _loop(self, seconds: float) -> None:
         while not self._stop.wait(seconds):
-            self.flush()
+            try:
+                self.flush()
+            except Exception:
+                log.exception("%s log: flush failed; the lines stay queued for the next one", self.prefix)
 
-    def _append(self, lines_by_day: dict[str, list[str]]) -> None:
+    def _append(self, lines_by_day: LinesByDay) -> None:
+        """Append and fsync each day's lines, taking each day out of `lines_by_day` once it is written (what is
+        left after a failure is what was not)."""
         with self._io:
-            for day, lines in lines_by_day.items():
+            for day, lines in list(lines_by_day.items()):
                 path = self.root / f"date={day}" / f"{self.prefix}-{os.getpid()}.jsonl"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 with path.open("a") as fh:
@@ -59,3 +94,4 @@ class JsonlLog:
                     fh.flush()
                     if self.fsync:
                         os.fsync(fh.fileno())
+                del lines_by_day[day]

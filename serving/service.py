@@ -16,7 +16,6 @@ from fastapi import Depends, FastAPI, HTTPException, Response
 from fastapi.concurrency import run_in_threadpool
 
 from models.registry import ModelNotFound
-from serving.interactions import impressions
 from serving.pipeline import UnknownFeatures
 from serving.schemas import InteractionBatch, InteractionReceipt, RerankRequest, RerankResponse
 
@@ -141,7 +140,7 @@ async def rerank(request: RerankRequest, stage: Reranker = Depends(current_stage
         raise HTTPException(status_code=422, detail={"field": "features", "message": str(exc)}) from exc
     day = f"{event.timestamp:%Y-%m-%d}"
     stage.log.write({day: [event.model_dump_json()]}, sync=False)
-    stage.sink.landing.append(impressions(event), sync=False)
+    stage.sink.landing.append_served(event)
     stage.metrics.observe(response, time.perf_counter() - started)
     log.info("rerank %s model=%s version=%s variant=%s served_by=%s reasons=%s", response.request_id,
              response.model_id, response.model_version, response.variant, response.served_by.value,
