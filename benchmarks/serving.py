@@ -3,7 +3,10 @@
 Beside it, in the same run and with the same client and body: a no-op @bentoml.api endpoint, a no-op FastAPI route
 mounted in a BentoML service (how the stage is mounted), and raw LightGBM prediction of the same 100 rows.
 Reports p50/p99 with 1 client and requests/s with 8 concurrent clients, and the ratios to the floor
-(no-op p50 + LightGBM p50). Usage: python -m benchmarks.serving [--data-dir DIR]   (provisions with quickstart)
+(no-op p50 + LightGBM p50). The endpoints are measured in turn (in blocks of 100 requests with one client, in
+3-second windows with eight), not one after another: this machine's speed drifts by tens of percent over minutes,
+and measured in turn the drift falls on the stage and its floor alike.
+Usage: python -m benchmarks.serving [--data-dir DIR]   (provisions with quickstart)
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import numpy as np
 
 RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).resolve().parents[1]
+LGBM = "lightgbm predict 100 rows"
 
 
 def _port() -> int:
@@ -58,26 +62,59 @@ def _start(target: str, port: int, env: dict[str, str], cwd: Path = ROOT) -> sub
     raise SystemExit(f"{target} not ready in 240 s")
 
 
-def _sequential(url: str, bodies: list[dict[str, Any]], n: int) -> dict[str, float]:
+HEADERS = {"content-type": "application/json"}
+
+
+def _one_client(urls: dict[str, str], bodies: list[bytes], n: int, score: Any, block: int = 100
+                ) -> dict[str, dict[str, float]]:  # fmt: skip
+    """p50 and p99 of each endpoint with one client, the endpoints (and LightGBM's prediction) taken in turn in
+    blocks of `block` requests: the machine's drift falls on all of them alike, and within a block each runs as it
+    would alone (interleaved request by request, every call would pay for the others' cache traffic)."""
     import httpx
 
-    lat = []
+    lat: dict[str, list[float]] = {name: [] for name in [*urls, LGBM]}
     with httpx.Client(timeout=10) as client:
-        for i in range(50):
-            client.post(url, json=bodies[i % len(bodies)]).raise_for_status()
-        for i in range(n):
-            t = time.perf_counter()
-            client.post(url, json=bodies[i % len(bodies)]).raise_for_status()
-            lat.append(time.perf_counter() - t)
-    ms = np.array(lat) * 1000
-    return {"p50_ms": float(np.median(ms)), "p99_ms": float(np.quantile(ms, 0.99))}
+        for url in urls.values():  # warm-up
+            for i in range(50):
+                client.post(url, content=bodies[i % len(bodies)], headers=HEADERS).raise_for_status()
+        for start in range(0, n, block):
+            for name, url in urls.items():
+                for i in range(start, min(start + block, n)):
+                    t = time.perf_counter()
+                    client.post(url, content=bodies[i % len(bodies)], headers=HEADERS).raise_for_status()
+                    lat[name].append(time.perf_counter() - t)
+            for _ in range(start, min(start + block, n)):
+                t = time.perf_counter()
+                score()
+                lat[LGBM].append(time.perf_counter() - t)
+    out = {}
+    for name, seconds in lat.items():
+        ms = np.array(seconds) * 1000
+        out[name] = {"p50_ms": float(np.median(ms)), "p99_ms": float(np.quantile(ms, 0.99))}
+    return out
 
 
-def _concurrent(url: str, bodies: list[dict[str, Any]], clients: int, seconds: float) -> dict[str, float]:
+def _eight_clients(urls: dict[str, str], bodies: list[bytes], clients: int, seconds: float, rounds: int = 5
+                   ) -> dict[str, dict[str, float]]:  # fmt: skip
+    """Requests/s of each endpoint under `clients` concurrent clients: `seconds` per endpoint, in `rounds` windows
+    taken in turn (endpoint by endpoint), for the same reason."""
+    done: dict[str, list[float]] = {name: [] for name in urls}
+    errors = dict.fromkeys(urls, 0)
+    for _ in range(rounds):
+        for name, url in urls.items():
+            _window(url, bodies, clients, seconds / rounds, done[name], errors, name)
+    out = {}
+    for name, latencies in done.items():
+        ms = np.array(latencies) * 1000
+        out[name] = {"rps": len(ms) / seconds, "p50_ms": float(np.median(ms)), "p99_ms": float(np.quantile(ms, 0.99)),
+                     "errors": errors[name]}  # fmt: skip
+    return out
+
+
+def _window(url: str, bodies: list[bytes], clients: int, seconds: float, done: list[float], errors: dict[str, int],
+            name: str) -> None:  # fmt: skip
     import httpx
 
-    done: list[float] = []
-    errors = [0]
     stop = time.monotonic() + seconds
 
     def worker(offset: int) -> None:
@@ -85,8 +122,8 @@ def _concurrent(url: str, bodies: list[dict[str, Any]], clients: int, seconds: f
             i = offset
             while time.monotonic() < stop:
                 t = time.perf_counter()
-                if client.post(url, json=bodies[i % len(bodies)]).status_code != 200:
-                    errors[0] += 1
+                if client.post(url, content=bodies[i % len(bodies)], headers=HEADERS).status_code != 200:
+                    errors[name] += 1
                 done.append(time.perf_counter() - t)
                 i += clients
 
@@ -95,9 +132,6 @@ def _concurrent(url: str, bodies: list[dict[str, Any]], clients: int, seconds: f
         t.start()
     for t in threads:
         t.join()
-    ms = np.array(done) * 1000
-    return {"rps": len(done) / seconds, "p50_ms": float(np.median(ms)), "p99_ms": float(np.quantile(ms, 0.99)),
-            "errors": errors[0]}  # fmt: skip
 
 
 def main() -> None:
@@ -116,13 +150,17 @@ def main() -> None:
     for _ in range(200):
         cands = rng.choice(docs, 100, replace=False)
         bodies.append(
-            {
-                "model_id": "reranker",
-                "user_id": f"ml{rng.integers(1, 944)}",
-                "top_n": 10,
-                "exploration_rate": 0.1,
-                "candidates": [{"document_id": str(d), "score": float(100 - i)} for i, d in enumerate(cands)],
-            }
+            json.dumps(
+                {
+                    "model_id": "reranker",
+                    "user_id": f"ml{rng.integers(1, 944)}",
+                    "top_n": 10,
+                    "exploration_rate": 0.1,
+                    "candidates": [
+                        {"document_id": str(d), "score": float(100 - i)} for i, d in enumerate(cands)
+                    ],
+                }
+            ).encode()
         )
     # user features are read from the online store on every request (no reuse across requests), as for traffic
     # where a user rarely returns within the cache's 5 s
@@ -141,23 +179,19 @@ def main() -> None:
             "no-op mounted FastAPI": f"http://127.0.0.1:{noop_port}/mounted/rerank",
             "contract parse + canned response": f"http://127.0.0.1:{noop_port}/mounted/contract",
         }
-        results: dict[str, Any] = {}
-        for name, url in targets.items():
-            results[name] = {"one_client": _sequential(url, bodies, args.requests),
-                             "eight_clients": _concurrent(url, bodies, 8, args.seconds)}  # fmt: skip
-        results["lightgbm predict 100 rows"] = {"one_client": _lgbm(data)}
+        predict, trees = _lgbm(data)
+        one = _one_client(targets, bodies, args.requests, predict)
+        eight = _eight_clients(targets, bodies, 8, args.seconds)
+        results: dict[str, Any] = {
+            name: {"one_client": one[name], "eight_clients": eight[name]} for name in targets
+        }
+        results[LGBM] = {"one_client": {**one[LGBM], "trees": trees}}
     finally:
         for p in procs:
             p.terminate()
             p.wait(timeout=30)
-    floor_p50 = (
-        results["no-op @bentoml.api"]["one_client"]["p50_ms"]
-        + results["lightgbm predict 100 rows"]["one_client"]["p50_ms"]
-    )
-    floor_p99 = (
-        results["no-op @bentoml.api"]["one_client"]["p99_ms"]
-        + results["lightgbm predict 100 rows"]["one_client"]["p99_ms"]
-    )
+    floor_p50 = results["no-op @bentoml.api"]["one_client"]["p50_ms"] + results[LGBM]["one_client"]["p50_ms"]
+    floor_p99 = results["no-op @bentoml.api"]["one_client"]["p99_ms"] + results[LGBM]["one_client"]["p99_ms"]
     stage = results["rerank (stage)"]
     summary = {
         "p50_vs_floor": stage["one_client"]["p50_ms"] / floor_p50,
@@ -192,23 +226,14 @@ def main() -> None:
     out.write_text(json.dumps({"workers": args.workers, "results": results, "summary": summary}, indent=2))
 
 
-def _lgbm(data: Path) -> dict[str, float]:
+def _lgbm(data: Path) -> tuple[Any, int]:
+    """LightGBM's own prediction of 100 rows with one thread, on the champion: a call to time, and the trees."""
     from models.registry import Registry
 
     registry = Registry(f"sqlite:///{data / 'mlflow' / 'mlflow.db'}")
-    model = registry.load("reranker", "champion")
-    X = np.ascontiguousarray(np.random.default_rng(1).random((100, len(model.features))), dtype=np.float32)
-    lat = []
-    for _ in range(500):
-        t = time.perf_counter()
-        model.booster.predict(X, num_threads=1)
-        lat.append(time.perf_counter() - t)
-    ms = np.array(lat[50:]) * 1000
-    return {
-        "p50_ms": float(np.median(ms)),
-        "p99_ms": float(np.quantile(ms, 0.99)),
-        "trees": model.booster.num_trees(),
-    }
+    booster = registry.load("reranker", "champion").booster
+    X = np.ascontiguousarray(np.random.default_rng(1).random((100, booster.num_feature())), dtype=np.float32)
+    return (lambda: booster.predict(X, num_threads=1)), booster.num_trees()
 
 
 if __name__ == "__main__":
