@@ -24,6 +24,7 @@ from feature_repo.transforms import (
     user_tables,
 )
 from reranker.lake import atomic_write_parquet
+from reranker.settings import Layout
 
 CONFIG_YAML = """# rendered by `reranker features apply` from the RERANKER_* settings: change those, not this file
 project: reranker
@@ -49,6 +50,15 @@ class FeatureBuild:
     segments: int
     data_end: str
     seconds: float
+
+
+def build_from_lake(layout: Layout, seed: int) -> FeatureBuild:
+    """`build_tables` over the lake's interactions and documents, into the layout's feature tables."""
+    from reranker.lake import read_interactions
+
+    events = read_interactions(layout.interactions)
+    catalog = pd.read_parquet(layout.documents) if layout.documents.exists() else pd.DataFrame()
+    return build_tables(events, catalog, layout.feature_tables, seed=seed)
 
 
 def build_tables(

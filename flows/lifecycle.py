@@ -82,17 +82,10 @@ def ingest_batch(
 def build_features(settings: Settings) -> dict[str, Any]:
     """Offline feature tables from the lake, Feast apply, incremental materialization to the online store.
     Cached on the lake's fingerprint: an unchanged lake is not rebuilt, across restarts too."""
-    import pandas as pd
-
-    from feature_repo.store import apply, build_tables, materialize
-    from reranker.lake import read_interactions
+    from feature_repo.store import apply, build_from_lake, materialize
 
     layout = settings.layout
-    events = read_interactions(layout.interactions)
-    if events.empty:
-        raise ValueError(f"the lake under {layout.interactions} is empty: ingest interactions first")
-    catalog = pd.read_parquet(layout.documents) if layout.documents.exists() else pd.DataFrame()
-    build = build_tables(events, catalog, layout.feature_tables, seed=settings.seed)
+    build = build_from_lake(layout, settings.seed)
     store = apply(layout.feast, layout.feature_tables, settings.feast_redis, settings.feast_registry)
     return {"rows": build.rows, "materialize": materialize(store, layout.feature_tables, incremental=True)}
 

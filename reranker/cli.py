@@ -192,16 +192,18 @@ def ingest(
 
 
 def _build_features(settings: Settings) -> dict[str, Any]:
-    import pandas as pd
+    from feature_repo.store import build_from_lake
 
-    from feature_repo.store import build_tables
-    from reranker.lake import read_interactions
+    return vars(build_from_lake(settings.layout, settings.seed))
 
-    layout = settings.layout
-    events = read_interactions(layout.interactions)
-    catalog = pd.read_parquet(layout.documents) if layout.documents.exists() else pd.DataFrame()
-    build = build_tables(events, catalog, layout.feature_tables, seed=settings.seed)
-    return vars(build)
+
+def _apply_feast(settings: Settings) -> Any:
+    """Feast apply of the layout's repo on the configured backends (Redis online store, SQL registry)."""
+    from feature_repo.store import apply
+
+    return apply(
+        settings.layout.feast, settings.layout.feature_tables, settings.feast_redis, settings.feast_registry
+    )
 
 
 @features_app.command("build")
@@ -222,17 +224,12 @@ def features_build(data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> Non
 def features_apply(data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
     """Build the tables and register entities, views and the feature service with Feast."""
     from feature_repo.definitions import FEATURE_SERVICE, feature_refs
-    from feature_repo.store import FeatureStoreError, apply
+    from feature_repo.store import FeatureStoreError
 
     settings = _settings(data_dir)
     try:
         build = _build_features(settings)
-        apply(
-            settings.layout.feast,
-            settings.layout.feature_tables,
-            settings.feast_redis,
-            settings.feast_registry,
-        )
+        _apply_feast(settings)
     except FeatureStoreError as exc:
         _fail(str(exc))
     result = {"feature_service": FEATURE_SERVICE, "features": len(feature_refs()), "tables": build["rows"],
@@ -708,7 +705,7 @@ def quickstart(
             typer.secho(f"[{time.perf_counter() - started:6.1f}s] {name} done", fg=typer.colors.GREEN)
 
     from expectations.ingest import ingest as run_ingest
-    from feature_repo.store import apply, materialize
+    from feature_repo.store import materialize
     from reranker.datasets import movielens
     from reranker.lake import atomic_write_parquet, upsert_documents
 
@@ -722,7 +719,7 @@ def quickstart(
         _fail(f"{summary.quarantined} MovieLens rows failed validation; see {summary.quarantine_path}", 1)
     step("ingest + validate (Great Expectations)")
     _build_features(settings)
-    store = apply(layout.feast, layout.feature_tables, settings.feast_redis, settings.feast_registry)
+    store = _apply_feast(settings)
     step("features (Feast apply)")
     materialize(store, layout.feature_tables)
     step("materialize (online store)")
