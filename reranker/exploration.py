@@ -23,7 +23,6 @@ def _rows(
     scores: np.ndarray, k: int, epsilon: float, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     n, m = scores.shape
-    coins, uniforms = _draws(rng, n, k)
     remaining = np.ones((n, m), dtype=bool)
     shown = np.empty((n, k), dtype=np.int64)
     prop = np.empty((n, k))
@@ -32,9 +31,9 @@ def _rows(
         masked = np.where(remaining, scores, -np.inf)
         best = masked.argmax(axis=1)
         n_left = m - slot
-        explore = coins[:, slot] < epsilon
+        explore = rng.random(n) < epsilon
         # uniform choice among remaining: rank of a uniform draw among True entries
-        u = (uniforms[:, slot] * n_left).astype(np.int64)
+        u = rng.integers(0, n_left, size=n)
         order = np.argsort(~remaining, axis=1, kind="stable")  # remaining candidates first
         uniform_pick = order[rows, u]
         pick = np.where(explore, uniform_pick, best)
@@ -47,26 +46,20 @@ def _rows(
 def _one_row(
     scores: np.ndarray, k: int, epsilon: float, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The same policy and the same random draws for one request (the stage's case), in plain Python over the
-    ranking instead of per-slot arrays."""
+    """The same policy and the same random draws for one request (the stage's case), without per-slot arrays."""
     m = len(scores)
-    coins, uniforms = (draws[0].tolist() for draws in _draws(rng, 1, k))
-    ranked: list[int] = np.argsort(-scores, kind="stable").tolist()  # argmax's first-index tie rule
+    ranked = [int(i) for i in np.argsort(-scores, kind="stable")]  # argmax's first-index tie rule
     by_index = list(range(m))
-    shown, prop = [], []
+    shown = np.empty((1, k), dtype=np.int64)
+    prop = np.empty((1, k))
     for slot in range(k):
         n_left = m - slot
         best = ranked[0]
-        pick = by_index[int(uniforms[slot] * n_left)] if coins[slot] < epsilon else best
-        shown.append(pick)
-        prop.append((1 - epsilon) * (pick == best) + epsilon / n_left)
+        explore = rng.random() < epsilon  # scalar draws: the same numbers as size=1, without the arrays
+        uniform_pick = by_index[int(rng.integers(0, n_left))]
+        pick = uniform_pick if explore else best
+        shown[0, slot] = pick
+        prop[0, slot] = (1 - epsilon) * (pick == best) + epsilon / n_left
         ranked.remove(pick)
         by_index.remove(pick)
-    return np.array([shown], dtype=np.int64), np.array([prop])
-
-
-def _draws(rng: np.random.Generator, n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Every random number the policy uses, in one call: per row and slot a coin (explore when below epsilon) and a
-    uniform in [0, 1) that picks among the n_left remaining candidates as floor(u * n_left)."""
-    coins, uniforms = rng.random((2, n, k))
-    return coins, uniforms
+    return shown, prop
