@@ -42,7 +42,9 @@ def test_the_openapi_spec_documents_the_request_body():
     request = spec["components"]["schemas"][ref.rsplit("/", 1)[-1]]
     assert {"model_id", "candidates", "top_n", "exploration_rate", "fallback"} <= set(request["properties"])
     assert "Candidate" in _refs(request)
-    assert [r for r in _refs(spec) if r not in spec["components"]["schemas"]] == []  # every reference resolves
+    assert [
+        r for r in _refs(spec) if r not in spec["components"]["schemas"]
+    ] == []  # every reference resolves
 
 
 def _refs(node: object) -> list[str]:
