@@ -15,12 +15,11 @@ from typing import Any
 import bentoml
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from pydantic import ValidationError
 
 from models.registry import ModelNotFound
 from serving.pipeline import UnknownFeatures
+from serving.request_body import parse_rerank_request
 from serving.schemas import InteractionBatch, InteractionReceipt, RerankRequest, RerankResponse
 
 app = FastAPI(title="reranker", description="Learned reranking stage: POST /rerank")
@@ -123,17 +122,6 @@ async def current_stage() -> Reranker:
     """The worker's service instance, for the routes below. An async dependency: BentoML's own injection of `self`
     into class-method routes is a plain function, which FastAPI calls on a pool thread for every request."""
     return bentoml.get_current_service()  # type: ignore[no-any-return]
-
-
-def parse_rerank_request(body: bytes) -> RerankRequest:
-    """The request validated straight from its JSON bytes by pydantic-core (0.07 ms for 100 candidates, against
-    0.11 for FastAPI's json.loads and validation of the parsed objects); a malformed one is FastAPI's own 422, each
-    error located under "body" as FastAPI locates it."""
-    try:
-        return RerankRequest.model_validate_json(body)
-    except ValidationError as exc:
-        errors = [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
-        raise RequestValidationError(errors, body=body) from None
 
 
 _REQUEST_BODY = {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RerankRequest"}}}}  # fmt: skip

@@ -7,8 +7,9 @@ import json
 import pytest
 from fastapi.exceptions import RequestValidationError
 
+from serving.request_body import parse_rerank_request
 from serving.schemas import RerankRequest
-from serving.service import openapi, parse_rerank_request
+from serving.service import openapi
 
 
 def body(**overrides: object) -> bytes:
