@@ -59,7 +59,7 @@ class JsonlLog:
                     pending[day].extend(lines)
             except Exception:  # one bad record must not cost the others
                 log.exception("%s log: a record could not be rendered and is dropped", self.prefix)
-            time.sleep(0)  # hands the GIL to a waiting request between records
+            time.sleep(0)  # releases the GIL between records, which a waiting request may take
         if not pending:
             return
         try:
