@@ -25,6 +25,7 @@ DERIVED = ["user_doc_affinity", "user_doc_affinity_max", "doc_age_days", "first_
 _BASE = {n: i for i, n in enumerate(BASE)}
 _USER = {n: i for i, n in enumerate(USER_FEATURES)}
 _DERIVED = frozenset(DERIVED)
+_N_DERIVED = len(DERIVED)
 _JOINED = {n: i for i, n in enumerate([*BASE, *DERIVED])}  # each column of the joined (base | derived) matrix
 _CAT_IDX = np.array([_BASE[c] for c in CAT_COLS], dtype=np.int64)
 _AFF_IDX = np.array([_USER[c] for c in AFF_COLS], dtype=np.int64)
@@ -105,7 +106,7 @@ def _nan_to_num(v, nan):  # type: ignore[no-untyped-def]
 def _derive(joined, cat, aff, has_affinity, now_days, recent_weight, half_life, match_floor, inputs, pct_src):  # type: ignore[no-untyped-def]  # fmt: skip
     """The derived columns, written into `joined` after the base ones (in the order of DERIVED)."""
     n, n_cat = cat.shape
-    d = joined.shape[1] - (5 + pct_src.shape[0])  # the first derived column
+    d = joined.shape[1] - _N_DERIVED  # the first derived column
     positives, positives_7d, created, first = inputs[0], inputs[1], inputs[2], inputs[3]
     for r in range(n):
         total, weighted, best = 0.0, 0.0, -np.inf
@@ -163,9 +164,9 @@ def _gather(X, joined, user_row, kind, index):  # type: ignore[no-untyped-def]
     for j in range(kind.shape[0]):
         k = kind[j]
         for r in range(n):
-            if k == 0:
+            if k == _KIND_JOINED:
                 X[r, j] = joined[r, index[j]]
-            elif k == 1:
+            elif k == _KIND_USER:
                 X[r, j] = user_row[index[j]]
             else:
                 X[r, j] = np.nan
