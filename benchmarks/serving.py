@@ -102,7 +102,9 @@ def _eight_clients(urls: dict[str, str], bodies: list[bytes], clients: int, seco
     errors = dict.fromkeys(urls, 0)
     for _ in range(rounds):
         for name, url in urls.items():
-            _window(url, bodies, clients, seconds / rounds, done[name], errors, name)
+            latencies, failed = _window(url, bodies, clients, seconds / rounds)
+            done[name] += latencies
+            errors[name] += failed
     out = {}
     for name, latencies in done.items():
         ms = np.array(latencies) * 1000
@@ -111,20 +113,20 @@ def _eight_clients(urls: dict[str, str], bodies: list[bytes], clients: int, seco
     return out
 
 
-def _window(url: str, bodies: list[bytes], clients: int, seconds: float, done: list[float], errors: dict[str, int],
-            name: str) -> None:  # fmt: skip
+def _window(url: str, bodies: list[bytes], clients: int, seconds: float) -> tuple[list[float], int]:
+    """`clients` threads posting for `seconds`: each request's latency, and how many were not answered 200."""
     import httpx
 
     stop = time.monotonic() + seconds
+    done: list[tuple[float, bool]] = []  # appends are atomic: the threads share it
 
     def worker(offset: int) -> None:
         with httpx.Client(timeout=10) as client:
             i = offset
             while time.monotonic() < stop:
                 t = time.perf_counter()
-                if client.post(url, content=bodies[i % len(bodies)], headers=HEADERS).status_code != 200:
-                    errors[name] += 1
-                done.append(time.perf_counter() - t)
+                ok = client.post(url, content=bodies[i % len(bodies)], headers=HEADERS).status_code == 200
+                done.append((time.perf_counter() - t, ok))
                 i += clients
 
     threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
@@ -132,6 +134,7 @@ def _window(url: str, bodies: list[bytes], clients: int, seconds: float, done: l
         t.start()
     for t in threads:
         t.join()
+    return [seconds for seconds, _ in done], sum(not ok for _, ok in done)
 
 
 def main() -> None:
