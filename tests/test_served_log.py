@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from serving.served_log import JsonlLog
+from tests.conftest import wait_for
 
 
 def lines(root: Path) -> list[dict[str, object]]:
@@ -59,3 +60,19 @@ def test_lines_a_flush_could_not_write_stay_queued_for_the_next(tmp_path):
         2,
         3,
     ]  # day 1 written once, day 2 kept and written after
+
+
+def test_the_background_flush_survives_a_failed_flush(tmp_path, caplog):
+    root = tmp_path / "lake"
+    root.mkdir()
+    blocker = root / "date=2026-01-01"
+    blocker.write_text("a file where the day's directory should be")
+    log = JsonlLog(root, "events", flush_seconds=0.05)
+    with caplog.at_level(logging.ERROR, logger="reranker.serving"):
+        log.write({"2026-01-01": ['{"n": 1}']}, sync=False)
+        wait_for(lambda: "flush failed" in caplog.text, 10, "the failed flush logged", every=0.05)
+    blocker.unlink()
+    wait_for(
+        lambda: lines(root) == [{"n": 1}], 10, "the kept line written", every=0.05
+    )  # written by the same thread, on a later flush
+    log.close()
