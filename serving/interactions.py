@@ -52,8 +52,8 @@ class LandingZone:
         self.log.write(_lines(events), sync=True)
 
     def append_served(self, event: ServedListEvent) -> None:
-        """Land a served list's impressions with the next background flush (made there, off the request path)."""
-        self.log.write_later(lambda: _lines(impressions(event)))
+        """Land a served list's impressions with the next background flush."""
+        self.log.write(_lines(impressions(event)), sync=False)
 
 
 def _lines(events: list[InteractionEvent]) -> dict[str, list[str]]:

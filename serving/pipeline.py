@@ -34,6 +34,7 @@ from serving.schemas import (
     Fallback,
     RerankRequest,
     RerankResponse,
+    RerankResult,
     ServedBy,
 )
 
@@ -47,6 +48,33 @@ FALLBACKS: dict[Fallback, Ranker] = {
 
 class UnknownFeatures(ValueError):
     pass
+
+
+@dataclass(frozen=True)
+class ServedList:
+    """What was served, as plain values: made into its `ServedListEvent` (validated) off the request path."""
+
+    request_id: str
+    user_key: str  # hashed, or "anonymous"
+    query: str | None
+    model_id: str
+    model_version: str | None
+    variant: str
+    served_by: str
+    timestamp: datetime
+    exploration_rate: float
+    n_candidates: int
+    results: list[RerankResult]
+    propensities: list[float]
+
+    def event(self) -> ServedListEvent:
+        return ServedListEvent.model_validate({
+            "request_id": self.request_id, "user_id": self.user_key, "query": self.query, "model_id": self.model_id,
+            "model_version": self.model_version, "variant": self.variant, "served_by": self.served_by,
+            "timestamp": self.timestamp, "exploration_rate": self.exploration_rate, "n_candidates": self.n_candidates,
+            "items": [{"document_id": r.document_id, "position": i, "score": r.score, "propensity": p}
+                      for i, (r, p) in enumerate(zip(self.results, self.propensities, strict=True))],
+        })  # fmt: skip
 
 
 def score_by_deadline(
@@ -78,7 +106,7 @@ class RerankPipeline:
     def __post_init__(self) -> None:
         warm_up_inputs()
 
-    def rerank(self, req: RerankRequest) -> tuple[RerankResponse, ServedListEvent]:
+    def rerank(self, req: RerankRequest) -> tuple[RerankResponse, ServedList]:
         request_id = uuid.uuid4().hex
         user_key = self.hash_user(req.user_id) if req.user_id else None
         reason: list[str] = []
@@ -188,14 +216,9 @@ class RerankPipeline:
                                             "user_segment": segment, "top_features": top_features[pos]}}
                         for pos, idx in enumerate(order.tolist())],
         })  # fmt: skip
-        event = ServedListEvent.model_validate({
-            "request_id": request_id, "user_id": user_key or "anonymous", "query": req.query, "model_id": req.model_id,
-            "model_version": version, "variant": variant_name, "served_by": served_by.value,
-            "timestamp": datetime.now(UTC), "exploration_rate": eps, "n_candidates": n,
-            "items": [{"document_id": r.document_id, "position": i, "score": r.score, "propensity": p}
-                      for i, (r, p) in enumerate(zip(response.results, prop.tolist(), strict=True))],
-        })  # fmt: skip
-        return response, event
+        served = ServedList(request_id, user_key or "anonymous", req.query, req.model_id, version, variant_name,
+                            served_by.value, datetime.now(UTC), eps, n, response.results, prop.tolist())  # fmt: skip
+        return response, served
 
     def _rng(self) -> np.random.Generator:
         """This thread's generator: a Generator is not safe to share between threads, and a new one per request

@@ -2,9 +2,9 @@
 
 `write(..., sync=True)` returns after the lines are flushed and fsynced (posted interactions). `write(...,
 sync=False)` queues them for a background flush every `flush_seconds`, and `write_later(render)` queues a function
-that the flush thread calls to make them (served lists: the hot path does no disk I/O and no serialization; at most
-that much is at risk in a crash, and `close()` flushes on shutdown). Lines a flush could not write stay queued for
-the next one.
+that the flush thread calls to make them (served lists: the request path does no disk I/O, no serialization and no
+bookkeeping; at most that much is at risk in a crash, and `close()` flushes on shutdown). Lines a flush could not
+write stay queued for the next one.
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ class JsonlLog:
                 self._pending[day].extend(lines)
 
     def write_later(self, render: Callable[[], LinesByDay]) -> None:
-        """Queue lines that `render()` makes at the next flush, on the flush thread."""
+        """Queue lines that `render()` makes at the next flush, on the flush thread (with whatever else the caller
+        records of them there)."""
         with self._lock:
             self._renders.append(render)
 

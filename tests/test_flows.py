@@ -153,7 +153,8 @@ def _canary_traffic(settings, world, n: int) -> pd.DataFrame:
     sink = InteractionSink(landing, store, settings.user_key, PushLock(layout.online_push_lock))
 
     def rerank(body):
-        response, event = pipeline.rerank(RerankRequest(**body))
+        response, served_list = pipeline.rerank(RerankRequest(**body))
+        event = served_list.event()
         served.write({f"{event.timestamp:%Y-%m-%d}": [event.model_dump_json()]}, sync=True)
         landing.append(impressions(event))
         return response.model_dump(mode="json")

@@ -138,9 +138,9 @@ def test_redis_going_down_mid_traffic_serves_the_fallback_then_recovers(lake, st
     assert pipeline.rerank(req)[0].served_by is ServedBy.learned
     server.shutdown()
     for _ in range(3):
-        down, event = pipeline.rerank(req)
+        down, served = pipeline.rerank(req)
         assert down.served_by is ServedBy.fallback and "online_store_unavailable" in down.reason_codes
-        assert len(down.results) == 10 and event.served_by == "fallback"
+        assert len(down.results) == 10 and served.event().served_by == "fallback"
     server = _redis(tmp_path / "redis.db", port)  # the same data file, back up
     try:
         fs.materialize(store, tables)  # whatever the restart kept, the store is current again

@@ -20,7 +20,8 @@ def known_user(events):
 
 def test_known_user_is_served_by_the_learned_champion(stage):
     pipeline, _, events, _, outcome = stage
-    resp, event = pipeline.rerank(request(events, known_user(events), exploration_rate=0.0, top_n=5))
+    resp, served = pipeline.rerank(request(events, known_user(events), exploration_rate=0.0, top_n=5))
+    event = served.event()
     assert resp.served_by is ServedBy.learned and resp.variant == "champion"
     assert resp.model_version == outcome.version and len(resp.results) == 5
     scores = [r.score for r in resp.results]
@@ -137,7 +138,8 @@ def test_exploration_logs_policy_probabilities(stage):
     assert [r.document_id for r in base.results] == [r.document_id for r in again.results]
     boosts, props = [], []
     for _ in range(40):
-        resp, event = pipeline.rerank(request(events, user, exploration_rate=0.5))
+        resp, served = pipeline.rerank(request(events, user, exploration_rate=0.5))
+        event = served.event()
         boosts += [r.learned_rerank.exploration_boost for r in resp.results]
         props += [i.propensity for i in event.items]
     assert max(boosts) > 0 and min(boosts) == 0
@@ -271,7 +273,8 @@ def test_unreachable_online_store_serves_the_fallback_on_the_request_alone(stage
 
 def test_anonymous_request_gets_the_non_personalized_learned_ranking(stage):
     pipeline, _, events, _, _ = stage
-    resp, event = pipeline.rerank(request(events, user=None, exploration_rate=0.0))
+    resp, served = pipeline.rerank(request(events, user=None, exploration_rate=0.0))
+    event = served.event()
     assert resp.served_by is ServedBy.learned and event.user_id == "anonymous"
     assert all(r.learned_rerank.personalization_score == 0 for r in resp.results)
 
