@@ -4,6 +4,7 @@ exact probability of every choice, so that logs support off-policy evaluation an
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 
 def epsilon_greedy_slots(
@@ -27,9 +28,12 @@ def _rows(
     shown = np.empty((n, k), dtype=np.int64)
     prop = np.empty((n, k))
     rows = np.arange(n)
+    # each candidate's rank (0 the best; ties in index order, NaN last): the best remaining one is the lowest
+    # rank left, whatever the scores (masking shown ones with -inf would tie them with -inf scores)
+    rank = np.empty((n, m), dtype=np.int64)
+    np.put_along_axis(rank, np.argsort(-scores, axis=1, kind="stable"), np.arange(m)[None, :], axis=1)
     for slot in range(k):
-        masked = np.where(remaining, scores, -np.inf)
-        best = masked.argmax(axis=1)
+        best = np.where(remaining, rank, m).argmin(axis=1)
         n_left = m - slot
         explore = rng.random(n) < epsilon
         # uniform choice among remaining: rank of a uniform draw among True entries
@@ -46,20 +50,35 @@ def _rows(
 def _one_row(
     scores: np.ndarray, k: int, epsilon: float, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The same policy and the same random draws for one request (the stage's case), without per-slot arrays."""
-    m = len(scores)
-    ranked = [int(i) for i in np.argsort(-scores, kind="stable")]  # argmax's first-index tie rule
-    by_index = list(range(m))
+    """The same policy and the same random draws for one request (the stage's case), compiled: numba draws from
+    the Generator itself (its state advances as numpy's would), so the stream is the one `_rows` takes."""
     shown = np.empty((1, k), dtype=np.int64)
     prop = np.empty((1, k))
+    _one_row_slots(np.ascontiguousarray(scores, dtype=np.float64), k, epsilon, rng, shown[0], prop[0])
+    return shown, prop
+
+
+@njit(cache=True, nogil=True)
+def _one_row_slots(scores, k, epsilon, rng, shown, prop):  # type: ignore[no-untyped-def]
+    m = scores.shape[0]
+    ranked = np.argsort(-scores, kind="mergesort")  # stable: argmax's first-index tie rule
+    taken = np.zeros(m, dtype=np.bool_)
+    head = 0
     for slot in range(k):
         n_left = m - slot
-        best = ranked[0]
-        explore = rng.random() < epsilon  # scalar draws: the same numbers as size=1, without the arrays
-        uniform_pick = by_index[int(rng.integers(0, n_left))]
-        pick = uniform_pick if explore else best
-        shown[0, slot] = pick
-        prop[0, slot] = (1 - epsilon) * (pick == best) + epsilon / n_left
-        ranked.remove(pick)
-        by_index.remove(pick)
-    return shown, prop
+        while taken[ranked[head]]:
+            head += 1
+        best = ranked[head]
+        explore = rng.random() < epsilon  # scalar draws: the same numbers as _rows' size=1 arrays
+        u = rng.integers(0, n_left)
+        pick = best
+        for i in range(m):  # the uniform choice: the u-th candidate not yet shown, in index order
+            if not taken[i]:
+                if u == 0:
+                    if explore:
+                        pick = i
+                    break
+                u -= 1
+        shown[slot] = pick
+        prop[slot] = (1 - epsilon) * (pick == best) + epsilon / n_left
+        taken[pick] = True

@@ -39,7 +39,13 @@ def test_one_request_fast_path_makes_the_same_choices_as_the_batch_policy():
         k = int(rng.integers(1, m + 1))
         eps = float(rng.choice([0.0, 0.1, 0.5, 1.0]))
         scores = rng.integers(0, 5, m).astype(float)  # ties: the first index wins in both
+        scores[rng.random(m) < 0.2] = -np.inf  # candidates without a first-stage score, under that fallback
         fast = _one_row(scores, k, eps, np.random.default_rng(trial))
         batch = _rows(scores[None, :], k, eps, np.random.default_rng(trial))
         np.testing.assert_array_equal(fast[0], batch[0])
         np.testing.assert_allclose(fast[1], batch[1])
+        # the compiled draws advance the caller's generator as numpy's own draws do
+        drawn, drawn_batch = np.random.default_rng(trial), np.random.default_rng(trial)
+        _one_row(scores, k, eps, drawn)
+        _rows(scores[None, :], k, eps, drawn_batch)
+        assert drawn.random() == drawn_batch.random()
