@@ -26,6 +26,7 @@ from models.ranker import FirstStageRanker, Ranker
 from models.rule_based import RuleBasedRanker
 from reranker.contracts import ServedListEvent
 from reranker.exploration import epsilon_greedy_slots
+from serving.explanations import summarize
 from serving.fast_inputs import assemble
 from serving.fast_inputs import warm_up as warm_up_inputs
 from serving.model_cache import ModelCache, RegistryUnavailable, Variant
@@ -38,8 +39,6 @@ from serving.schemas import (
     ServedBy,
 )
 
-PERSONAL = {*USER_FEATURES, "user_doc_affinity", "user_doc_affinity_max", "user_doc_affinity_list_pct",
-            "user_doc_affinity_max_list_pct"}  # fmt: skip
 FALLBACKS: dict[Fallback, Ranker] = {
     Fallback.rule_based: RuleBasedRanker(),
     Fallback.first_stage: FirstStageRanker(),
@@ -104,7 +103,10 @@ class RerankPipeline:
     _local: threading.local = field(default_factory=threading.local, repr=False)
 
     def __post_init__(self) -> None:
+        """Compile the request's kernels now (or load them from numba's cache), not in the first request."""
         warm_up_inputs()
+        epsilon_greedy_slots(np.zeros((1, 2)), 1, 0.5, self._rng())
+        summarize(np.zeros((1, 2)), ["a", "b"], personalized=True, top=1)
 
     def rerank(self, req: RerankRequest) -> tuple[RerankResponse, ServedList]:
         request_id = uuid.uuid4().hex
@@ -190,16 +192,11 @@ class RerankPipeline:
         segment = (
             None if user is None or np.isnan(user.get("user_segment", np.nan)) else int(user["user_segment"])
         )
-        names = variant.ranker.feature_names if variant is not None else []
         top_features: list[list[dict[str, object]]] = [[] for _ in range(k)]
         personal = [0.0] * k
-        if contribs is not None:
-            if user is not None:
-                personal = contribs[:, [name in PERSONAL for name in names]].sum(axis=1).tolist()
-            top = np.argsort(-np.abs(contribs), axis=1, kind="stable")[:, : self.explain_top]
-            values = np.take_along_axis(contribs, top, axis=1).tolist()
-            top_features = [[{"name": names[j], "contribution": round(c, 6)} for j, c in zip(cols, vals, strict=True)]
-                            for cols, vals in zip(top.tolist(), values, strict=True)]  # fmt: skip
+        if contribs is not None and variant is not None:
+            personal, top_features = summarize(contribs, variant.ranker.feature_names, user is not None,
+                                               self.explain_top)  # fmt: skip
         shown = scores[order].tolist()
         boost = np.maximum(rank_of[order] - np.arange(k), 0).astype(float).tolist()
         variant_name = (

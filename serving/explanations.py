@@ -1,0 +1,61 @@
+"""Each returned item's explanation in `learned_rerank`: its top features by |SHAP| and its personalization score
+(the SHAP of the user's own features and of the user-document affinities), from the rows' SHAP values."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+from numba import njit
+
+from serving.online_features import USER_FEATURES
+
+PERSONAL = {*USER_FEATURES, "user_doc_affinity", "user_doc_affinity_max", "user_doc_affinity_list_pct",
+            "user_doc_affinity_max_list_pct"}  # fmt: skip
+
+
+@lru_cache(maxsize=64)
+def _personal(names: tuple[str, ...]) -> np.ndarray:
+    return np.array([name in PERSONAL for name in names], dtype=np.bool_)
+
+
+def summarize(
+    contribs: np.ndarray, names: list[str], personalized: bool, top: int
+) -> tuple[list[float], list[list[dict[str, object]]]]:
+    """Per row of `contribs` (rows x names): the personalization score (0 when not personalized) and the `top`
+    features by |SHAP|, largest first and ties in feature order (as a stable argsort), contributions rounded to 6
+    decimals."""
+    rows = contribs.shape[0]
+    top = min(top, contribs.shape[1])
+    personal = np.zeros(rows)
+    index = np.empty((rows, top), dtype=np.int64)
+    value = np.empty((rows, top))
+    _summarize(contribs, _personal(tuple(names)), personalized, index, value, personal)
+    tops = [[{"name": names[j], "contribution": round(c, 6)} for j, c in zip(cols, vals, strict=True)]
+            for cols, vals in zip(index.tolist(), value.tolist(), strict=True)]  # fmt: skip
+    return personal.tolist(), tops
+
+
+@njit(cache=True, nogil=True)
+def _summarize(contribs, personal_mask, personalized, index, value, personal):  # type: ignore[no-untyped-def]
+    rows, n = contribs.shape
+    taken = np.zeros(n, dtype=np.bool_)
+    for r in range(rows):
+        if personalized:
+            total = 0.0
+            for j in range(n):
+                if personal_mask[j]:
+                    total += contribs[r, j]
+            personal[r] = total
+        taken[:] = False
+        for t in range(index.shape[1]):
+            best, best_size = -1, -1.0
+            for j in range(n):
+                size = abs(contribs[r, j])
+                if np.isnan(size):  # last, as argsort puts NaN
+                    size = -0.5
+                if not taken[j] and size > best_size:
+                    best, best_size = j, size
+            taken[best] = True
+            index[r, t] = best
+            value[r, t] = contribs[r, best]
