@@ -2,8 +2,8 @@
 
 Every served list is landed as impression events (request_id, position, propensity, score, model version and
 variant), and every posted interaction beside them, as JSON lines under `<lake>/incoming/date=…/` (appended,
-posted interactions flushed and fsynced before the call returns; served lists made into lines and flushed by a
-background thread every second, so the hot path does neither). `reranker ingest <lake>/incoming` validates and
+posted interactions flushed and fsynced before the call returns; served lists made into lines once the response is
+sent, and flushed by a background thread every second). `reranker ingest <lake>/incoming` validates and
 lands them in the lake like any other log; ingestion is idempotent by event_id, so ingesting the landing zone again
 adds nothing.
 A posted interaction also updates the user's activity counts in the online store at once (near-real-time);

@@ -1,10 +1,9 @@
 """Durable JSON-lines logs of the stage, one file per day and process.
 
 `write(..., sync=True)` returns after the lines are flushed and fsynced (posted interactions). `write(...,
-sync=False)` queues them for a background flush every `flush_seconds`, and `write_later(render)` queues a function
-that the flush thread calls to make them (served lists: the request path does no disk I/O, no serialization and no
-bookkeeping; at most that much is at risk in a crash, and `close()` flushes on shutdown). Lines a flush could not
-write stay queued for the next one.
+sync=False)` queues them for a background flush every `flush_seconds` (served lists: no disk I/O in the request;
+at most that much is at risk in a crash, and `close()` flushes on shutdown). Lines a flush could not write stay
+queued for the next one.
 """
 
 from __future__ import annotations
@@ -12,9 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from collections import defaultdict
-from collections.abc import Callable
 from pathlib import Path
 
 LinesByDay = dict[str, list[str]]
@@ -27,7 +24,6 @@ class JsonlLog:
         self.prefix = prefix
         self.fsync = fsync
         self._pending: defaultdict[str, list[str]] = defaultdict(list)
-        self._renders: list[Callable[[], LinesByDay]] = []
         self._lock = threading.Lock()
         self._io = threading.Lock()
         self._stop = threading.Event()
@@ -44,23 +40,9 @@ class JsonlLog:
             for day, lines in lines_by_day.items():
                 self._pending[day].extend(lines)
 
-    def write_later(self, render: Callable[[], LinesByDay]) -> None:
-        """Queue lines that `render()` makes at the next flush, on the flush thread (with whatever else the caller
-        records of them there)."""
-        with self._lock:
-            self._renders.append(render)
-
     def flush(self) -> None:
         with self._lock:
             pending, self._pending = self._pending, defaultdict(list)
-            renders, self._renders = self._renders, []
-        for render in renders:
-            try:
-                for day, lines in render().items():
-                    pending[day].extend(lines)
-            except Exception:  # one bad record must not cost the others
-                log.exception("%s log: a record could not be rendered and is dropped", self.prefix)
-            time.sleep(0)  # releases the GIL between records, which a waiting request may take
         if not pending:
             return
         try:

@@ -10,19 +10,18 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from functools import partial
 from typing import Any
 
 import bentoml
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
+from starlette.background import BackgroundTask
 
 from models.registry import ModelNotFound
-from serving.pipeline import ServedList, UnknownFeatures
+from serving.pipeline import UnknownFeatures
 from serving.request_body import parse_rerank_request
 from serving.schemas import InteractionBatch, InteractionReceipt, RerankRequest, RerankResponse
-from serving.served_log import LinesByDay
 
 app = FastAPI(title="reranker", description="Learned reranking stage: POST /rerank")
 
@@ -76,26 +75,6 @@ def tune_gc(young_threshold: int = 20_000) -> None:
     gc.set_threshold(young_threshold, *gc.get_threshold()[1:])
 
 
-class StageMetrics:
-    """Prometheus series on BentoML's /metrics (created in the worker, after BentoML set up multiprocess mode)."""
-
-    def __init__(self) -> None:
-        from prometheus_client import Counter, Histogram
-
-        self.requests = Counter("reranker_requests", "Rerank responses", ["model_id", "variant", "served_by"])
-        self.fallbacks = Counter("reranker_fallback_reasons", "Why a response was not the learned ranking",
-                                 ["model_id", "reason"])  # fmt: skip
-        self.latency = Histogram("reranker_latency_seconds", "Time in the rerank pipeline", ["model_id", "variant"],
-                                 buckets=(0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1,
-                                          0.25, 1.0))  # fmt: skip
-
-    def observe(self, response: RerankResponse, seconds: float) -> None:
-        self.requests.labels(response.model_id, response.variant, response.served_by.value).inc()
-        self.latency.labels(response.model_id, response.variant).observe(seconds)
-        for code in response.reason_codes:
-            self.fallbacks.labels(response.model_id, code).inc()
-
-
 def _workers() -> int:
     """Worker processes, from the settings (this module is the service's entry point)."""
     from reranker.settings import Settings
@@ -107,28 +86,17 @@ def _workers() -> int:
 @bentoml.asgi_app(app, path="/")
 class Reranker:
     def __init__(self) -> None:
+        from serving.recording import ServedRecorder, StageMetrics
+
         self.pipeline, self.log, self.sink = build_pipeline()
-        self.metrics = StageMetrics()
+        self.recorder = ServedRecorder(self.log, self.sink.landing, StageMetrics())
         # BentoML leaves loggers outside its own at WARNING: the per-request line (version, variant, path) is INFO
         log.setLevel(logging.INFO)
         tune_gc()
 
-    def record(self, response: RerankResponse, served: ServedList, seconds: float) -> LinesByDay:
-        """What the stage records of a response, made off the request path (on the served log's flush thread, within
-        a second): the served list's line (returned, for the served log), its impressions in the landing zone, the
-        metrics and the log line naming the version and variant that served."""
-        event = served.event()
-        self.sink.landing.append_served(event)
-        self.metrics.observe(response, seconds)
-        log.info("rerank %s model=%s version=%s variant=%s served_by=%s reasons=%s", response.request_id,
-                 response.model_id, response.model_version, response.variant, response.served_by.value,
-                 ",".join(response.reason_codes) or "-")  # fmt: skip
-        return {f"{event.timestamp:%Y-%m-%d}": [event.model_dump_json()]}
-
     @bentoml.on_shutdown
     def flush_logs(self) -> None:
-        """Served lists still queued are recorded and written before the worker exits (the landing zone last: the
-        served log's flush lands the impressions there)."""
+        """Served lists and impressions still queued are written before the worker exits."""
         self.log.close()
         self.sink.landing.log.close()
 
@@ -165,7 +133,7 @@ async def rerank(body: Request, stage: Reranker = Depends(current_stage)) -> Res
     CPU-bound under the GIL either way, and the hop cost more than it overlapped (p50 7.0 -> 5.7 ms, p99 under 8
     clients 318 -> 80 ms). A model still to load (registry I/O, seconds) is loaded on a pool thread, so the loop
     keeps serving. The response is serialized once, here (returned as a model, FastAPI would validate it again).
-    What the stage records of the response (`Reranker.record`) is done on the served log's flush thread."""
+    What the stage records of the response (`serving.recording`) is done once the response is sent."""
     request = parse_rerank_request(await body.body())
     started = time.perf_counter()
     pipeline = stage.pipeline
@@ -178,8 +146,9 @@ async def rerank(body: Request, stage: Reranker = Depends(current_stage)) -> Res
         raise HTTPException(status_code=404, detail={"field": "model_id", "message": str(exc)}) from exc
     except UnknownFeatures as exc:
         raise HTTPException(status_code=422, detail={"field": "features", "message": str(exc)}) from exc
-    stage.log.write_later(partial(stage.record, response, served, time.perf_counter() - started))
-    return Response(response.model_dump_json(), media_type="application/json")
+    seconds = time.perf_counter() - started
+    return Response(response.model_dump_json(), media_type="application/json",
+                    background=BackgroundTask(stage.recorder.record_after, response, served, seconds))  # fmt: skip
 
 
 @app.post("/interactions", response_model=InteractionReceipt, status_code=202)

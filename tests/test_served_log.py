@@ -1,4 +1,4 @@
-"""The stage's JSON-lines logs: queued lines and deferred records reach disk, and a failed flush loses nothing."""
+"""The stage's JSON-lines logs: queued lines reach disk, and a failed flush loses nothing."""
 
 from __future__ import annotations
 
@@ -18,30 +18,15 @@ def lines(root: Path) -> list[dict[str, object]]:
     ]
 
 
-def test_queued_and_deferred_lines_are_written_at_flush(tmp_path):
+def test_queued_lines_are_written_at_flush(tmp_path):
     log = JsonlLog(tmp_path, "events", flush_seconds=3600)
-    log.write({"2026-01-01": [json.dumps({"n": 1})]}, sync=False)
-    log.write_later(lambda: {"2026-01-02": [json.dumps({"n": 2}), json.dumps({"n": 3})]})
+    log.write({"2026-01-01": [json.dumps({"n": 1})], "2026-01-02": [json.dumps({"n": 2})]}, sync=False)
     assert lines(tmp_path) == []  # nothing on disk before the flush
     log.write({"2026-01-01": [json.dumps({"n": 0})]}, sync=True)
     assert lines(tmp_path) == [{"n": 0}]
     log.close()
-    assert sorted(r["n"] for r in lines(tmp_path)) == [0, 1, 2, 3]
+    assert sorted(r["n"] for r in lines(tmp_path)) == [0, 1, 2]
     assert {p.parent.name for p in tmp_path.rglob("*.jsonl")} == {"date=2026-01-01", "date=2026-01-02"}
-
-
-def test_a_record_that_cannot_be_rendered_costs_only_itself(tmp_path, caplog):
-    log = JsonlLog(tmp_path, "events", flush_seconds=3600)
-
-    def broken() -> dict[str, list[str]]:
-        raise ValueError("bad record")
-
-    log.write_later(broken)
-    log.write_later(lambda: {"2026-01-01": ['{"n": 1}']})
-    with caplog.at_level(logging.ERROR, logger="reranker.serving"):
-        log.close()
-    assert lines(tmp_path) == [{"n": 1}]
-    assert "could not be rendered" in caplog.text
 
 
 def test_lines_a_flush_could_not_write_stay_queued_for_the_next(tmp_path):
