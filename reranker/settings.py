@@ -7,7 +7,9 @@ Precedence: code defaults -> `.env` -> environment (`RERANKER_*`) -> CLI/flow pa
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -101,9 +103,13 @@ class Settings(BaseSettings):
 
     def user_key(self, user_id: str) -> str:
         """The stored form of a user id under these settings (hashed unless hashing is off)."""
+        return self.user_hasher()(user_id)
+
+    def user_hasher(self) -> Callable[[str], str]:
+        """`user_key` as a plain function of the id, for a hot path (no settings read per call)."""
         from reranker.lake import user_key
 
-        return user_key(user_id, self.user_id_salt if self.hash_user_ids else None)
+        return partial(user_key, salt=self.user_id_salt if self.hash_user_ids else None)
 
     def opted_out_users(self) -> set[str]:
         """Stored keys of the users who opted out of personalization (the file holds raw ids, one a line)."""

@@ -153,8 +153,16 @@ class SqliteUserRead:
 
     def __init__(self, store: Any, views: list[tuple[Any, list[str]]]) -> None:
         from feast.infra.online_stores.sqlite import _quote_id
+        from feast.protos.feast.types.Value_pb2 import Value
+        from feast.type_map import feast_value_type_to_python_type
 
-        from feature_repo.store import sqlite_user_tables
+        from feature_repo.store import serialized_user_key, sqlite_user_tables
+
+        self._decode, self._to_python, self._key = (
+            Value.FromString,
+            feast_value_type_to_python_type,
+            serialized_user_key,
+        )
 
         self.path, tables = sqlite_user_tables(store)
         self.sql = " UNION ALL ".join(
@@ -172,17 +180,12 @@ class SqliteUserRead:
         return conn
 
     def __call__(self, user_key: str) -> dict[str, Any]:
-        from feast.protos.feast.types.Value_pb2 import Value
-        from feast.type_map import feast_value_type_to_python_type
-
-        from feature_repo.store import serialized_user_key
-
-        key = serialized_user_key(self.config, user_key)
+        key = self._key(self.config, user_key)
         values: dict[str, Any] = dict.fromkeys(self.names)
         for name, blob in self._conn().execute(self.sql, [key] * self.n_tables):
             if name in values:
-                value = Value.FromString(blob)
+                value = self._decode(blob)
                 which = value.WhichOneof("val")
                 values[name] = (getattr(value, which) if which in self.SCALARS
-                                else None if which in (None, "null_val") else feast_value_type_to_python_type(value))  # fmt: skip
+                                else None if which in (None, "null_val") else self._to_python(value))  # fmt: skip
         return values

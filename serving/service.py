@@ -54,9 +54,10 @@ def build_pipeline():  # type: ignore[no-untyped-def]
             logging.getLogger("reranker.serving").warning("preload of %s failed: %s", model_id, exc)
     models.start()
 
-    pipeline = RerankPipeline(features, models, settings.user_key, opted_out=settings.opted_out_users(),
+    hash_user = settings.user_hasher()
+    pipeline = RerankPipeline(features, models, hash_user, opted_out=settings.opted_out_users(),
                               budget_ms=settings.budget_ms, explain_threads=settings.explain_threads)  # fmt: skip
-    sink = InteractionSink(LandingZone(layout.landing), features.store, settings.user_key,
+    sink = InteractionSink(LandingZone(layout.landing), features.store, hash_user,
                            PushLock(layout.online_push_lock), on_user_update=features.invalidate_user)  # fmt: skip
     return pipeline, JsonlLog(layout.served, "served"), sink
 
