@@ -39,7 +39,7 @@ def predict_rows(X, roots, feature, threshold, default_left, missing, left, righ
 
 @njit(cache=True, nogil=True)
 def explain_rows(X, node_feature, node_threshold, node_default_left, node_missing, node_edge, leaf_edge, leaf_pad,
-                 slot_feature, table, out):  # type: ignore[no-untyped-def]  # fmt: skip
+                 slot_feature, slot_count, table, out):  # type: ignore[no-untyped-def]  # fmt: skip
     """Every split decided once per row; each node's pattern of followed
     splits from its parent's (one step per node, not one per split of every leaf's path); per leaf one table row
     added to the slots' features. Rows innermost, without branches on the data."""
@@ -58,9 +58,9 @@ def explain_rows(X, node_feature, node_threshold, node_default_left, node_missin
         for r in range(rows):
             prefix[n, r] = prefix[parent, r] | ((1 - (np.int32(left[parent, r]) ^ side)) << shift)
     mask = table.shape[1] - 1
-    depth = slot_feature.shape[1]
     for leaf in range(leaf_edge.shape[0]):
         parent, side, shift, pad = leaf_edge[leaf, 0], leaf_edge[leaf, 1], leaf_edge[leaf, 2], leaf_pad[leaf]
+        depth = slot_count[leaf]  # the padding slots' shares are 0
         for r in range(rows):
             pattern = (prefix[parent, r] | ((1 - (np.int32(left[parent, r]) ^ side)) << shift) | pad) & mask
             for s in range(depth):

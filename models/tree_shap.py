@@ -47,6 +47,9 @@ class LeafTables:
     leaf_edge: np.ndarray  # (leaves, 3)
     leaf_pad: np.ndarray  # (leaves,): the pattern bits past the leaf's path (always followed)
     slot_feature: np.ndarray  # (leaves, D): the feature of each path slot (padding slots: feature 0, share 0)
+    slot_count: (
+        np.ndarray
+    )  # (leaves,): the leaf's own slots (the distinct features on its path); padding is skipped
     table: np.ndarray  # (leaves, 2**P, D): each slot's share for each pattern of followed splits
     # (leaf_edge, leaf_pad, slot_feature, table: one entry per leaf, a left leaf standing for its leaf sibling too)
 
@@ -91,14 +94,16 @@ class LeafTables:
         node_array = np.array([n[:4] for n in nodes], dtype=float).reshape(-1, 4)
         return cls(n_features, expected, node_array[:, 0].astype(np.int64), node_array[:, 1],
                    node_array[:, 2].astype(bool), node_array[:, 3].astype(np.int8), node_edge, leaf_edge[kept],
-                   leaf_pad[kept], feature[kept], table[kept])  # fmt: skip
+                   leaf_pad[kept], feature[kept], np.array([len(s) for s in slots], dtype=np.int64)[kept],
+                   table[kept])  # fmt: skip
 
     def contributions(self, X: np.ndarray) -> np.ndarray:
         """(rows x (features + 1)): SHAP values and, last, the expected value, as LightGBM's pred_contrib."""
         X = np.ascontiguousarray(X, dtype=np.float64)
         out = np.zeros((X.shape[0], self.n_features + 1))
         explain_rows(X, self.node_feature, self.node_threshold, self.node_default_left, self.node_missing,
-                      self.node_edge, self.leaf_edge, self.leaf_pad, self.slot_feature, self.table, out)  # fmt: skip
+                      self.node_edge, self.leaf_edge, self.leaf_pad, self.slot_feature, self.slot_count, self.table,
+                      out)  # fmt: skip
         out[:, -1] = self.expected_value
         return out
 
