@@ -58,6 +58,11 @@ def _one_row(
     return shown, prop
 
 
+def warm_up() -> None:
+    """Compile the one-request kernel now (or load it from numba's cache), not in a request."""
+    _one_row(np.zeros(2), 1, 0.5, np.random.default_rng(0))
+
+
 @njit(cache=True, nogil=True)
 def _one_row_slots(scores, k, epsilon, rng, shown, prop):  # type: ignore[no-untyped-def]
     m = scores.shape[0]

@@ -30,10 +30,15 @@ def summarize(
     personal = np.zeros(rows)
     index = np.empty((rows, top), dtype=np.int64)
     value = np.empty((rows, top))
-    _summarize(contribs, _personal(tuple(names)), personalized, index, value, personal)
+    _summarize(np.ascontiguousarray(contribs), _personal(tuple(names)), personalized, index, value, personal)
     tops = [[{"name": names[j], "contribution": round(c, 6)} for j, c in zip(cols, vals, strict=True)]
             for cols, vals in zip(index.tolist(), value.tolist(), strict=True)]  # fmt: skip
     return personal.tolist(), tops
+
+
+def warm_up() -> None:
+    """Compile the kernel now (or load it from numba's cache), not in a request."""
+    summarize(np.zeros((1, 2)), ["a", "b"], personalized=True, top=1)
 
 
 @njit(cache=True, nogil=True)

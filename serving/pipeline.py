@@ -26,7 +26,9 @@ from models.ranker import FirstStageRanker, Ranker
 from models.rule_based import RuleBasedRanker
 from reranker.contracts import ServedListEvent
 from reranker.exploration import epsilon_greedy_slots
+from reranker.exploration import warm_up as warm_up_exploration
 from serving.explanations import summarize
+from serving.explanations import warm_up as warm_up_explanations
 from serving.fast_inputs import assemble
 from serving.fast_inputs import warm_up as warm_up_inputs
 from serving.model_cache import ModelCache, RegistryUnavailable, Variant
@@ -105,8 +107,8 @@ class RerankPipeline:
     def __post_init__(self) -> None:
         """Compile the request's kernels now (or load them from numba's cache), not in the first request."""
         warm_up_inputs()
-        epsilon_greedy_slots(np.zeros((1, 2)), 1, 0.5, self._rng())
-        summarize(np.zeros((1, 2)), ["a", "b"], personalized=True, top=1)
+        warm_up_exploration()
+        warm_up_explanations()
 
     def rerank(self, req: RerankRequest) -> tuple[RerankResponse, ServedList]:
         request_id = uuid.uuid4().hex

@@ -15,10 +15,12 @@ def test_a_request_after_warm_up_compiles_nothing():
 
         from models import tree_kernels
         from models.lambdarank import LambdaRankRanker
-        from serving import fast_inputs
+        from reranker import exploration
+        from serving import explanations, fast_inputs
         from serving.online_features import DOC_FEATURES, USER_FEATURES
 
-        kernels = [tree_kernels.predict_rows, tree_kernels.explain_rows, fast_inputs._derive, fast_inputs._gather]
+        kernels = [tree_kernels.predict_rows, tree_kernels.explain_rows, fast_inputs._derive, fast_inputs._gather,
+                   exploration._one_row_slots, explanations._summarize]
         assert all(len(k.signatures) == 0 for k in kernels)
         rng = np.random.default_rng(0)
         names = ["doc_n_positive", "user_doc_affinity_max", "first_stage_rank", "rule_score_list_pct", "user_n_events"]
@@ -28,6 +30,8 @@ def test_a_request_after_warm_up_compiles_nothing():
         ranker = LambdaRankRanker(booster)
         ranker.warm_up()
         fast_inputs.warm_up()
+        exploration.warm_up()
+        explanations.warm_up()
         compiled = [len(k.signatures) for k in kernels]
         assert all(compiled), compiled
         # a request as the pipeline makes it: stored rows with gaps, a user, request overrides, top rows explained
@@ -36,7 +40,9 @@ def test_a_request_after_warm_up_compiles_nothing():
         inputs = fast_inputs.assemble(docs, rng.random(len(USER_FEATURES)), rng.normal(size=100),
                                       [{"doc_n_positive": 3.0}] + [{}] * 99, 20_000.0, names)
         scores = ranker.score_matrix(inputs)
-        ranker.contributions(np.ascontiguousarray(inputs[np.argsort(-scores)[:10]], dtype=np.float32))
+        slots, _ = exploration.epsilon_greedy_slots(scores[None, :], 10, 0.1, np.random.default_rng())
+        contribs = ranker.contributions(np.ascontiguousarray(inputs[slots[0]], dtype=np.float32))[:, :-1]
+        explanations.summarize(contribs, names, personalized=True, top=3)
         assert [len(k.signatures) for k in kernels] == compiled
         print("ok")
         """
