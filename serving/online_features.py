@@ -158,11 +158,9 @@ class SqliteUserRead:
 
         from feature_repo.store import serialized_user_key, sqlite_user_tables
 
-        self._decode, self._to_python, self._key = (
-            Value.FromString,
-            feast_value_type_to_python_type,
-            serialized_user_key,
-        )
+        self._decode = Value.FromString
+        self._to_python = feast_value_type_to_python_type
+        self._key = serialized_user_key
 
         self.path, tables = sqlite_user_tables(store)
         self.sql = " UNION ALL ".join(

@@ -2,8 +2,8 @@
 the landing zone, the Prometheus series and a log line naming the version and variant that served.
 
 Recorded on the event loop right after the response went out (a background task of the response), so the caller
-never waits for it, and without a second thread competing for the GIL with the next request. Nothing here is
-fsynced in the request: the logs are flushed every second by their own threads.
+never waits for it, and without a second thread competing for the GIL with the next request. Nothing here waits
+for the disk: the logs are flushed every second by their own threads.
 """
 
 from __future__ import annotations
