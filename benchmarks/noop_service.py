@@ -24,7 +24,8 @@ app = FastAPI()
 class Noop:
     @bentoml.api
     def rerank(self, model_id: str, candidates: list[dict[str, Any]], user_id: str | None = None,
-               top_n: int = 10, exploration_rate: float = 0.1) -> dict[str, Any]:  # fmt: skip
+               top_n: int = 10, exploration_rate: float = 0.1, query: str | None = None,
+               context: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
         return {}
 
     @app.post("/rerank")

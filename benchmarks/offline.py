@@ -40,7 +40,7 @@ def stage(name: str, size: int, root: Path) -> dict[str, Any]:
         from reranker.synthetic import SyntheticWorld, WorldConfig, write_dataset
 
         t = time.perf_counter()
-        write_dataset(SyntheticWorld.create(WorldConfig(seed=3)), size, raw, progress=False)
+        write_dataset(SyntheticWorld.create(WorldConfig.shop(seed=3)), size, raw, progress=False)
         out["seconds"] = time.perf_counter() - t
     elif name == "ingest":
         import pyarrow.parquet as pq
@@ -61,6 +61,7 @@ def stage(name: str, size: int, root: Path) -> dict[str, Any]:
         out["added"] = summary.added
     elif name == "features":
         from feature_repo.store import apply, build_tables, materialize
+        from reranker.featureset import BUNDLED, load_feature_set
         from reranker.lake import read_interactions
 
         events = read_interactions(layout.interactions)
@@ -68,17 +69,22 @@ def stage(name: str, size: int, root: Path) -> dict[str, Any]:
         events.groupby([events["user_id"], events["timestamp"].dt.floor("D")]).size()
         out["baseline_seconds"] = time.perf_counter() - t
         t = time.perf_counter()
-        build_tables(events, pd.read_parquet(layout.documents), layout.feature_tables)
+        build_tables(events, pd.read_parquet(layout.documents), layout.feature_tables,
+                     load_feature_set(BUNDLED / "synthetic.yaml"))  # fmt: skip
         out["seconds"] = time.perf_counter() - t
         store = apply(layout.feast, layout.feature_tables)
         out["materialize_seconds"] = materialize(store, layout.feature_tables)["seconds"]
     elif name == "training_set":
+        import pickle
+
+        from feature_repo.manifest import FeatureManifest
         from feature_repo.store import open_store
-        from models.lists import logged_lists
+        from feature_repo.text import TextIndex
+        from models.lists import logged_lists, relevant_lists
         from models.training_set import build_training_set
         from reranker.lake import read_interactions
 
-        lists = logged_lists(read_interactions(layout.interactions))
+        lists = relevant_lists(logged_lists(read_interactions(layout.interactions)))
         table = pd.read_parquet(layout.feature_tables / "user_activity.parquet")
         table["event_timestamp"] = table["event_timestamp"].dt.as_unit("ns")
         lists["event_timestamp"] = lists["event_timestamp"].dt.as_unit("ns")
@@ -87,22 +93,23 @@ def stage(name: str, size: int, root: Path) -> dict[str, Any]:
                       on="event_timestamp", by="user_id")  # fmt: skip
         out["baseline_seconds"] = time.perf_counter() - t
         store = open_store(layout.feast)
+        manifest = FeatureManifest.read(layout.feature_tables)
         t = time.perf_counter()
-        data = build_training_set(store, lists)
+        data = build_training_set(store, lists, manifest, TextIndex.load(layout.feature_tables))
         out["seconds"] = time.perf_counter() - t
-        out["rows"] = len(data.frame)
-        data.frame.to_parquet(root / "training_set.parquet")
+        out["rows"], out["inputs"] = len(data.frame), len(data.features)
+        (root / "training_set.pkl").write_bytes(pickle.dumps((data.frame, data.X, data.features)))
     elif name == "train":
-        from models.lambdarank import TrainConfig, train_lambdarank
-        from models.training_set import MODEL_FEATURES
+        import pickle
 
-        frame = pd.read_parquet(root / "training_set.parquet")
-        frame = frame[frame.groupby("list_id", sort=False)["label"].transform("max") > 0]
+        from models.lambdarank import TrainConfig, train_lambdarank
+
+        frame, X, features = pickle.loads((root / "training_set.pkl").read_bytes())
         t = time.perf_counter()
-        train_lambdarank(frame, MODEL_FEATURES, TrainConfig(num_boost_round=150, position_aware=False))
+        train_lambdarank(frame, X, features, TrainConfig(num_boost_round=150, position_aware=False))
         out["baseline_seconds"] = time.perf_counter() - t
         t = time.perf_counter()
-        _, info = train_lambdarank(frame, MODEL_FEATURES, TrainConfig(num_boost_round=150))
+        _, info = train_lambdarank(frame, X, features, TrainConfig(num_boost_round=150))
         out["seconds"] = time.perf_counter() - t
         out["rows"], out["position_aware"] = len(frame), info["position_aware"]
     out["peak_rss_mb"] = _peak_mb()

@@ -1,12 +1,16 @@
 """Serving benchmark over HTTP on loopback: POST /rerank with 100 candidates, features from the online store.
 
-Beside it, in the same run and with the same client and body: a no-op @bentoml.api endpoint, a no-op FastAPI route
-mounted in a BentoML service (how the stage is mounted), and raw LightGBM prediction of the same 100 rows.
+Traffic is shaped like production: every request's body is built when it is sent, for a user drawn from the whole
+user base and 100 documents drawn from the whole catalog (no body, user or candidate set is reused, so no cache of
+the stage's is warmed by repetition); on the shop (`--dataset shop`) each also carries a text query, each
+candidate's `in_stock` and the request's device.
+Beside it, in the same run and with the same client and bodies: a no-op @bentoml.api endpoint, a no-op FastAPI route
+mounted in a BentoML service (how the stage is mounted), and raw LightGBM prediction of 100 rows.
 Reports p50/p99 with 1 client and requests/s with 8 concurrent clients, and the ratios to the floor
 (no-op p50 + LightGBM p50). The endpoints are measured in turn (in blocks of 100 requests with one client, in
 3-second windows with eight), not one after another: this machine's speed drifts by tens of percent over minutes,
 and measured in turn the drift falls on the stage and its floor alike.
-Usage: python -m benchmarks.serving [--data-dir DIR]   (provisions with quickstart)
+Usage: python -m benchmarks.serving [--dataset movielens|shop] [--data-dir DIR]   (provisions the data itself)
 """
 
 from __future__ import annotations
@@ -35,13 +39,58 @@ def _port() -> int:
         return int(s.getsockname()[1])
 
 
-def provision(data_dir: Path) -> Path:
-    """The benchmark's data: `reranker quickstart` into `data_dir` unless a model is already registered there."""
+def provision(data_dir: Path, dataset: str) -> Path:
+    """The benchmark's data, unless a model is already registered there: `reranker quickstart` (MovieLens), or the
+    synthetic shop loaded, ingested, featured and trained."""
     data = data_dir.resolve()
-    if not (data / "mlflow" / "mlflow.db").exists():
-        subprocess.run([sys.executable, "-m", "reranker.cli", "quickstart", "--data-dir", str(data), "--json"],
-                       check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+    if (data / "mlflow" / "mlflow.db").exists():
+        return data
+    cli = [sys.executable, "-m", "reranker.cli"]
+    where = ["--data-dir", str(data)]
+    if dataset == "movielens":
+        subprocess.run([*cli, "quickstart", *where, "--json"], check=True, stdout=subprocess.DEVNULL)
+        return data
+    subprocess.run([*cli, "data", "load", "synthetic", "--size", "300000", "--shift-to-now", *where, "--json"],
+                   check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+    raw = data / "raw" / "synthetic-300000-s7"
+    subprocess.run([*cli, "ingest", str(raw / "interactions"), "--documents", str(raw / "documents.parquet"), *where,
+                    "--json"], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+    for step in (["features", "apply"], ["features", "materialize"], ["train"]):
+        subprocess.run([*cli, *step, *where, "--json"], check=True, stdout=subprocess.DEVNULL)
     return data
+
+
+def traffic(data: Path, dataset: str) -> Any:
+    """A function of a generator that builds one request body: a user from the whole user base, 100 documents
+    from the whole catalog (and, on the shop, a query, each candidate's stock and the device)."""
+    import pandas as pd
+
+    docs = pd.read_parquet(data / "lake" / "documents.parquet")["document_id"].to_numpy()
+    if dataset == "movielens":
+        users = [f"ml{i}" for i in range(1, 944)]
+        queries: list[str] = []
+    else:
+        world = json.loads(next((data / "raw").glob("synthetic-*/world.json")).read_text())["config"]
+        users = [f"u{i}" for i in range(world["n_users"])]
+        from reranker.synthetic import SyntheticWorld, WorldConfig
+
+        shop = SyntheticWorld.create(WorldConfig.shop(seed=world["seed"]))
+        queries = [str(q) for q in shop.query_text(np.arange(shop.n_queries))]
+
+    def body(rng: np.random.Generator) -> bytes:
+        cands = rng.choice(docs, 100, replace=False)
+        request: dict[str, Any] = {"model_id": "reranker", "user_id": users[int(rng.integers(len(users)))],
+                                   "top_n": 10, "exploration_rate": 0.1,
+                                   "candidates": [{"document_id": str(d), "score": float(100 - i)}
+                                                  for i, d in enumerate(cands)]}  # fmt: skip
+        if queries:
+            request["query"] = queries[int(rng.integers(len(queries)))]
+            request["context"] = {"device": "mobile" if rng.random() < 0.6 else "desktop"}
+            for candidate in request["candidates"]:
+                candidate["features"] = {"in_stock": float(rng.random() < 0.9)}
+        return json.dumps(request).encode()
+
+    return body
 
 
 def _start(target: str, port: int, env: dict[str, str], cwd: Path = ROOT) -> subprocess.Popen[str]:
@@ -65,23 +114,26 @@ def _start(target: str, port: int, env: dict[str, str], cwd: Path = ROOT) -> sub
 HEADERS = {"content-type": "application/json"}
 
 
-def _one_client(urls: dict[str, str], bodies: list[bytes], n: int, score: Any, block: int = 100
+def _one_client(urls: dict[str, str], make: Any, n: int, score: Any, block: int = 100
                 ) -> dict[str, dict[str, float]]:  # fmt: skip
     """p50 and p99 of each endpoint with one client, the endpoints (and LightGBM's prediction) taken in turn in
     blocks of `block` requests: the machine's drift falls on all of them alike, and within a block each runs as it
-    would alone (interleaved request by request, every call would pay for the others' cache traffic)."""
+    would alone (interleaved request by request, every call would pay for the others' cache traffic). Each body is
+    built just before it is sent (not timed)."""
     import httpx
 
     lat: dict[str, list[float]] = {name: [] for name in [*urls, LGBM]}
+    rng = np.random.default_rng(0)
     with httpx.Client(timeout=10) as client:
         for url in urls.values():  # warm-up
-            for i in range(50):
-                client.post(url, content=bodies[i % len(bodies)], headers=HEADERS).raise_for_status()
+            for _ in range(50):
+                client.post(url, content=make(rng), headers=HEADERS).raise_for_status()
         for start in range(0, n, block):
             for name, url in urls.items():
-                for i in range(start, min(start + block, n)):
+                for _ in range(start, min(start + block, n)):
+                    body = make(rng)
                     t = time.perf_counter()
-                    client.post(url, content=bodies[i % len(bodies)], headers=HEADERS).raise_for_status()
+                    client.post(url, content=body, headers=HEADERS).raise_for_status()
                     lat[name].append(time.perf_counter() - t)
             for _ in range(start, min(start + block, n)):
                 t = time.perf_counter()
@@ -94,7 +146,7 @@ def _one_client(urls: dict[str, str], bodies: list[bytes], n: int, score: Any, b
     return out
 
 
-def _eight_clients(urls: dict[str, str], bodies: list[bytes], clients: int, seconds: float, rounds: int = 5
+def _eight_clients(urls: dict[str, str], make: Any, clients: int, seconds: float, rounds: int = 5
                    ) -> dict[str, dict[str, float]]:  # fmt: skip
     """Requests/s of each endpoint under `clients` concurrent clients: `seconds` per endpoint, in `rounds` windows
     taken in turn (endpoint by endpoint), for the same reason."""
@@ -102,7 +154,7 @@ def _eight_clients(urls: dict[str, str], bodies: list[bytes], clients: int, seco
     errors = dict.fromkeys(urls, 0)
     for _ in range(rounds):
         for name, url in urls.items():
-            latencies, failed = _window(url, bodies, clients, seconds / rounds)
+            latencies, failed = _window(url, make, clients, seconds / rounds)
             done[name] += latencies
             errors[name] += failed
     out = {}
@@ -113,21 +165,22 @@ def _eight_clients(urls: dict[str, str], bodies: list[bytes], clients: int, seco
     return out
 
 
-def _window(url: str, bodies: list[bytes], clients: int, seconds: float) -> tuple[list[float], int]:
-    """`clients` threads posting for `seconds`: each request's latency, and how many were not answered 200."""
+def _window(url: str, make: Any, clients: int, seconds: float) -> tuple[list[float], int]:
+    """`clients` threads posting for `seconds`, each building its bodies: each request's latency, and how many
+    were not answered 200."""
     import httpx
 
     stop = time.monotonic() + seconds
     done: list[tuple[float, bool]] = []  # appends are atomic: the threads share it
 
     def worker(offset: int) -> None:
+        rng = np.random.default_rng([offset, int(stop * 1000)])
         with httpx.Client(timeout=10) as client:
-            i = offset
             while time.monotonic() < stop:
+                body = make(rng)
                 t = time.perf_counter()
-                ok = client.post(url, content=bodies[i % len(bodies)], headers=HEADERS).status_code == 200
+                ok = client.post(url, content=body, headers=HEADERS).status_code == 200
                 done.append((time.perf_counter() - t, ok))
-                i += clients
 
     threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
     for t in threads:
@@ -139,32 +192,16 @@ def _window(url: str, bodies: list[bytes], clients: int, seconds: float) -> tupl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data-dir", type=Path, default=Path("/tmp/reranker-bench/serve"))
+    parser.add_argument("--dataset", choices=("movielens", "shop"), default="movielens")
+    parser.add_argument(
+        "--data-dir", type=Path, default=None, help="Default /tmp/reranker-bench/serve-<dataset>."
+    )
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--workers", type=int, default=1, help="Worker processes of the stage.")
     args = parser.parse_args()
-    data = provision(args.data_dir)
-    import pandas as pd
-
-    rng = np.random.default_rng(0)
-    docs = pd.read_parquet(data / "lake" / "documents.parquet")["document_id"].to_numpy()
-    bodies = []
-    for _ in range(200):
-        cands = rng.choice(docs, 100, replace=False)
-        bodies.append(
-            json.dumps(
-                {
-                    "model_id": "reranker",
-                    "user_id": f"ml{rng.integers(1, 944)}",
-                    "top_n": 10,
-                    "exploration_rate": 0.1,
-                    "candidates": [
-                        {"document_id": str(d), "score": float(100 - i)} for i, d in enumerate(cands)
-                    ],
-                }
-            ).encode()
-        )
+    data = provision(args.data_dir or Path(f"/tmp/reranker-bench/serve-{args.dataset}"), args.dataset)
+    make = traffic(data, args.dataset)
     # user features are read from the online store on every request (no reuse across requests), as for traffic
     # where a user rarely returns within the cache's 5 s
     env = {**os.environ, "RERANKER_DATA_DIR": str(data), "BENTOML_HOME": str(data / "bentoml"),
@@ -183,8 +220,8 @@ def main() -> None:
             "contract parse + canned response": f"http://127.0.0.1:{noop_port}/mounted/contract",
         }
         predict, trees = _lgbm(data)
-        one = _one_client(targets, bodies, args.requests, predict)
-        eight = _eight_clients(targets, bodies, 8, args.seconds)
+        one = _one_client(targets, make, args.requests, predict)
+        eight = _eight_clients(targets, make, 8, args.seconds)
         results: dict[str, Any] = {
             name: {"one_client": one[name], "eight_clients": eight[name]} for name in targets
         }
@@ -207,7 +244,8 @@ def main() -> None:
     from rich.table import Table
 
     table = Table(
-        title=f"serving over HTTP, 100 candidates, stage with {args.workers} worker(s) (same client, same run)"
+        title=f"serving over HTTP ({args.dataset}), 100 candidates from the whole catalog, a user from the whole user "
+        f"base per request, stage with {args.workers} worker(s) (same client, same run)"
     )
     for col in [
         "endpoint",
@@ -225,8 +263,9 @@ def main() -> None:
     Console(width=140).print(table)
     print(json.dumps(summary, indent=2))
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"serving-{args.workers}w.json"
-    out.write_text(json.dumps({"workers": args.workers, "results": results, "summary": summary}, indent=2))
+    out = RESULTS / f"serving-{args.dataset}-{args.workers}w.json"
+    out.write_text(json.dumps({"dataset": args.dataset, "workers": args.workers, "results": results,
+                               "summary": summary}, indent=2))  # fmt: skip
 
 
 def _lgbm(data: Path) -> tuple[Any, int]:

@@ -198,12 +198,26 @@ def parse_chunk(
         if col not in typed:
             typed[col] = pd.Series(np.nan if col in (*FLOAT_COLUMNS, "position") else None, index=raw.index,
                                    dtype="Int64" if col == "position" else None)  # fmt: skip
-    if "features" in raw:
-        typed["features_json"] = raw["features"].map(
-            lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else
-            (v if isinstance(v, str) else json.dumps(v, sort_keys=True))
-        )  # fmt: skip
+    for column in ("features", "context"):
+        if column in raw:
+            typed[f"{column}_json"] = raw[column].map(_mapping_json)
     return typed, errors, warnings
+
+
+def _mapping_json(value: object) -> str | None:
+    """A logged mapping (features, context) as canonical JSON; missing entries (None, NaN) dropped."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return None
+    if not isinstance(value, dict):
+        return None
+    kept = {str(k): v for k, v in value.items()
+            if v is not None and not (isinstance(v, float) and np.isnan(v))}  # fmt: skip
+    return json.dumps(kept, sort_keys=True) if kept else None
 
 
 def parse_timestamps(values: pd.Series) -> pd.Series:

@@ -1,4 +1,5 @@
-"""The feature store adapter: build the offline tables, apply, materialize, and point-in-time retrieval.
+"""The feature store adapter: build the offline tables from the feature set, apply, materialize, and point-in-time
+retrieval.
 
 Feast is imported lazily (it costs ~14 s per process) and only here.
 """
@@ -6,6 +7,7 @@ Feast is imported lazily (it costs ~14 s per process) and only here.
 from __future__ import annotations
 
 import json
+import pickle
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -13,16 +15,27 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 
-from feature_repo.definitions import FEATURE_SERVICE, JOIN_KEYS, VIEWS, build_objects, table_path
+from feature_repo.collaborative import epoch_tables, epoch_times
+from feature_repo.definitions import JOIN_KEYS, build_objects, table_path
+from feature_repo.manifest import Encodings, FeatureManifest
 from feature_repo.segments import SegmentModel
+from feature_repo.text import TextIndex, document_texts
 from feature_repo.transforms import (
-    CategoryVocabulary,
-    document_tables,
+    activity_columns,
+    document_attributes,
+    document_engagement,
+    engagement_columns,
     label_events,
-    metadata_table,
-    user_tables,
+    normalize_query,
+    query_document_key,
+    query_documents,
+    user_activity,
+    user_affinities,
+    user_history,
 )
+from reranker.featureset import DocumentKind, FeatureSet, check_catalog
 from reranker.lake import atomic_write_parquet
 from reranker.settings import Layout
 
@@ -37,6 +50,11 @@ offline_store:
   type: duckdb
 entity_key_serialization_version: 3
 """
+SEGMENTS = "segments.pkl"
+MATERIALIZED = "materialized.json"
+ARROW = {"Float64": pa.float64(), "Int64": pa.int64(), "String": pa.string(),
+         "Array(String)": pa.list_(pa.string()), "Array(Float64)": pa.list_(pa.float64()),
+         "Array(Int64)": pa.list_(pa.int64())}  # fmt: skip
 
 
 class FeatureStoreError(RuntimeError):
@@ -46,74 +64,155 @@ class FeatureStoreError(RuntimeError):
 @dataclass
 class FeatureBuild:
     rows: dict[str, int]
-    vocabulary: list[str]
+    feature_set: str
+    feature_set_version: str
+    inputs: int
     segments: int
+    epochs: int
     data_end: str
+    warnings: list[str]
     seconds: float
 
 
-def build_from_lake(layout: Layout, seed: int) -> FeatureBuild:
+def build_from_lake(layout: Layout, fs: FeatureSet, seed: int) -> FeatureBuild:
     """`build_tables` over the lake's interactions and documents, into the layout's feature tables."""
     from reranker.lake import read_interactions
 
     events = read_interactions(layout.interactions)
     catalog = pd.read_parquet(layout.documents) if layout.documents.exists() else pd.DataFrame()
-    return build_tables(events, catalog, layout.feature_tables, seed=seed)
+    return build_tables(events, catalog, layout.feature_tables, fs, seed=seed)
 
 
-def build_tables(
-    events: pd.DataFrame,
-    catalog: pd.DataFrame,
-    tables_dir: Path,
-    *,
-    segment_fit_quantile: float = 0.5,
-    n_segments: int = 6,
-    seed: int = 7,
-) -> FeatureBuild:
-    """Write every feature view's offline table (microsecond timestamps, atomically) and the segment model,
-    fitted on user snapshots of the first `segment_fit_quantile` of the events' time window."""
-    import pickle
+def _contexts(events: pd.DataFrame) -> pd.DataFrame | None:
+    if "context_json" not in events or events["context_json"].isna().all():
+        return None
+    return pd.DataFrame([json.loads(v) for v in events["context_json"].dropna().unique()])
 
+
+def _write(frame: pd.DataFrame, path: Path, key: str, columns: dict[str, str]) -> int:
+    """A table with a typed schema (lists and empty tables included), timestamps in microseconds, atomically."""
+    schema = pa.schema([(key, pa.string()), ("event_timestamp", pa.timestamp("us", tz="UTC")),
+                        *[(c, ARROW[t]) for c, t in columns.items()]])  # fmt: skip
+    if frame.empty:
+        table = schema.empty_table()
+    else:
+        frame = frame.assign(
+            event_timestamp=pd.to_datetime(frame["event_timestamp"], utc=True).dt.as_unit("us")
+        )
+        arrays = []
+        for field in schema:
+            values = frame[field.name]
+            if pa.types.is_list(field.type):
+                values = [None if v is None else list(v) for v in values]
+            arrays.append(pa.array(values, type=field.type, from_pandas=True))
+        table = pa.Table.from_arrays(arrays, schema=schema)
+    atomic_write_parquet(table, path)
+    return table.num_rows
+
+
+def build_tables(events: pd.DataFrame, catalog: pd.DataFrame, tables_dir: Path, fs: FeatureSet, *,
+                 segment_fit_quantile: float = 0.5, seed: int = 7) -> FeatureBuild:  # fmt: skip
+    """Every table the feature set asks for (point in time, microsecond timestamps, atomic writes), the segment
+    model (fitted on user profiles of the first `segment_fit_quantile` of the time window), the text index and the
+    manifest. Encodings and the document index grow from the previous build's."""
     started = time.perf_counter()
     if events.empty:
         raise FeatureStoreError("the lake holds no interactions: ingest some first")
     if catalog.empty:
         raise FeatureStoreError("the lake holds no document catalog: ingest one with --documents")
-    vocab = CategoryVocabulary.from_catalog(catalog)
-    labelled = label_events(events)
-    users = user_tables(labelled, catalog, vocab)
-    # Centroids come from the first part of the window only, so no evaluated list's segment depends on its future.
-    fit_until = pd.to_datetime(events["timestamp"], utc=True).quantile(segment_fit_quantile)
-    fit_rows = users[users["event_timestamp"] <= fit_until]
-    segments = SegmentModel.fit(fit_rows if len(fit_rows) else users, n_segments=n_segments, seed=seed)
-    users["user_segment"] = segments.assign(users)
-    docs = document_tables(labelled)
-    meta = metadata_table(catalog, vocab)
-    frames = {"user": users, "document": docs}
-    rows = {}
+    check = check_catalog(fs, catalog)
+    if not check.ok:
+        raise FeatureStoreError("the catalog does not fit the feature set:\n  " + "\n  ".join(check.errors))
     tables_dir.mkdir(parents=True, exist_ok=True)
-    for view, (entity, names) in VIEWS.items():
-        source = meta if view == "document_metadata" else frames[entity]
-        table = source[[JOIN_KEYS[entity], "event_timestamp", *names]].copy()
-        table["event_timestamp"] = pd.to_datetime(table["event_timestamp"], utc=True).dt.as_unit("us")
-        atomic_write_parquet(table, table_path(tables_dir, view))
-        rows[view] = len(table)
-    (tables_dir / "segments.pkl").write_bytes(pickle.dumps(segments))
-    data_end = str(pd.to_datetime(events["timestamp"], utc=True).max())
-    (tables_dir / "vocabulary.json").write_text(json.dumps({"categories": list(vocab.categories)}))
-    return FeatureBuild(rows, list(vocab.categories), segments.n_segments, data_end,
-                        round(time.perf_counter() - started, 3))  # fmt: skip
+    previous = FeatureManifest.read_if_any(tables_dir)
+    catalog = catalog.assign(document_id=catalog["document_id"].astype(str))
+    encodings = Encodings.build(fs, catalog, _contexts(events), previous.encodings if previous else None)
+    known = previous.documents if previous else []
+    have = set(known)
+    fresh = sorted((set(catalog["document_id"]) | set(events["document_id"].astype(str))) - have)
+    documents = [*known, *fresh]
+    doc_index = {d: i for i, d in enumerate(documents)}
+    labelled = label_events(events, fs.engagement.kinds if fs.engagement else [])
+    views: dict[str, dict[str, Any]] = {}
+    rows: dict[str, int] = {}
+
+    def save(
+        view: str, entity: str, frame: pd.DataFrame, columns: dict[str, str], epoch_keyed: bool = False
+    ) -> None:
+        rows[view] = _write(frame, table_path(tables_dir, view), JOIN_KEYS[entity], columns)
+        views[view] = {"entity": entity, "columns": columns, "epoch_keyed": epoch_keyed}
+
+    attrs = {n: a for n, a in fs.documents.items() if a.kind is not DocumentKind.text}
+    if attrs:
+        types = {n: "String" if a.kind is DocumentKind.categorical else
+                 "Array(String)" if a.kind is DocumentKind.multi_categorical else "Float64"
+                 for n, a in attrs.items()}  # fmt: skip
+        save("document_attributes", "document", document_attributes(catalog, fs), types)
+    if fs.engagement is not None:
+        save("document_engagement", "document", document_engagement(labelled, fs.engagement),
+             dict.fromkeys(engagement_columns(fs.engagement), "Float64"))  # fmt: skip
+    if fs.user is not None and fs.user.activity:
+        save("user_activity", "user", user_activity(labelled, fs.user),
+             dict.fromkeys(activity_columns(fs.user), "Float64"))  # fmt: skip
+    profiles = user_affinities(labelled, catalog, fs, encodings)
+    if fs.affinities:
+        save("user_affinity", "user", profiles, dict.fromkeys(fs.affinities, "Array(Float64)"))
+    n_segments = 0
+    if fs.user is not None and not profiles.empty:
+        fit_until = pd.to_datetime(events["timestamp"], utc=True).quantile(segment_fit_quantile)
+        fit_rows = profiles[profiles["event_timestamp"] <= fit_until]
+        segments = SegmentModel.fit(
+            fit_rows if len(fit_rows) else profiles, fs.affinities, fs.user.segments, seed
+        )
+        (tables_dir / SEGMENTS).write_bytes(pickle.dumps(segments))
+        save("user_segment", "user", profiles.assign(segment=segments.assign(profiles)), {"segment": "Int64"})
+        n_segments = segments.n_segments
+    epochs: list[pd.Timestamp] = []
+    if fs.collaborative is not None:
+        cfg = fs.collaborative
+        if cfg.covisitation:
+            save("user_history", "user", user_history(labelled, doc_index, cfg.recent_positives),
+                 {"recent_positives": "Array(Int64)"})  # fmt: skip
+        epochs = epoch_times(labelled["timestamp"], cfg)
+        positives = labelled.loc[labelled["positive"], ["user_id", "document_id", "timestamp"]]
+        tables = epoch_tables(positives, documents, cfg, epochs, seed)
+        if cfg.covisitation:
+            save("document_neighbors", "document", tables["document_neighbors"],
+                 {"neighbors": "Array(Int64)", "similarities": "Array(Float64)"}, epoch_keyed=True)  # fmt: skip
+        if cfg.factors:
+            factor_types = {"factors": "Array(Float64)", "epoch": "Int64"}
+            save("document_factors", "document", tables["document_factors"], factor_types, epoch_keyed=True)
+            save("user_factors", "user", tables["user_factors"], factor_types, epoch_keyed=True)
+    if fs.query is not None and fs.query.click_stats:
+        qd = query_documents(labelled)
+        if len(qd):
+            save("query_document", "query_document", qd, {"impressions": "Float64", "clicks": "Float64",
+                                                          "ctr": "Float64"})  # fmt: skip
+            atomic_write_parquet(qd[["query_document_key", "query", "document_id"]].drop_duplicates(
+                "query_document_key"), tables_dir / "query_document_keys.parquet")  # fmt: skip
+    if fs.query is not None and fs.query.text:
+        TextIndex.build(document_texts(catalog, [fs.documents[n].source(n) for n in fs.query.text], documents)).save(
+            tables_dir)  # fmt: skip
+    ts = pd.to_datetime(events["timestamp"], utc=True)
+    manifest = FeatureManifest(feature_set=fs, encodings=encodings, documents=documents, views=views,
+                               epochs=[e.to_pydatetime() for e in epochs], data_start=ts.min().to_pydatetime(),
+                               data_end=ts.max().to_pydatetime(), built_at=datetime.now(UTC), rows=rows,
+                               segments=n_segments)  # fmt: skip
+    manifest.write(tables_dir)
+    from feature_repo.inputs import available_inputs
+
+    return FeatureBuild(rows, fs.name, fs.version, len(available_inputs(manifest)), n_segments, len(epochs),
+                        str(ts.max()), check.warnings, round(time.perf_counter() - started, 3))  # fmt: skip
 
 
 def serving_files(tables_dir: Path) -> dict[str, Path]:
-    """What `build_tables` writes beside the tables that serving needs with a model (registered with it)."""
-    return {name: tables_dir / name for name in ("segments.pkl", "vocabulary.json")}
+    """What `build_tables` writes beside the tables that a model keeps with it (registered with it)."""
+    return {name: tables_dir / name for name in (SEGMENTS,)}
 
 
-def load_segments(tables_dir: Path) -> SegmentModel:
-    import pickle
-
-    return pickle.loads((tables_dir / "segments.pkl").read_bytes())
+def load_segments(directory: Path) -> SegmentModel | None:
+    path = directory / SEGMENTS
+    return pickle.loads(path.read_bytes()) if path.exists() else None  # written by the build
 
 
 def write_config(repo_dir: Path, redis: str | None = None, registry: str | None = None) -> Path:
@@ -145,80 +244,111 @@ def open_store(repo_dir: Path) -> Any:
 
 
 def apply(repo_dir: Path, tables_dir: Path, redis: str | None = None, registry: str | None = None) -> Any:
-    """Render the config (see `write_config`), then register entities, views and the feature service."""
+    """Render the config (see `write_config`), then register the build's entities, views and feature service;
+    views the feature set no longer declares are removed."""
+    manifest = FeatureManifest.read(tables_dir)
     write_config(repo_dir, redis, registry)
     store = open_store(repo_dir)
-    store.apply(build_objects(tables_dir))
+    objects = build_objects(tables_dir, manifest)
+    keep = {o.name for o in objects}
+    stale = [v for v in store.list_feature_views() if v.name not in keep]
+    store.apply(objects, objects_to_delete=stale, partial=not stale)
     return store
 
 
-def materialize(
-    store: Any,
-    tables_dir: Path,
-    end: datetime | None = None,
-    incremental: bool = False,
-    late_arrival: timedelta = timedelta(days=1),
-) -> dict[str, object]:
+def materialize(store: Any, tables_dir: Path, end: datetime | None = None, incremental: bool = False,
+                late_arrival: timedelta = timedelta(days=1)) -> dict[str, object]:  # fmt: skip
     """Load the newest snapshot of every entity into the online store.
 
-    Full: from the oldest snapshot. Incremental: from the last materialization's end minus `late_arrival` (events
-    ingested late produce snapshots timestamped before that end; Feast's own `materialize_incremental` would skip
-    them), or full when a view was never materialized.
+    The end is now, or the day after the newest event when the data runs ahead of the clock (a replayed log), so the
+    newest day's snapshots are served. Full: from the oldest snapshot. Incremental: from the last materialization's
+    end minus `late_arrival` (events ingested late produce snapshots timestamped before that end; Feast's own
+    `materialize_incremental` would skip them), or full when a view was never materialized.
     """
     started = time.perf_counter()
-    end = end or datetime.now(UTC)
-    last_ends = [store.get_feature_view(view).most_recent_end_time for view in VIEWS] if incremental else []
-    if incremental and all(t is not None for t in last_ends):
+    manifest = FeatureManifest.read(tables_dir)
+    views = list(manifest.views)
+    if end is None:
+        end = datetime.now(UTC)
+        if manifest.data_end is not None:
+            end = max(
+                end,
+                (
+                    pd.Timestamp(manifest.data_end).floor("D") + pd.Timedelta(days=1, seconds=1)
+                ).to_pydatetime(),
+            )
+    last_ends = [store.get_feature_view(view).most_recent_end_time for view in views] if incremental else []
+    if incremental and last_ends and all(t is not None for t in last_ends):
         start = min(last_ends) - late_arrival
         mode = "incremental"
     else:
         starts = []
-        for view in VIEWS:
+        for view in views:
             ts = pd.read_parquet(table_path(tables_dir, view), columns=["event_timestamp"])["event_timestamp"]
-            starts.append(ts.min())
-        start = min(starts).to_pydatetime() - pd.Timedelta(seconds=1)
+            if len(ts):
+                starts.append(ts.min())
+        start = min(starts).to_pydatetime() - pd.Timedelta(seconds=1) if starts else end - timedelta(days=1)
         mode = "full"
-    store.materialize(start_date=start, end_date=end)
-    return {
+    store.materialize(start_date=start, end_date=end, feature_views=views)
+    result = {
         "mode": mode,
         "start": str(start),
         "end": str(end),
         "seconds": round(time.perf_counter() - started, 3),
     }
+    marker = tables_dir / MATERIALIZED
+    tmp = marker.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({**result, "feature_set_version": manifest.version}))
+    tmp.replace(marker)  # serving reloads what it holds in memory when this changes
+    return result
 
 
-def historical_features(store: Any, entity_rows: pd.DataFrame) -> pd.DataFrame:
-    """Point-in-time features for each (user_id, document_id, event_timestamp) row, in the same order.
+def historical_features(store: Any, entity_rows: pd.DataFrame, manifest: FeatureManifest) -> pd.DataFrame:
+    """Point-in-time values of every view for each (user_id, document_id, event_timestamp[, query]) row, in the
+    same order, as columns `view__feature`.
 
-    Every view is keyed by the user or by the document alone, so Feast joins each entity's views against that
-    entity's distinct (key, timestamp) pairs (a list asks for one user at one time, 100 times over) and the
-    answers are spread back over the rows. Every row asked for comes back (unmatched ones with nulls); the
-    counts are checked.
+    Documents and users are asked at the row's time; collaborative views at the epoch of that time (so a user's
+    and a document's factors come from the same fit); query x document statistics under the row's normalized
+    query. Each (entity, time) pair is asked once (a list asks for one user at one time, 100 times over) and the
+    answers are spread back over the rows. Every row asked for comes back (unmatched ones with nulls); the counts
+    are checked.
     """
     if entity_rows.empty:
         raise FeatureStoreError("no entity rows to retrieve features for")
     ask = entity_rows[["user_id", "document_id", "event_timestamp"]].reset_index(drop=True)
     ask["event_timestamp"] = pd.to_datetime(ask["event_timestamp"], utc=True).dt.as_unit("us")
-    service = store.get_feature_service(FEATURE_SERVICE)
-    refs: dict[str, list[str]] = {}
-    names: list[str] = []
-    for projection in service.feature_view_projections:
-        entity = VIEWS[projection.name][0]
-        refs.setdefault(entity, []).extend(
-            f"{projection.name_to_use()}:{f.name}" for f in projection.features
+    ask["_epoch"] = manifest.epoch_of(ask["event_timestamp"]).dt.as_unit("us")
+    if "query_document" in manifest.views:
+        queries = (
+            entity_rows["query"].map(normalize_query).to_numpy()
+            if "query" in entity_rows
+            else [None] * len(ask)
         )
-        names.extend(f.name for f in projection.features)
+        ask["query_document_key"] = [None if q is None else query_document_key(q, str(d))
+                                     for q, d in zip(queries, ask["document_id"], strict=True)]  # fmt: skip
+    groups: dict[tuple[str, bool], list[str]] = {}
+    for view, spec in manifest.view_specs().items():
+        groups.setdefault((spec.entity, spec.epoch_keyed), []).extend(f"{view}:{c}" for c in spec.columns)
     parts = []
-    for entity, entity_refs in refs.items():
-        key = [JOIN_KEYS[entity], "event_timestamp"]
-        distinct = ask[key].drop_duplicates().reset_index(drop=True)
-        got = store.get_historical_features(entity_df=distinct, features=entity_refs).to_df()
+    for (entity, epoch_keyed), refs in groups.items():
+        key = JOIN_KEYS[entity]
+        when = "_epoch" if epoch_keyed else "event_timestamp"
+        pairs = ask[[key, when]].rename(columns={when: "event_timestamp"})
+        usable = pairs.dropna()
+        distinct = usable.drop_duplicates().reset_index(drop=True)
+        names = [r.replace(":", "__") for r in refs]
+        if distinct.empty:
+            parts.append(pd.DataFrame({n: [None] * len(ask) for n in names}))
+            continue
+        got = store.get_historical_features(
+            entity_df=distinct, features=refs, full_feature_names=True
+        ).to_df()
         if len(got) != len(distinct):
             raise FeatureStoreError(f"feature retrieval returned {len(got)} rows for {len(distinct)} asked")
         got["event_timestamp"] = pd.to_datetime(got["event_timestamp"], utc=True).dt.as_unit("us")
-        spread = ask[key].merge(got, on=key, how="left", validate="many_to_one")
-        parts.append(spread.drop(columns=key))
-    return pd.concat(parts, axis=1)[names]
+        spread = pairs.merge(got, on=[key, "event_timestamp"], how="left", validate="many_to_one")
+        parts.append(spread[names].reset_index(drop=True))
+    return pd.concat(parts, axis=1)
 
 
 def user_entity_key(user_key: str) -> Any:
@@ -254,15 +384,23 @@ def serialized_user_key(config: Any, user_key: str) -> bytes:
     )
 
 
-def sqlite_user_tables(store: Any) -> tuple[str, list[str]]:
+def user_views(store: Any) -> list[Any]:
+    """The registered feature views keyed by the user."""
+    return [v for v in store.list_feature_views() if v.entity_columns and
+            [c.name for c in v.entity_columns] == [JOIN_KEYS["user"]]]  # fmt: skip
+
+
+def sqlite_user_tables(store: Any, views: list[Any] | None = None) -> tuple[str, list[str]]:
     """Feast's SQLite online store: its database path (a relative one resolved against the repo, as Feast does)
     and the tables of the user feature views, named as Feast names them."""
     from feast.infra.online_stores.sqlite import SqliteOnlineStore, _table_id
 
     config = store.config
     versioned = config.registry.enable_online_feature_view_versioning
-    tables = [_table_id(config.project, store.get_feature_view(view), versioned)
-              for view, (entity, _) in VIEWS.items() if entity == "user"]  # fmt: skip
+    tables = [
+        _table_id(config.project, view, versioned)
+        for view in (views if views is not None else user_views(store))
+    ]
     return SqliteOnlineStore._get_db_path(config), tables
 
 
@@ -282,12 +420,12 @@ def delete_online_user(store: Any, user_key: str) -> int:
         client = online._get_client(config.online_store)
         key = _redis_key(config.project, user_entity_key(user_key), config.entity_key_serialization_version)
         return int(client.delete(key))
-    path, user_tables = sqlite_user_tables(store)  # the tables serving reads a user from
+    path, tables_of_users = sqlite_user_tables(store)  # the tables serving reads a user from
     key = serialized_user_key(config, user_key)
     deleted = 0
     with sqlite3.connect(path) as conn:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        for table in user_tables:
+        for table in tables_of_users:
             if table in tables:
                 deleted += conn.execute(
                     f"DELETE FROM {_quote_id(table)} WHERE entity_key = ?", (key,)

@@ -33,6 +33,7 @@ import pandas as pd
 
 from flows.lifecycle import canary_analysis_flow, retrain_flow
 from models.canary import click_rate
+from reranker.featureset import BUNDLED, install_feature_set
 from reranker.settings import Settings
 from reranker.synthetic import SyntheticWorld, WorldConfig, simulate_traffic, write_dataset
 
@@ -151,10 +152,11 @@ def run_demo(settings: Settings, plan: DemoPlan, progress: bool = True, say: Any
         say(f"[{time.perf_counter() - started:6.1f}s] {name}")
 
     start = (datetime.now(UTC) - timedelta(days=plan.bootstrap_days)).replace(microsecond=0)
-    world = SyntheticWorld.create(WorldConfig(seed=plan.seed, n_users=plan.n_users, n_docs=plan.n_docs,
-                                              days=plan.bootstrap_days - 1, start=start))  # fmt: skip
+    world = SyntheticWorld.create(WorldConfig.shop(seed=plan.seed, n_users=plan.n_users, n_docs=plan.n_docs,
+                                                   days=plan.bootstrap_days - 1, start=start, n_candidates=30))  # fmt: skip
     raw = layout.raw / "demo"
     write_dataset(world, plan.bootstrap_events, raw, progress=progress)
+    say(install_feature_set(BUNDLED / "synthetic.yaml", settings.feature_set_path, raw / "featureset.yaml"))
     lap("bootstrap log written")
     state = retrain_flow(model_id=plan.model_id, path=str(raw / "interactions"), documents=str(raw / "documents.parquet"),
                          rounds=plan.rounds, data_dir=data_dir, return_state=True)  # fmt: skip

@@ -49,7 +49,9 @@ def lake_fingerprint(settings: Settings) -> str:
 
 def _features_cache_key(context: Any, parameters: dict[str, Any]) -> str:
     settings: Settings = parameters["settings"]
-    return f"features-{settings.layout.root}-{lake_fingerprint(settings)}"
+    path = settings.feature_set_path
+    declared = hashlib.sha256(path.read_bytes()).hexdigest()[:12] if path.exists() else "none"
+    return f"features-{settings.layout.root}-{lake_fingerprint(settings)}-{declared}"
 
 
 # ---------------------------------------------------------------- tasks (one domain call each)
@@ -60,13 +62,11 @@ def ingest_batch(
     settings: Settings, path: str, fail_on_quarantine: bool = True, documents: str | None = None
 ) -> dict[str, Any]:
     """Validate (Great Expectations) and land a file or folder of interaction events (and upsert the catalog)."""
-    import pandas as pd
-
     from expectations.ingest import ingest
-    from reranker.lake import upsert_documents
+    from reranker.lake import read_catalog, upsert_documents
 
     if documents:
-        upsert_documents(settings.layout.documents, pd.read_parquet(documents))
+        upsert_documents(settings.layout.documents, read_catalog(Path(documents)))
 
     summary = ingest(Path(path), settings.layout, **settings.ingest_options())
     report = summary.to_dict()
@@ -83,11 +83,17 @@ def build_features(settings: Settings) -> dict[str, Any]:
     """Offline feature tables from the lake, Feast apply, incremental materialization to the online store.
     Cached on the lake's fingerprint: an unchanged lake is not rebuilt, across restarts too."""
     from feature_repo.store import apply, build_from_lake, materialize
+    from reranker.featureset import load_feature_set
 
     layout = settings.layout
-    build = build_from_lake(layout, settings.seed)
+    build = build_from_lake(layout, load_feature_set(settings.feature_set_path), settings.seed)
     store = apply(layout.feast, layout.feature_tables, settings.feast_redis, settings.feast_registry)
-    return {"rows": build.rows, "materialize": materialize(store, layout.feature_tables, incremental=True)}
+    return {
+        "rows": build.rows,
+        "feature_set": build.feature_set,
+        "version": build.feature_set_version,
+        "materialize": materialize(store, layout.feature_tables, incremental=True),
+    }
 
 
 @task(cache_policy=NO_CACHE)
@@ -95,6 +101,8 @@ def train_model(
     settings: Settings, model_id: str, rounds: int, policy: dict[str, Any] | None
 ) -> dict[str, Any]:
     """Training set -> train -> evaluate against champion and fallback -> gates -> register (+ alias if passed)."""
+    import pandas as pd
+
     from feature_repo.store import open_store, serving_files
     from models.gates import GatePolicy
     from models.registry import Registry
@@ -106,9 +114,12 @@ def train_model(
     plan = TrainPlan.create(
         model_id, settings.seed, rounds, settings.train_threads, GatePolicy(**(policy or {}))
     )
+    catalog = pd.read_parquet(layout.documents) if layout.documents.exists() else None
+    logger = get_run_logger()
     outcome = train_and_register(read_interactions(layout.interactions), open_store(layout.feast),
-                                 Registry(settings.tracking_uri()), plan, serving_files(layout.feature_tables),
-                                 layout.mlflow / "artifacts")  # fmt: skip
+                                 Registry(settings.tracking_uri()), plan, layout.feature_tables,
+                                 serving_files(layout.feature_tables), layout.mlflow / "artifacts", catalog=catalog,
+                                 say=logger.info)  # fmt: skip
     return outcome.summary()
 
 
@@ -141,6 +152,7 @@ def check_drift(settings: Settings, model_id: str, recent_days: float) -> dict[s
 
     from expectations.drift import check_drift as run_check
     from expectations.drift import split_windows
+    from models.card import CARD_FILE, ModelCard
     from models.registry import CHAMPION, Registry
     from reranker.lake import read_interactions
 
@@ -149,8 +161,9 @@ def check_drift(settings: Settings, model_id: str, recent_days: float) -> dict[s
     if version is None:
         raise ValueError(f"model {model_id!r} has no champion: nothing to compare against")
     run_id = registry.client.get_model_version(model_id, version).run_id
-    meta = json.loads(Path(registry.client.download_artifacts(run_id, "serving/model_meta.json")).read_text())
-    window = tuple(meta["data"]["window"].split(" .. "))
+    card = ModelCard.model_validate(json.loads(Path(registry.client.download_artifacts(
+        run_id, f"serving/{CARD_FILE}")).read_text()))  # fmt: skip
+    window = (str(card.data_start), str(card.data_end))
     layout = settings.layout
     reference, recent = split_windows(read_interactions(layout.interactions), window, recent_days)  # type: ignore[arg-type]
     catalog = pd.read_parquet(layout.documents) if layout.documents.exists() else None

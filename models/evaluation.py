@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from models.debias import Propensities, ipw_dcg
 from models.metrics import per_list
 
 
@@ -80,22 +81,35 @@ def evaluate_scores(
     seed: int = 7,
     label: str = "label",
     cluster: str | None = "user_id",
+    propensities: Propensities | None = None,
 ) -> EvaluationReport:
-    """Metrics of each scoring of the same lists; `reference` minus each other one, paired per list."""
+    """Metrics of each scoring of the same lists; `reference` minus each other one, paired per list. With
+    `propensities` (logged lists with positions), also the debiased IPW-DCG of every list (`models.debias`)."""
     per = {name: per_list(frame, s, ks, label) for name, s in scores.items()}
     ref = per[reference]
     owner = frame.drop_duplicates("list_id").set_index("list_id")
-    clusters = (owner[cluster] if cluster and cluster in owner else owner.index.to_series()).reindex(
-        ref.index
-    )
-    metrics = {
-        name: cluster_bootstrap(t.loc[ref.index], clusters.to_numpy(), n_boot, seed)
-        for name, t in per.items()
-    }
+
+    def clusters_of(index: pd.Index) -> np.ndarray:
+        col = owner[cluster] if cluster and cluster in owner else owner.index.to_series()
+        return col.reindex(index).to_numpy()
+
+    clusters = clusters_of(ref.index)
+    metrics = {name: cluster_bootstrap(t.loc[ref.index], clusters, n_boot, seed) for name, t in per.items()}
     differences = {
-        f"{reference} - {name}": cluster_bootstrap(ref - t.loc[ref.index], clusters.to_numpy(), n_boot, seed)
+        f"{reference} - {name}": cluster_bootstrap(ref - t.loc[ref.index], clusters, n_boot, seed)
         for name, t in per.items()
         if name != reference
     }
+    if propensities is not None and "position" in frame and frame["position"].notna().all():
+        ipw = {name: ipw_dcg(frame, s, propensities, tuple(k for k in ks if k <= 10) or ks[:1], label)
+               for name, s in scores.items()}  # fmt: skip
+        ipw_ref = ipw[reference]
+        ipw_clusters = clusters_of(ipw_ref.index)
+        for name, t in ipw.items():
+            metrics[name].update(cluster_bootstrap(t, ipw_clusters, n_boot, seed))
+            if name != reference:
+                differences[f"{reference} - {name}"].update(
+                    cluster_bootstrap(ipw_ref - t, ipw_clusters, n_boot, seed)
+                )
     n_total = frame["list_id"].nunique()
     return EvaluationReport(len(ref), n_total - len(ref), metrics, differences)

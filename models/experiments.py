@@ -13,6 +13,7 @@ import pandas as pd
 from models.lambdarank import TrainConfig, train_lambdarank
 from models.metrics import per_list
 from models.ope import estimate
+from models.ranker import feature_matrix
 from reranker.synthetic import SyntheticWorld, WorldConfig, simulate_clicks
 
 BIAS_FEATURES = ["first_stage_score", "affinity_obs", "quality_obs", "query_match"]
@@ -80,14 +81,16 @@ def position_bias(seed: int = 7, n_train: int = 20_000, n_test: int = 3_000, rou
 
     base = TrainConfig(num_boost_round=rounds, threads=threads, seed=seed,
                        params={"min_data_in_leaf": 50, "lambdarank_truncation_level": 10})  # fmt: skip
-    naive, _ = train_lambdarank(train, BIAS_FEATURES, TrainConfig(**{**asdict(base), "position_aware": False}), None,
+    X = feature_matrix(train, BIAS_FEATURES)
+    naive, _ = train_lambdarank(train, X, BIAS_FEATURES, TrainConfig(**{**asdict(base), "position_aware": False}),
                                 label="click")  # fmt: skip
-    aware, info = train_lambdarank(train, BIAS_FEATURES, base, None, label="click")
+    aware, info = train_lambdarank(train, X, BIAS_FEATURES, base, label="click")
     assert info["position_aware"]
-    oracle, _ = train_lambdarank(train, BIAS_FEATURES, TrainConfig(**{**asdict(base), "position_aware": False}),
-                                 None, label="grade")  # fmt: skip
-    return BiasResult(seed, ndcg(logging_score.ravel()), ndcg(naive.score(test)), ndcg(aware.score(test)),
-                      ndcg(oracle.score(test)))  # fmt: skip
+    oracle, _ = train_lambdarank(train, X, BIAS_FEATURES, TrainConfig(**{**asdict(base), "position_aware": False}),
+                                 label="grade")  # fmt: skip
+    test_X = feature_matrix(test, BIAS_FEATURES)
+    return BiasResult(seed, ndcg(logging_score.ravel()), ndcg(naive.score_matrix(test_X)),
+                      ndcg(aware.score_matrix(test_X)), ndcg(oracle.score_matrix(test_X)))  # fmt: skip
 
 
 # ---------------------------------------------------------------- Open Bandit Dataset

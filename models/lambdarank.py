@@ -96,7 +96,6 @@ class LambdaRankRanker:
 @dataclass
 class TrainConfig:
     num_boost_round: int = 400
-    early_stopping_rounds: int = 40
     threads: int = 1
     seed: int = 7
     position_aware: bool = True
@@ -105,12 +104,12 @@ class TrainConfig:
 
 
 def _dataset(
-    frame: pd.DataFrame, features: list[str], label: str, use_position: bool, ref: Any = None
+    frame: pd.DataFrame, X: np.ndarray, features: list[str], label: str, use_position: bool, ref: Any = None
 ) -> lgb.Dataset:
     sizes = frame.groupby("list_id", sort=False).size().to_numpy()
     position = frame["position"].to_numpy(dtype=np.int32) if use_position else None
     return lgb.Dataset(
-        np.ascontiguousarray(feature_matrix(frame, features), dtype=np.float32),
+        np.ascontiguousarray(X, dtype=np.float32),
         label=frame[label].to_numpy(dtype=np.float64),
         group=sizes,
         position=position,
@@ -122,31 +121,23 @@ def _dataset(
 
 def train_lambdarank(
     train: pd.DataFrame,
+    X: np.ndarray,
     features: list[str],
     config: TrainConfig,
-    valid: pd.DataFrame | None = None,
     label: str = "label",
 ) -> tuple[LambdaRankRanker, dict[str, Any]]:
-    """Frames are sorted by list_id with rows of a list contiguous. Positions (0-based) are used when the frame
-    has them for every row and `position_aware` is set: LightGBM then learns position bias factors jointly."""
+    """`train`: the lists (rows of a list contiguous) with labels and, when logged, positions; `X` their inputs, in
+    `features` order. Positions (0-based) are used when the frame has them for every row and `position_aware` is
+    set: LightGBM then learns position bias factors jointly."""
     use_position = bool(config.position_aware and "position" in train and train["position"].notna().all())
     params = {**DEFAULT_PARAMS, **config.params, "num_threads": config.threads, "seed": config.seed}
     if use_position:
         params["lambdarank_position_bias_regularization"] = config.position_bias_regularization
-    dtrain = _dataset(train, features, label, use_position)
-    valid_sets: list[lgb.Dataset] = []
-    callbacks: list[Any] = []
-    if valid is not None and len(valid):
-        valid_sets = [_dataset(valid, features, label, False, ref=dtrain)]
-        callbacks.append(lgb.early_stopping(config.early_stopping_rounds, verbose=False))
-    booster = lgb.train(params, dtrain, num_boost_round=config.num_boost_round, valid_sets=valid_sets,
-                        callbacks=callbacks)  # fmt: skip
+    dtrain = _dataset(train, X, features, label, use_position)
+    booster = lgb.train(params, dtrain, num_boost_round=config.num_boost_round)
     info = {
         "position_aware": use_position,
-        "best_iteration": int(booster.best_iteration or booster.current_iteration()),
         "num_trees": booster.num_trees(),
         "params": params,
     }
-    if booster.best_iteration:
-        booster = booster.model_from_string(booster.model_to_string(num_iteration=booster.best_iteration))
     return LambdaRankRanker(booster, threads=config.threads), info

@@ -44,10 +44,16 @@ class FirstStageRanker:
 
     @property
     def feature_names(self) -> list[str]:
-        return ["first_stage_score"]
+        return ["first_stage.score"]
 
     def score(self, features: pd.DataFrame) -> np.ndarray:
         return self.score_matrix(feature_matrix(features, self.feature_names))
 
     def score_matrix(self, X: np.ndarray) -> np.ndarray:
-        return np.nan_to_num(X[:, 0], nan=-np.inf)
+        """The first-stage score; candidates without one keep their order below those with one."""
+        score = X[:, 0]
+        missing = np.isnan(score)
+        if not missing.any():
+            return score.copy()
+        floor = np.nanmin(score) if (~missing).any() else 0.0
+        return np.where(missing, floor - 1.0 - np.arange(len(score)) / max(len(score), 1), score)

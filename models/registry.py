@@ -1,8 +1,8 @@
 """The MLflow registry adapter: versions, tags and aliases (champion, canary, previous_champion).
 
 The model is logged as a native LightGBM Booster (the sklearn flavour fails to reload an LGBMRanker), with what
-serving needs beside it under `serving/`: ordered feature names, the feature service, the segment model and the
-category vocabulary.
+serving needs beside it under `serving/`: the model card (`models.card`: its ordered inputs, their encodings, the
+feature set, the fallback, the gates) and the segment model.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +32,12 @@ class LoadedModel:
     version: str
     alias: str | None
     booster: Any
-    features: list[str]
-    meta: dict[str, Any] = field(default_factory=dict)
+    card: Any  # models.card.ModelCard
     serving_dir: Path | None = None
+
+    @property
+    def features(self) -> list[str]:
+        return list(self.card.input_names)
 
 
 # MLflow's fluent APIs read process-wide URIs: one registry at a time sets them, inside `Registry.active()`
@@ -142,9 +145,17 @@ class Registry:
             booster = mlflow.lightgbm.load_model(f"models:/{name}/{version}")
             serving = Path(mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="serving",
                                                                tracking_uri=self.tracking_uri))  # fmt: skip
-        meta = json.loads((serving / "model_meta.json").read_text())
+        from models.card import CARD_FILE, ModelCard
+
+        card_path = serving / CARD_FILE
+        if not card_path.exists():
+            raise ModelNotFound(f"model {name!r} version {version} has no model card (registered by an older release): "
+                                "train a new version")  # fmt: skip
+        card = ModelCard.model_validate(json.loads(card_path.read_text()))
+        if booster.feature_name() != card.input_names:
+            raise ModelNotFound(f"model {name!r} version {version}: its card does not describe its inputs")
         alias = next((a for a, v in aliases.items() if v == str(version)), None)
-        return LoadedModel(name, str(version), alias, booster, meta["features"], meta, serving)
+        return LoadedModel(name, str(version), alias, booster, card, serving)
 
 
 class AliasError(ValueError):

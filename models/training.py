@@ -1,9 +1,16 @@
 """Train -> evaluate -> gate -> register: the offline half of the loop, as plain functions.
 
+Lists come from every source the lake holds (`build_lists`): logged lists (served lists with their impressions and
+clicks) and retrieval lists (ratings, by the rolling-origin protocol), side by side. Their features come from the
+declared feature set, point in time (`models.training_set`).
+
 Evaluation is rolling-origin: the test period (lists at or after a time quantile) is cut into folds by time; each
 fold is scored by a model trained only on lists whose labels were complete before the fold starts (a fixed number
-of boosting rounds: early stopping on the few lists of a validation period proved erratic). The registered model is then fitted on every complete list with
-the same settings. Metrics and gates therefore describe the procedure that produced the registered model.
+of boosting rounds: early stopping on the few lists of a validation period proved erratic). The registered model is
+then fitted on every complete list with the same settings, so metrics and gates describe the procedure that
+produced it. On logged lists the comparison also reads the debiased IPW-DCG (`models.debias`), which the click
+labels' favour for the logging order does not reach. The better fallback on the same lists (first-stage order
+unless the rule-based ranker is proven better) is recorded on the model card.
 """
 
 from __future__ import annotations
@@ -12,26 +19,38 @@ import json
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
+from feature_repo.inputs import InputsUnavailable, ModelInput, available_inputs, used_encodings
+from feature_repo.manifest import FeatureManifest
+from feature_repo.text import TextIndex
+from models.card import GateStatus, GateVerdict, ModelCard
+from models.debias import Propensities, estimate_propensities, logged_keys
 from models.evaluation import EvaluationReport, evaluate_scores
-from models.gates import GatePolicy, GateResult, check_gates, failure_reason
+from models.gates import GatePolicy, check_gates, failure_reason
 from models.lambdarank import LambdaRankRanker, TrainConfig, train_lambdarank
-from models.lists import RetrievalProtocol, has_logged_lists, logged_lists, relevant_lists, retrieval_lists
+from models.lists import RetrievalProtocol, logged_lists, relevant_lists, retrieval_lists
 from models.ranker import FirstStageRanker
 from models.registry import CANARY, CHAMPION, PIP_REQUIREMENTS, LoadedModel, Registry
 from models.rule_based import RuleBasedRanker
-from models.training_set import TrainingSet
+from models.training_set import TrainingSet, build_training_set
 
 # max_depth 5: TreeSHAP explanations cost O(trees x leaves x depth^2); on MovieLens depth 5 kept NDCG@10 within
 # 0.004 of unlimited depth (0.294 vs 0.297) at about half the explanation time of serving.
 LEARNED_PARAMS = {"learning_rate": 0.03, "num_leaves": 15, "max_depth": 5, "min_data_in_leaf": 100,
                   "feature_fraction": 0.8, "lambda_l2": 5.0}  # fmt: skip
+KEY_METRICS = ("ndcg@10", "mrr@10", "recall@10", "ipw_dcg@10")
+
+
+class TrainingError(ValueError):
+    """Training cannot start or finish on this data; the message says what is missing and what to do."""
 
 
 @dataclass
@@ -47,6 +66,9 @@ class TrainPlan:
     )
     gates: GatePolicy = field(default_factory=GatePolicy)
     feature_service: str = "reranker_features"
+    drop_families: tuple[str, ...] = ()  # ablations: model inputs of these families left out
+    select_families: bool = True  # drop a family a validation period proves harmful (see `select_families`)
+    validation_from_quantile: float = 0.4  # validation lists: from here to the test period
 
     @classmethod
     def create(
@@ -63,10 +85,11 @@ class TrainOutcome:
     model_id: str
     version: str | None
     alias: str | None
-    gates: dict[str, GateResult]
+    gates: dict[str, GateVerdict]
     report: EvaluationReport
     champion_version: str | None
     run_id: str | None
+    card: ModelCard
     data: dict[str, Any]
     seconds: dict[str, float]
 
@@ -74,13 +97,16 @@ class TrainOutcome:
     def passed(self) -> bool:
         return all(g.passed for g in self.gates.values())
 
-    def summary(self, metrics: tuple[str, ...] = ("ndcg@10", "mrr@10", "recall@10")) -> dict[str, Any]:
+    def summary(self, metrics: tuple[str, ...] = KEY_METRICS) -> dict[str, Any]:
         return {
             "model_id": self.model_id,
             "version": self.version,
             "alias": self.alias,
             "passed_gates": self.passed,
-            "gates": {k: {"passed": g.passed, "detail": g.detail} for k, g in self.gates.items()},
+            "gates": {
+                k: {"passed": g.passed, "status": g.status.value, "detail": g.detail}
+                for k, g in self.gates.items()
+            },
             "n_lists": self.report.n_lists,
             "metrics": {
                 r: {m: ms[m].to_dict() for m in metrics if m in ms} for r, ms in self.report.metrics.items()
@@ -88,83 +114,244 @@ class TrainOutcome:
             "differences": {
                 p: {m: d[m].to_dict() for m in metrics if m in d} for p, d in self.report.differences.items()
             },
+            "fallback": {"name": self.card.fallback, "reason": self.card.fallback_reason},
+            "feature_set": {
+                "name": self.card.feature_set,
+                "version": self.card.feature_set_version,
+                "inputs": len(self.card.inputs),
+            },
             "data": self.data,
             "seconds": self.seconds,
             "run_id": self.run_id,
         }
 
 
-def build_lists(
-    events: pd.DataFrame, protocol: RetrievalProtocol, progress: bool = False
-) -> tuple[pd.DataFrame, int]:
-    """Lists from served logs when the lake has them, else from the retrieval protocol; and the label horizon."""
-    if has_logged_lists(events):
-        return logged_lists(events), 0
-    return retrieval_lists(events, protocol, progress=progress), protocol.horizon_days
+def build_lists(events: pd.DataFrame, protocol: RetrievalProtocol, catalog: pd.DataFrame | None = None,
+                progress: bool = False) -> tuple[pd.DataFrame, dict[str, int]]:  # fmt: skip
+    """Every source of ranking lists the lake holds, combined: logged lists (impressions of served lists, with their
+    clicks and purchases) and retrieval lists (ratings); each row carries `label_until`, when its label was
+    complete (a logged list's at once, a retrieval list's after the horizon). Lists without a positive are kept
+    here (the caller drops them for training). Also: lists per source."""
+    parts: list[pd.DataFrame] = []
+    counts: dict[str, int] = {}
+    imp = events["interaction_type"] == "impression"
+    if (imp & events["request_id"].notna()).any():
+        logged = logged_lists(events).assign(source="logged")
+        logged["label_until"] = pd.to_datetime(logged["event_timestamp"], utc=True)
+        parts.append(logged)
+        counts["logged"] = int(logged["list_id"].nunique())
+    ratings = events[(events["interaction_type"] == "rating") & events["value"].notna()]
+    if len(ratings):
+        retrieved = retrieval_lists(ratings, protocol, progress=progress, catalog=catalog).assign(
+            source="ratings"
+        )
+        retrieved["label_until"] = pd.to_datetime(retrieved["event_timestamp"], utc=True) + pd.Timedelta(
+            days=protocol.horizon_days)  # fmt: skip
+        parts.append(retrieved)
+        counts["ratings"] = int(retrieved["list_id"].nunique())
+    if not parts:
+        raise TrainingError("the lake holds neither logged lists (impressions with a request_id) nor ratings: "
+                            "ingest served lists with their clicks, or ratings, then train again")  # fmt: skip
+    lists = pd.concat(parts, ignore_index=True, sort=False)
+    return lists, counts
 
 
 def _list_index(data: TrainingSet) -> pd.DataFrame:
-    return data.frame.drop_duplicates("list_id")[["list_id", "user_id", "event_timestamp"]].reset_index(
-        drop=True
-    )
+    starts = data.block.list_starts[:-1]
+    frame = data.frame.iloc[starts]
+    return pd.DataFrame({"list_id": frame["list_id"].to_numpy(), "user_id": frame["user_id"].to_numpy(),
+                         "event_timestamp": pd.to_datetime(frame["event_timestamp"], utc=True).to_numpy(),
+                         "label_until": pd.to_datetime(frame["label_until"], utc=True).to_numpy()})  # fmt: skip
 
 
-def rolling_origin(
-    data: TrainingSet, plan: TrainPlan, horizon_days: int
-) -> tuple[pd.DataFrame, np.ndarray, list[dict[str, Any]]]:
-    """Test frame and the learned scores on it, fold by fold (each fold's model sees only the past)."""
+def rolling_origin(data: TrainingSet, plan: TrainPlan, say: Callable[[str], None] = lambda m: None
+                   ) -> tuple[TrainingSet, np.ndarray, list[dict[str, Any]]]:  # fmt: skip
+    """The test lists and the learned scores on them, fold by fold (each fold's model sees only lists whose labels
+    were complete before the fold starts)."""
     lists = _list_index(data)
     ts = pd.to_datetime(lists["event_timestamp"], utc=True)
+    until = pd.to_datetime(lists["label_until"], utc=True)
     test_from = ts.quantile(plan.protocol.test_from_quantile)
     test_times = np.sort(ts[ts >= test_from].unique())
     if len(test_times) == 0:
-        raise ValueError("no lists in the test period")
+        raise TrainingError(
+            "no lists in the test period: the lake's lists all share one time; log more traffic"
+        )
     folds = [f for f in np.array_split(test_times, min(plan.folds, len(test_times))) if len(f)]
-    gap = pd.Timedelta(days=horizon_days)
-    frames, scores, info = [], [], []
-    for fold in folds:
+    parts, scores, info = [], [], []
+    for number, fold in enumerate(folds, 1):
         start = pd.Timestamp(fold[0])
-        past = lists[ts + gap <= start] if horizon_days else lists[ts < start]
-        if past["list_id"].nunique() < 10:
-            raise ValueError(f"fold from {start}: only {past['list_id'].nunique()} training lists before it")
-        train_part = data.subset(past["list_id"])
-        test_part = data.subset(lists[ts.isin(pd.DatetimeIndex(fold))]["list_id"])
-        model, fit = train_lambdarank(train_part.frame, data.features, plan.train)
-        frames.append(test_part.frame)
-        scores.append(model.score(test_part.frame))
+        past = np.flatnonzero((until <= start).to_numpy() & (ts < start).to_numpy())
+        if len(past) < 10:
+            raise TrainingError(f"fold from {start}: only {len(past)} lists with complete labels before it (need 10): "
+                                "the lake covers too short a time; log more traffic or lower the test share")  # fmt: skip
+        train_part = data.take(past)
+        test_part = data.take(np.flatnonzero(ts.isin(pd.DatetimeIndex(fold)).to_numpy()))
+        say(
+            f"fold {number}/{len(folds)}: training on {train_part.n_lists} lists, scoring {test_part.n_lists}"
+        )
+        model, fit = train_lambdarank(train_part.frame, train_part.X, data.features, plan.train)
+        parts.append(test_part)
+        scores.append(model.score_matrix(test_part.X))
         info.append({"fold_start": str(start), "train_lists": train_part.n_lists,
                      "test_lists": test_part.n_lists, "trees": fit["num_trees"]})  # fmt: skip
-    test = pd.concat(frames, ignore_index=True)
+    test = _concat(parts)
     return test, np.concatenate(scores), info
 
 
-def evaluate_against_baselines(
-    test: pd.DataFrame, learned: np.ndarray, plan: TrainPlan, champion: LoadedModel | None
-) -> EvaluationReport:
+def _concat(parts: list[TrainingSet]) -> TrainingSet:
+    from feature_repo.rows import RowBlock
+
+    blocks = [p.block for p in parts]
+    sizes = np.concatenate([np.diff(b.list_starts) for b in blocks])
+    starts = np.zeros(len(sizes) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=starts[1:])
+    block = RowBlock(np.vstack([b.docs for b in blocks]), np.vstack([b.users for b in blocks]),
+                     np.vstack([b.extras for b in blocks]), np.concatenate([b.first_stage for b in blocks]), starts,
+                     np.concatenate([b.now_days for b in blocks]))  # fmt: skip
+    return TrainingSet(pd.concat([p.frame for p in parts], ignore_index=True), block, parts[0].inputs,
+                       np.vstack([p.X for p in parts]), parts[0].manifest)  # fmt: skip
+
+
+@dataclass
+class FamilyCheck:
+    family: str
+    inputs: int
+    metric: str
+    without_minus_with: dict[str, float]
+    dropped: bool
+
+
+def select_families(data: TrainingSet, plan: TrainPlan, say: Callable[[str], None] = lambda m: None
+                    ) -> tuple[list[ModelInput], list[FamilyCheck]]:  # fmt: skip
+    """Which input families to keep: each family is left out in turn on a validation period before the test period
+    (lists between the `validation_from_quantile` and `test_from_quantile` of time, the model trained on lists
+    complete before it, at half the rounds), and dropped only when the model is better without it with a paired
+    interval above zero - e.g. first-stage inputs that on logged lists mostly echo the logged position. On logged
+    lists the comparison reads the debiased IPW-DCG@10, else NDCG@10. Nothing is dropped without enough lists."""
+    lists = _list_index(data)
+    ts = pd.to_datetime(lists["event_timestamp"], utc=True)
+    until = pd.to_datetime(lists["label_until"], utc=True)
+    start, end = ts.quantile(plan.validation_from_quantile), ts.quantile(plan.protocol.test_from_quantile)
+    train_pos = np.flatnonzero(((until <= start) & (ts < start)).to_numpy())
+    valid_pos = np.flatnonzero(((ts >= start) & (ts < end)).to_numpy())
+    families = sorted({i.family for i in data.inputs})
+    if len(train_pos) < plan.gates.min_lists or len(valid_pos) < plan.gates.min_lists or len(families) < 2:
+        return list(data.inputs), []
+    train, valid = data.take(train_pos), data.take(valid_pos)
+    logged = bool(valid.frame["source"].eq("logged").all()) if "source" in valid.frame else False
+    propensities = propensities_of(train) if logged else None
+    config = TrainConfig(**{**vars(plan.train), "num_boost_round": max(20, plan.train.num_boost_round // 2)})
+    metric = "ipw_dcg@10" if propensities is not None else "ndcg@10"
+
+    def score(inputs: list[ModelInput]) -> np.ndarray:
+        model, _ = train_lambdarank(train.frame, train.matrix(inputs), [i.name for i in inputs], config)
+        return model.score_matrix(valid.matrix(inputs))
+
+    scores = {"all": score(list(data.inputs))}
+    for family in families:
+        keep = [i for i in data.inputs if i.family != family]
+        say(f"input families: validating without {family}")
+        scores[family] = score(keep)
+    report = evaluate_scores(
+        valid.frame, scores, "all", (10,), plan.n_boot, plan.seed, propensities=propensities
+    )
+    checks, drop = [], set()
+    for family in families:
+        iv = report.differences[f"all - {family}"][metric]
+        better_without = (
+            iv.high < 0
+        )  # (all - without) below zero: (without - all) has its interval above zero
+        checks.append(FamilyCheck(family, sum(i.family == family for i in data.inputs), metric,
+                                  {"mean": -iv.mean, "low": -iv.high, "high": -iv.low}, better_without))  # fmt: skip
+        if better_without:
+            drop.add(family)
+    if len(drop) == len(families):
+        drop = set()
+    return [i for i in data.inputs if i.family not in drop], checks
+
+
+def inputs_by_name(manifest: FeatureManifest, names: list[str]) -> list[ModelInput]:
+    have = {i.name: i for i in available_inputs(manifest)}
+    return [have[n] for n in names]
+
+
+def rule_based_for(manifest: FeatureManifest) -> tuple[RuleBasedRanker, list[ModelInput]]:
+    """The rule-based ranker over what this build supplies, and its inputs."""
+    ranker = RuleBasedRanker.for_inputs([i.name for i in available_inputs(manifest)])
+    return ranker, inputs_by_name(manifest, ranker.feature_names)
+
+
+def propensities_of(data: TrainingSet) -> Propensities | None:
+    """Examination propensities from the logged lists' positions and clicks (None without logged positions)."""
+    frame = data.frame
+    if "position" not in frame or "source" not in frame:
+        return None
+    logged = frame[(frame["source"] == "logged") & frame["position"].notna()]
+    if logged.empty or logged["position"].nunique() < 2:
+        return None
+    return estimate_propensities(
+        logged["position"].to_numpy(), logged["label"].to_numpy() > 0, logged_keys(logged)
+    )
+
+
+def evaluate_against_baselines(test: TrainingSet, learned: np.ndarray, plan: TrainPlan, champion: LoadedModel | None,
+                               propensities: Propensities | None) -> EvaluationReport:  # fmt: skip
+    rule, rule_inputs = rule_based_for(test.manifest)
     scores = {
         "learned": learned,
-        "first_stage": FirstStageRanker().score(test),
-        "rule_based": RuleBasedRanker().score(test),
+        "first_stage": FirstStageRanker().score_matrix(
+            test.frame["first_stage_score"].to_numpy(dtype=float)[:, None]
+        ),
+        "rule_based": rule.score_matrix(test.matrix(rule_inputs)),
     }
-    report = evaluate_scores(test, scores, "learned", plan.ks, plan.n_boot, plan.seed)
+    logged = test.frame["source"].eq("logged").all() if "source" in test.frame else False
+    report = evaluate_scores(test.frame, scores, "learned", plan.ks, plan.n_boot, plan.seed,
+                             propensities=propensities if logged else None)  # fmt: skip
+    fallbacks = evaluate_scores(test.frame, {"rule_based": scores["rule_based"], "first_stage": scores["first_stage"]},
+                                "rule_based", plan.ks, plan.n_boot, plan.seed,
+                                propensities=propensities if logged else None)  # fmt: skip
+    report.differences["rule_based - first_stage"] = fallbacks.differences["rule_based - first_stage"]
     if champion is not None:
         # Only lists after the champion's training window are fair to it and to the candidate alike.
-        seen_until = pd.Timestamp(champion.meta["data"]["window"].split(" .. ")[1])
-        fresh = test[pd.to_datetime(test["event_timestamp"], utc=True) > seen_until]
-        report.champion_lists = int(fresh["list_id"].nunique())
-        if "served_by_version" in fresh and len(fresh):
-            # Clicks on lists the champion ranked favour the champion's order: no fair offline comparison there.
-            report.champion_logged = bool((fresh["served_by_version"] == champion.version).mean() >= 0.5)
-        if report.champion_lists >= plan.gates.min_lists and not report.champion_logged:
-            mask = test["list_id"].isin(set(fresh["list_id"])).to_numpy()
-            versus = evaluate_scores(
-                fresh.reset_index(drop=True),
-                {"learned": learned[mask], "champion": LambdaRankRanker(champion.booster).score(fresh)},
-                "learned", plan.ks, plan.n_boot, plan.seed,
-            )  # fmt: skip
+        seen_until = pd.Timestamp(champion.card.data_end)
+        times = pd.to_datetime(test.frame["event_timestamp"], utc=True)
+        fresh_ids = pd.unique(test.frame.loc[times > seen_until, "list_id"])
+        report.champion_lists = len(fresh_ids)
+        fresh = test.subset(fresh_ids)
+        if "served_by_version" in fresh.frame and len(fresh.frame):
+            # Clicks on lists the champion ranked favour the champion's order: naive labels cannot compare them.
+            report.champion_logged = bool(
+                (fresh.frame["served_by_version"] == champion.version).mean() >= 0.5
+            )
+        debiased = propensities is not None and logged
+        if report.champion_lists >= plan.gates.min_lists and (debiased or not report.champion_logged):
+            try:
+                champion_X = fresh.matrix(champion.card.inputs, champion.card.encodings)
+            except InputsUnavailable:
+                return report  # the current features no longer supply the champion: not comparable offline
+            mask = test.frame["list_id"].isin(set(fresh_ids)).to_numpy()
+            versus = evaluate_scores(fresh.frame, {"learned": learned[mask],
+                                                   "champion": LambdaRankRanker(champion.booster).score_matrix(champion_X)},
+                                     "learned", plan.ks, plan.n_boot, plan.seed,
+                                     propensities=propensities if debiased else None)  # fmt: skip
             report.metrics["champion"] = versus.metrics["champion"]
             report.differences["learned - champion"] = versus.differences["learned - champion"]
     return report
+
+
+def choose_fallback(
+    report: EvaluationReport, logged: bool
+) -> tuple[Literal["first_stage", "rule_based"], str]:
+    """The fallback to serve when the model cannot: the first-stage order (the caller's own), unless the rule-based
+    ranker beat it on these lists with a paired interval above zero."""
+    diff = report.differences["rule_based - first_stage"]
+    metric = "ipw_dcg@10" if logged and "ipw_dcg@10" in diff else "ndcg@10"
+    iv = diff[metric]
+    said = f"{metric} rule-based - first-stage order {iv.mean:+.4f} [{iv.low:+.4f}, {iv.high:+.4f}] on the test lists"
+    if iv.low > 0:
+        return "rule_based", said
+    return "first_stage", said + " (the caller's order unless the rule is proven better)"
 
 
 def code_version() -> str:
@@ -182,8 +369,7 @@ def register(
     plan: TrainPlan,
     model: LambdaRankRanker,
     report: EvaluationReport,
-    gates: dict[str, GateResult],
-    data: dict[str, Any],
+    card: ModelCard,
     serving_files: dict[str, Path],
     artifact_root: Path | None,
     lists: pd.DataFrame | None = None,
@@ -194,14 +380,15 @@ def register(
 
     experiment_id = registry.experiment(plan.model_id, artifact_root)
     champion_before = registry.aliases(plan.model_id).get(CHAMPION)
-    reason = failure_reason(gates)
+    reason = failure_reason(card.gates)
     with (
         registry.active(),
         mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{plan.model_id}") as run,
     ):
         mlflow.log_params({"folds": plan.folds, "num_boost_round": plan.train.num_boost_round,
-                           "position_aware": plan.train.position_aware, "feature_service": plan.feature_service,
-                           **{f"lgb_{k}": v for k, v in plan.train.params.items()},
+                           "position_aware": card.position_aware, "feature_set": card.feature_set,
+                           "feature_set_version": card.feature_set_version, "inputs": len(card.inputs),
+                           "fallback": card.fallback, **{f"lgb_{k}": v for k, v in plan.train.params.items()},
                            **{f"protocol_{k}": v for k, v in vars(plan.protocol).items()}})  # fmt: skip
         for ranker, ms in report.metrics.items():
             for m, iv in ms.items():
@@ -218,8 +405,9 @@ def register(
         if lists is not None:  # lineage: the training lists (keys and labels) as the run's input dataset
             keys = lists[["list_id", "user_id", "document_id", "event_timestamp", "label"]]
             mlflow.log_input(from_pandas(keys, name="training_lists", targets="label"), context="training")
-        mlflow.set_tags({"data_window": data["window"], "dataset_digest": data["digest"], "code_version": code_version(),
-                         "feature_service": plan.feature_service, "gates_passed": str(reason is None)})  # fmt: skip
+        mlflow.set_tags({"data_window": card.window, "dataset_digest": card.dataset_digest, "code_version": card.code_version,
+                         "feature_set": f"{card.feature_set} {card.feature_set_version}",
+                         "gates_passed": str(reason is None)})  # fmt: skip
         with tempfile.TemporaryDirectory() as tmp:
             from models.plots import feature_importance, metrics_vs_k
 
@@ -230,8 +418,9 @@ def register(
             mlflow.log_artifacts(str(plots), artifact_path="evaluation")
             serving = Path(tmp) / "serving"
             serving.mkdir()
-            meta = {"features": model.feature_names, "feature_service": plan.feature_service, "data": data}
-            (serving / "model_meta.json").write_text(json.dumps(meta, indent=2, default=str))
+            from models.card import CARD_FILE
+
+            (serving / CARD_FILE).write_text(card.model_dump_json(indent=2))
             for name, src in serving_files.items():
                 if src.exists():
                     (serving / name).write_bytes(src.read_bytes())
@@ -241,13 +430,18 @@ def register(
         version = str(info.registered_model_version)
         run_id = run.info.run_id
     tags = {
-        "ndcg_at_10": f"{report.metrics['learned']['ndcg@10'].mean:.4f}",
-        "data_window": data["window"],
-        "dataset_digest": data["digest"],
-        "feature_service": plan.feature_service,
-        "code_version": code_version(),
+        **{
+            "metric." + k.replace("@", "_at_").replace(" - ", "_minus_"): f"{v:.4f}"
+            for k, v in card.metrics.items()
+        },
+        "ndcg_at_10": f"{card.metrics.get('learned.ndcg@10', float('nan')):.4f}",
+        "data_window": card.window,
+        "dataset_digest": card.dataset_digest,
+        "feature_set": f"{card.feature_set} {card.feature_set_version}",
+        "fallback": card.fallback,
+        "code_version": card.code_version,
         "n_lists": report.n_lists,
-        **{f"gate.{k}": ("pass: " if g.passed else "FAIL: ") + g.detail for k, g in gates.items()},
+        **{f"gate.{k}": g.tag() for k, g in card.gates.items()},
     }
     alias = None
     if reason is None:
@@ -264,38 +458,92 @@ class ProcedureEvaluation:
     """The rolling-origin evaluation of the training procedure on the lake, with its gates."""
 
     data: TrainingSet
-    horizon_days: int
     report: EvaluationReport
-    gates: dict[str, GateResult]
+    gates: dict[str, GateVerdict]
     champion: LoadedModel | None
     folds: list[dict[str, Any]]
+    sources: dict[str, int]
+    propensities: Propensities | None
+    fallback: tuple[Literal["first_stage", "rule_based"], str]
+    families: list[FamilyCheck]
     seconds: dict[str, float]
 
 
-def evaluate_procedure(
-    events: pd.DataFrame, store: Any, registry: Registry, plan: TrainPlan, progress: bool = False
-) -> ProcedureEvaluation:
+def load_features(tables_dir: Path) -> tuple[FeatureManifest, TextIndex | None]:
+    try:
+        manifest = FeatureManifest.read(tables_dir)
+    except FileNotFoundError as exc:
+        raise TrainingError(f"{exc}") from None
+    return manifest, TextIndex.load(tables_dir)
+
+
+def evaluate_procedure(events: pd.DataFrame, store: Any, registry: Registry, plan: TrainPlan, tables_dir: Path,
+                       catalog: pd.DataFrame | None = None, progress: bool = False,
+                       say: Callable[[str], None] = lambda m: None) -> ProcedureEvaluation:  # fmt: skip
     """Lists -> point-in-time training set -> rolling-origin scores -> metrics against the baselines and the
     champion -> gates. Registers nothing."""
-    from models.training_set import build_training_set
-
     seconds: dict[str, float] = {}
+    manifest, text = load_features(tables_dir)
     t = time.perf_counter()
-    lists, horizon = build_lists(events, plan.protocol, progress=progress)
+    lists, sources = build_lists(events, plan.protocol, catalog, progress=progress)
+    all_lists = lists["list_id"].nunique()
     lists = relevant_lists(lists)  # before the join: the others would be dropped after it
     if lists.empty:
-        raise ValueError("no ranking lists with a positive could be built from the lake (too little data?)")
+        raise TrainingError(f"none of the {all_lists} lists built from the lake ({sources}) has a positive "
+                            "(a click, purchase or rating >= 4): post the users' interactions to /interactions "
+                            "(or ingest them), then train again")  # fmt: skip
+    kept = lists.groupby("source")["list_id"].nunique().to_dict() if "source" in lists else {}
+    say(
+        "lists: "
+        + ", ".join(f"{kept.get(s, 0):,} of {n:,} {s} lists have a positive" for s, n in sources.items())
+    )
     seconds["lists"] = time.perf_counter() - t
     t = time.perf_counter()
-    data = build_training_set(store, lists)
+    data = build_training_set(store, lists, manifest, text)
+    if plan.drop_families:
+        data = data.with_inputs([i for i in data.inputs if i.family not in plan.drop_families])
+    say(f"training set: {data.n_lists:,} lists, {len(data.frame):,} rows, {len(data.inputs)} inputs "
+        f"(feature set {manifest.feature_set.name} {manifest.version})")  # fmt: skip
+    checks: list[FamilyCheck] = []
+    if plan.select_families:
+        kept, checks = select_families(data, plan, say)
+        dropped = [c.family for c in checks if c.dropped]
+        if dropped:
+            say(f"input families dropped (the validation period ranks better without them): {dropped}")
+            data = data.with_inputs(kept)
     seconds["training_set"] = time.perf_counter() - t
     t = time.perf_counter()
-    champion = registry.load(plan.model_id, CHAMPION) if CHAMPION in registry.aliases(plan.model_id) else None
-    test, learned, folds = rolling_origin(data, plan, horizon)
-    report = evaluate_against_baselines(test, learned, plan, champion)
-    gates = check_gates(report, plan.gates, has_champion=champion is not None, logged_lists=horizon == 0)
+    champion = None
+    if CHAMPION in registry.aliases(plan.model_id):
+        champion = registry.load(plan.model_id, CHAMPION)
+    test, learned, folds = rolling_origin(data, plan, say)
+    propensities = propensities_of(data.subset(set(data.list_ids()) - set(test.list_ids())))
+    report = evaluate_against_baselines(test, learned, plan, champion, propensities)
+    logged = bool(test.frame["source"].eq("logged").all()) if "source" in test.frame else False
+    gates = check_gates(report, plan.gates, has_champion=champion is not None, logged_lists=logged)
+    fallback = choose_fallback(report, logged)
     seconds["evaluate"] = time.perf_counter() - t
-    return ProcedureEvaluation(data, horizon, report, gates, champion, folds, seconds)
+    return ProcedureEvaluation(
+        data, report, gates, champion, folds, sources, propensities, fallback, checks, seconds
+    )
+
+
+def make_card(plan: TrainPlan, ev: ProcedureEvaluation, position_aware: bool) -> ModelCard:
+    data, report = ev.data, ev.report
+    start, end = data.window()
+    metrics = {
+        f"{r}.{m}": iv.mean for r, ms in report.metrics.items() for m, iv in ms.items() if m in KEY_METRICS
+    }
+    metrics.update({f"{p}.{m}": iv.mean for p, ms in report.differences.items() for m, iv in ms.items()
+                    if m in KEY_METRICS})  # fmt: skip
+    return ModelCard(model_id=plan.model_id, feature_set=data.manifest.feature_set.name,
+                     feature_set_version=data.manifest.version, inputs=list(data.inputs),
+                     encodings=used_encodings(list(data.inputs), data.manifest), data_start=start.to_pydatetime(),
+                     data_end=end.to_pydatetime(), lists=data.n_lists, rows=len(data.frame),
+                     dataset_digest=data.digest(), sources=ev.sources, position_aware=position_aware,
+                     fallback=ev.fallback[0], fallback_reason=ev.fallback[1], gates=ev.gates, metrics=metrics,
+                     dropped_families=[c.family for c in ev.families if c.dropped],
+                     code_version=code_version(), trained_at=datetime.now(UTC))  # fmt: skip
 
 
 def train_and_register(
@@ -303,23 +551,34 @@ def train_and_register(
     store: Any,
     registry: Registry,
     plan: TrainPlan,
+    tables_dir: Path,
     serving_files: dict[str, Path],
     artifact_root: Path | None = None,
+    catalog: pd.DataFrame | None = None,
     progress: bool = False,
+    say: Callable[[str], None] = lambda m: None,
 ) -> TrainOutcome:
-    ev = evaluate_procedure(events, store, registry, plan, progress)
+    ev = evaluate_procedure(events, store, registry, plan, tables_dir, catalog, progress, say)
     data, seconds = ev.data, ev.seconds
     t = time.perf_counter()
-    final, fit = train_lambdarank(data.frame, data.features, plan.train)
+    say(f"final model: training on all {data.n_lists:,} lists")
+    final, fit = train_lambdarank(data.frame, data.X, data.features, plan.train)
     seconds["train_final"] = time.perf_counter() - t
-    window = data.window()
-    info = {"window": f"{window[0]} .. {window[1]}", "digest": data.digest(), "lists": data.n_lists,
-            "rows": len(data.frame), "folds": ev.folds, "position_aware": fit["position_aware"],
-            "source": "logged lists" if ev.horizon_days == 0 else "retrieval protocol"}  # fmt: skip
+    card = make_card(plan, ev, fit["position_aware"])
+    info = {"window": card.window, "digest": card.dataset_digest, "lists": data.n_lists, "rows": len(data.frame),
+            "folds": ev.folds, "position_aware": fit["position_aware"], "sources": ev.sources,
+            "propensities": ev.propensities.to_dict() if ev.propensities else None,
+            "families": [vars(c) for c in ev.families]}  # fmt: skip
     t = time.perf_counter()
-    version, alias, run_id = register(registry, plan, final, ev.report, ev.gates, info, serving_files,
-                                      artifact_root, lists=data.frame)  # fmt: skip
+    say("registering in MLflow")
+    version, alias, run_id = register(registry, plan, final, ev.report, card, serving_files, artifact_root,
+                                      lists=data.frame)  # fmt: skip
     seconds["register"] = time.perf_counter() - t
     return TrainOutcome(plan.model_id, version, alias, ev.gates, ev.report,
-                        ev.champion.version if ev.champion else None, run_id, info,
+                        ev.champion.version if ev.champion else None, run_id, card, info,
                         {k: round(v, 2) for k, v in seconds.items()})  # fmt: skip
+
+
+def gate_summary(gates: dict[str, GateVerdict]) -> str:
+    return "  ".join(f"{k} {'✓' if g.status is GateStatus.passed else '✗' if not g.passed else '–'}"
+                     for k, g in gates.items())  # fmt: skip

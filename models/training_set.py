@@ -1,37 +1,40 @@
-"""Training sets: ranking lists joined, point in time, with the feature service's features via Feast."""
+"""Training sets: ranking lists joined, point in time, with the feature build's views via Feast, and turned into the
+model inputs by the same kernel serving runs (`feature_repo.inputs`)."""
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from feature_repo.definitions import feature_names
+from feature_repo.inputs import InputPlan, ModelInput, default_inputs
+from feature_repo.manifest import Encodings, FeatureManifest
+from feature_repo.rows import RowBlock, block_from_frame
 from feature_repo.store import historical_features
-from feature_repo.transforms import REQUEST_FEATURES, request_features
-from models.lists import CANDIDATE_FEATURES
-from models.rule_based import RuleBasedRanker
+from feature_repo.text import TextIndex
 
-MODEL_FEATURES = [
-    *feature_names(),
-    *REQUEST_FEATURES,
-    *CANDIDATE_FEATURES,
-    "rule_score",
-    "rule_score_list_pct",
-]
+LIST_COLUMNS = ["list_id", "user_id", "document_id", "event_timestamp", "first_stage_score", "label", "position",
+                "propensity", "served_by_version", "query", "source", "label_until"]  # fmt: skip
 
 
 @dataclass
 class TrainingSet:
-    frame: pd.DataFrame  # rows of a list contiguous, in list order
-    features: list[str]
+    frame: pd.DataFrame  # the lists' keys and labels; rows of a list contiguous, in list order
+    block: RowBlock  # what the kernel reads, same rows
+    inputs: list[ModelInput]
+    X: np.ndarray  # the inputs, computed from the block
+    manifest: FeatureManifest = field(repr=False)
+
+    @property
+    def features(self) -> list[str]:
+        return [i.name for i in self.inputs]
 
     @property
     def n_lists(self) -> int:
-        return int(self.frame["list_id"].nunique())
+        return len(self.block.list_starts) - 1
 
     def digest(self) -> str:
         """Content digest of keys and labels (what MLflow records as the dataset's identity)."""
@@ -40,31 +43,48 @@ class TrainingSet:
             :16
         ]
 
-    def window(self) -> tuple[str, str]:
+    def window(self) -> tuple[pd.Timestamp, pd.Timestamp]:
         ts = pd.to_datetime(self.frame["event_timestamp"], utc=True)
-        return str(ts.min()), str(ts.max())
+        return ts.min(), ts.max()
+
+    def list_ids(self) -> np.ndarray:
+        return self.frame["list_id"].to_numpy()[self.block.list_starts[:-1]]
 
     def subset(self, list_ids: Any) -> TrainingSet:
-        return TrainingSet(self.frame[self.frame["list_id"].isin(set(list_ids))].reset_index(drop=True),
-                           self.features)  # fmt: skip
+        """The given lists, in this set's order."""
+        wanted = set(list_ids)
+        positions = np.array([i for i, lid in enumerate(self.list_ids()) if lid in wanted], dtype=np.int64)
+        return self.take(positions)
+
+    def take(self, positions: np.ndarray) -> TrainingSet:
+        starts, ends = self.block.list_starts[positions], self.block.list_starts[positions + 1]
+        rows = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends, strict=True)]) if len(positions) else \
+            np.zeros(0, np.int64)  # fmt: skip
+        return TrainingSet(self.frame.iloc[rows].reset_index(drop=True), self.block.take_lists(positions),
+                           self.inputs, self.X[rows], self.manifest)  # fmt: skip
+
+    def matrix(self, inputs: list[ModelInput], encodings: Encodings | None = None) -> np.ndarray:
+        """These rows' values of other inputs (another model's: its card's inputs and encodings)."""
+        if [i.name for i in inputs] == self.features and encodings is None:
+            return self.X
+        return self.block.compute(InputPlan.build(inputs, self.manifest, encodings))
+
+    def with_inputs(self, inputs: list[ModelInput]) -> TrainingSet:
+        """The same rows with another list of inputs (an ablation)."""
+        return TrainingSet(self.frame, self.block, inputs, self.block.compute(InputPlan.build(inputs, self.manifest)),
+                           self.manifest)  # fmt: skip
 
 
-def model_inputs(frame: pd.DataFrame) -> pd.DataFrame:
-    """Request-time inputs computed from retrieved features; the same code runs in training and serving."""
-    frame = request_features(frame)
-    for col in CANDIDATE_FEATURES:
-        if col not in frame:
-            frame[col] = np.nan
-    frame["rule_score"] = RuleBasedRanker().score(frame)
-    frame["rule_score_list_pct"] = frame.groupby("list_id", sort=False)["rule_score"].rank(pct=True)
-    return frame
-
-
-def build_training_set(store: Any, lists: pd.DataFrame) -> TrainingSet:
-    """Features as of each list's timestamp for each (user, document); same row count and order as `lists`."""
-    feats = historical_features(store, lists)
-    frame = pd.concat([lists.reset_index(drop=True), feats], axis=1)
-    frame = model_inputs(frame)
-    order = pd.Categorical(frame["list_id"], categories=pd.unique(frame["list_id"]), ordered=True)
-    frame = frame.assign(_o=order.codes, _i=np.arange(len(frame))).sort_values(["_o", "_i"])
-    return TrainingSet(frame.drop(columns=["_o", "_i"]).reset_index(drop=True), list(MODEL_FEATURES))
+def build_training_set(store: Any, lists: pd.DataFrame, manifest: FeatureManifest, text: TextIndex | None,
+                       inputs: list[ModelInput] | None = None) -> TrainingSet:  # fmt: skip
+    """Point-in-time features of each list row; same rows, lists contiguous in their first-appearance order.
+    `inputs`: default every input the build supplies."""
+    order = pd.Categorical(lists["list_id"], categories=pd.unique(lists["list_id"]), ordered=True)
+    lists = lists.assign(_o=order.codes, _i=np.arange(len(lists))).sort_values(["_o", "_i"], kind="stable")
+    lists = lists.drop(columns=["_o", "_i"]).reset_index(drop=True)
+    raw = historical_features(store, lists, manifest)
+    block = block_from_frame(lists, raw, manifest, text)
+    inputs = inputs if inputs is not None else default_inputs(manifest)
+    X = block.compute(InputPlan.build(inputs, manifest))
+    keep = [c for c in LIST_COLUMNS if c in lists]
+    return TrainingSet(lists[keep], block, inputs, X, manifest)

@@ -55,7 +55,14 @@ class InteractionEvent(BaseModel):
     timestamp: datetime
     model_version: str | None = None
     variant: str | None = Field(default=None, description="champion, canary, fallback, ...")
-    features: dict[str, float] | None = Field(default=None, description="Request-time features, if logged.")
+    features: dict[str, float] | None = Field(
+        default=None,
+        description="The candidate's request-time features (declared request fields), if logged.",
+    )
+    context: dict[str, str | float] | None = Field(
+        default=None,
+        description="The request's context (declared context fields: device, locale, ...), if logged.",
+    )
 
 
 class ServedItem(BaseModel):
@@ -65,6 +72,7 @@ class ServedItem(BaseModel):
     position: int = Field(ge=0)
     score: float
     propensity: float = Field(gt=0, le=1)
+    features: dict[str, float] | None = Field(default=None, description="The candidate's request features.")
 
 
 class ServedListEvent(BaseModel):
@@ -87,6 +95,7 @@ class ServedListEvent(BaseModel):
     n_candidates: int | None = Field(
         default=None, ge=0, description="How many candidates the list came from."
     )
+    context: dict[str, str | float] | None = Field(default=None, description="The request's context.")
 
 
 INTERACTION_COLUMNS = list(InteractionEvent.model_fields)

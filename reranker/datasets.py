@@ -90,6 +90,19 @@ def _read_member(zf: zipfile.ZipFile, name: str, **kwargs: object) -> pd.DataFra
 # ---------------------------------------------------------------- MovieLens-100K
 
 
+def shift_to_now(events: pd.DataFrame, catalog: pd.DataFrame, now: pd.Timestamp | None = None
+                 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.Timedelta]:  # fmt: skip
+    """A replayed log moved, whole days at a time, so that its last event falls on the day before `now`: served
+    today, its recent windows and ages read as they did when it was logged. Catalog timestamps move with it."""
+    now = now or pd.Timestamp.now(tz="UTC")
+    last = pd.to_datetime(events["timestamp"], utc=True).max()
+    delta = (now.floor("D") - pd.Timedelta(days=1)) - last.floor("D")
+    events = events.assign(timestamp=pd.to_datetime(events["timestamp"], utc=True) + delta)
+    if "created_at" in catalog:
+        catalog = catalog.assign(created_at=pd.to_datetime(catalog["created_at"], utc=True) + delta)
+    return events, catalog, delta
+
+
 def movielens(cache: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(interaction events, document catalog) of MovieLens-100K; every rating is a `rating` event."""
     base = "recbole/dataset_example/ml-100k/ml-100k"

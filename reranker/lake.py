@@ -32,6 +32,7 @@ LAKE_SCHEMA = pa.schema(
         ("model_version", pa.string()),
         ("variant", pa.string()),
         ("features_json", pa.string()),
+        ("context_json", pa.string()),
     ]
 )
 LAKE_COLUMNS = LAKE_SCHEMA.names
@@ -116,22 +117,48 @@ def read_interactions(
     return table.to_pandas()
 
 
+def read_catalog(path: Path) -> pd.DataFrame:
+    """A document catalog file: Parquet, CSV or JSON lines (every column kept, types as stored or inferred)."""
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return pd.read_csv(path)
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        return pd.read_json(path, lines=True)
+    return pd.read_parquet(path)
+
+
+def _storable(column: pd.Series) -> pd.Series:
+    """A catalog column Parquet can hold: lists and numbers as they are, anything else mixed as text."""
+    if column.dtype != object:
+        return column
+    kinds = {type(v) for v in column.dropna()}
+    if kinds <= {list, tuple} or kinds <= {str}:
+        return column.map(lambda v: list(v) if isinstance(v, tuple) else v)
+    if kinds <= {int, float, bool}:
+        return pd.to_numeric(column, errors="coerce")
+    return column.map(lambda v: None if v is None or (isinstance(v, float) and v != v) else str(v))
+
+
 def upsert_documents(path: Path, catalog: pd.DataFrame) -> int:
-    """Merge a document catalog into the lake's (new rows win), atomically; returns the catalog size."""
-    required = {"document_id", "categories", "created_at"}
-    missing = required - set(catalog.columns)
-    if missing:
-        raise ValueError(f"document catalog lacks columns: {sorted(missing)}")
+    """Merge a document catalog into the lake's (new rows win; every column kept, the union of both catalogs'
+    columns), atomically; returns the catalog size. Which columns the model uses is the feature set's business."""
+    if "document_id" not in catalog.columns:
+        raise ValueError(
+            f"document catalog lacks a document_id column (columns: {sorted(map(str, catalog.columns))})"
+        )
     catalog = catalog.copy()
+    catalog.columns = [str(c) for c in catalog.columns]
+    catalog = catalog[catalog["document_id"].notna()]
     catalog["document_id"] = catalog["document_id"].astype(str)
-    catalog["created_at"] = pd.to_datetime(catalog["created_at"], utc=True)
-    if "title" not in catalog:
-        catalog["title"] = catalog["document_id"]
-    catalog = catalog[["document_id", "title", "categories", "created_at"]]
+    if "created_at" in catalog and not pd.api.types.is_datetime64_any_dtype(catalog["created_at"]):
+        parsed = pd.to_datetime(catalog["created_at"], utc=True, errors="coerce", format="mixed")
+        if parsed.notna().sum() >= catalog["created_at"].notna().sum():
+            catalog["created_at"] = parsed
     if path.exists():
         catalog = pd.concat([catalog, pd.read_parquet(path)], ignore_index=True)
     catalog = catalog.drop_duplicates("document_id", keep="first").sort_values("document_id")
-    atomic_write_parquet(catalog, path)
+    catalog = catalog.apply(_storable)
+    atomic_write_parquet(catalog.reset_index(drop=True), path)
     return len(catalog)
 
 
@@ -147,10 +174,8 @@ def delete_user_rows(root: Path, key: str, column: str = "user_id") -> int:
         if len(keep) == len(frame):
             continue
         removed += len(frame) - len(keep)
-        if keep.empty:
-            path.unlink()
-        else:
-            atomic_write_parquet(pa.Table.from_pandas(keep, schema=table.schema, preserve_index=False), path)
+        # an emptied file stays, empty with its schema: a feature table's source must keep existing
+        atomic_write_parquet(pa.Table.from_pandas(keep, schema=table.schema, preserve_index=False), path)
     return removed
 
 

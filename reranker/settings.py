@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RERANKER_", env_file=".env", extra="ignore")
 
     data_dir: Path = Field(default=Path("data"), description="All state of the embedded default lives here.")
+    feature_set: Path | None = Field(
+        default=None, description="The feature set declaration (YAML); default <data_dir>/featureset.yaml."
+    )
     mlflow_tracking_uri: str | None = Field(
         default=None, description="Defaults to MLFLOW_TRACKING_URI, else SQLite under the data dir."
     )
@@ -100,6 +103,10 @@ class Settings(BaseSettings):
     @property
     def layout(self) -> Layout:
         return Layout(self.data_dir.resolve())
+
+    @property
+    def feature_set_path(self) -> Path:
+        return self.feature_set if self.feature_set is not None else self.layout.feature_set
 
     def user_key(self, user_id: str) -> str:
         """The stored form of a user id under these settings (hashed unless hashing is off)."""
@@ -169,6 +176,11 @@ class Layout:
     @property
     def gx(self) -> Path:
         return self.root / "gx"
+
+    @property
+    def feature_set(self) -> Path:
+        """The active feature set declaration, unless RERANKER_FEATURE_SET names another file."""
+        return self.root / "featureset.yaml"
 
     @property
     def feature_tables(self) -> Path:

@@ -1,44 +1,40 @@
 """Each returned item's explanation in `learned_rerank`: its top features by |SHAP| and its personalization score
-(the SHAP of the user's own features and of the user-document affinities), from the rows' SHAP values."""
+(the SHAP of the inputs that depend on the user: user activity, affinities, collaborative signals), from the rows'
+SHAP values."""
 
 from __future__ import annotations
-
-from functools import lru_cache
 
 import numpy as np
 from numba import njit
 
-from serving.online_features import USER_FEATURES
-
-PERSONAL = {*USER_FEATURES, "user_doc_affinity", "user_doc_affinity_max", "user_doc_affinity_list_pct",
-            "user_doc_affinity_max_list_pct"}  # fmt: skip
-
-
-@lru_cache(maxsize=64)
-def _personal(names: tuple[str, ...]) -> np.ndarray:
-    return np.array([name in PERSONAL for name in names], dtype=np.bool_)
-
 
 def summarize(
-    contribs: np.ndarray, names: list[str], personalized: bool, top: int
+    contribs: np.ndarray, names: list[str], personal: np.ndarray, personalized: bool, top: int
 ) -> tuple[list[float], list[list[dict[str, object]]]]:
-    """Per row of `contribs` (rows x names): the personalization score (0 when not personalized) and the `top`
-    features by |SHAP|, largest first and ties in feature order (as a stable argsort), contributions rounded to 6
-    decimals."""
+    """Per row of `contribs` (rows x names): the personalization score (the sum over the `personal` inputs; 0 when
+    not personalized) and the `top` features by |SHAP|, largest first and ties in feature order (as a stable
+    argsort), contributions rounded to 6 decimals."""
     rows = contribs.shape[0]
     top = min(top, contribs.shape[1])
-    personal = np.zeros(rows)
     index = np.empty((rows, top), dtype=np.int64)
     value = np.empty((rows, top))
-    _summarize(np.ascontiguousarray(contribs), _personal(tuple(names)), personalized, index, value, personal)
+    scores = np.zeros(rows)
+    _summarize(
+        np.ascontiguousarray(contribs),
+        np.asarray(personal, dtype=np.bool_),
+        personalized,
+        index,
+        value,
+        scores,
+    )
     tops = [[{"name": names[j], "contribution": round(c, 6)} for j, c in zip(cols, vals, strict=True)]
             for cols, vals in zip(index.tolist(), value.tolist(), strict=True)]  # fmt: skip
-    return personal.tolist(), tops
+    return scores.tolist(), tops
 
 
 def warm_up() -> None:
     """Compile the kernel now (or load it from numba's cache), not in a request."""
-    summarize(np.zeros((1, 2)), ["a", "b"], personalized=True, top=1)
+    summarize(np.zeros((1, 2)), ["a", "b"], np.array([True, False]), personalized=True, top=1)
 
 
 @njit(cache=True, nogil=True)

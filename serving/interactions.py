@@ -6,8 +6,8 @@ posted interactions flushed and fsynced before the call returns; served lists ma
 sent, and flushed by a background thread every second). `reranker ingest <lake>/incoming` validates and
 lands them in the lake like any other log; ingestion is idempotent by event_id, so ingesting the landing zone again
 adds nothing.
-A posted interaction also updates the user's activity counts in the online store at once (near-real-time);
-rates and affinities are recomputed by the next materialization. The update reads, adds and writes, so it holds a
+A posted interaction also updates the user's activity counts and recent positives (co-visitation) in the online
+store at once (near-real-time); rates, affinities and factors are recomputed by the next materialization. The update reads, adds and writes, so it holds a
 lock shared by the stage's worker processes (one machine: a scaled-out online store needs its own atomic update).
 """
 
@@ -23,7 +23,8 @@ from typing import Any
 
 import pandas as pd
 
-from feature_repo.transforms import USER_ACTIVITY, positive_flags
+from feature_repo.manifest import FeatureManifest
+from feature_repo.transforms import positive_flags
 from reranker.contracts import InteractionEvent, InteractionType, ServedListEvent
 from reranker.lake import STORED_KEY_PREFIX
 from serving.served_log import JsonlLog
@@ -36,7 +37,8 @@ def impressions(event: ServedListEvent) -> list[InteractionEvent]:
         InteractionEvent(event_id=f"{event.request_id}-{item.position}-impression", request_id=event.request_id,
                          interaction_type=InteractionType.impression, user_id=event.user_id, document_id=item.document_id,
                          query=event.query, position=item.position, propensity=item.propensity, score=item.score,
-                         timestamp=event.timestamp, model_version=event.model_version, variant=event.variant)
+                         timestamp=event.timestamp, model_version=event.model_version, variant=event.variant,
+                         features=item.features, context=event.context)
         for item in event.items
     ]  # fmt: skip
 
@@ -89,9 +91,11 @@ class InteractionSink:
     """Hash user ids, land the events, push the users' new activity counts to the online store."""
 
     def __init__(self, landing: LandingZone, store: Any, hash_user: Callable[[str], str], push_lock: PushLock,
+                 manifest: Callable[[], FeatureManifest],
                  on_user_update: Callable[[str], None] = lambda key: None) -> None:  # fmt: skip
         self.landing = landing
         self.store = store
+        self.manifest = manifest
         self.hash_user = hash_user
         self.push_lock = push_lock
         self.on_user_update = on_user_update
@@ -112,25 +116,52 @@ class InteractionSink:
         return {"accepted": len(hashed), "users_updated": pushed}
 
     def _push(self, events: list[InteractionEvent]) -> int:
-        """Add the batch's events and positives to each user's online counts (impressions are counted at the next
-        materialization, with the served lists they belong to)."""
-        batch = pd.DataFrame([{"user_id": ev.user_id, "kind": ev.interaction_type.value, "value": ev.value}
+        """Add the batch's events and positives to each user's online activity counts, and its positives to the
+        front of the user's recent positives (impressions are counted at the next materialization, with the served
+        lists they belong to)."""
+        manifest = self.manifest()
+        if "user_activity" not in manifest.views:
+            return 0
+        batch = pd.DataFrame([{"user_id": ev.user_id, "kind": ev.interaction_type.value, "value": ev.value,
+                               "document_id": ev.document_id, "timestamp": ev.timestamp}
                               for ev in events if ev.interaction_type != InteractionType.impression])  # fmt: skip
         if batch.empty:
             return 0
         batch["positive"] = positive_flags(batch["kind"], batch["value"].astype(float))
         added = batch.groupby("user_id").agg(n=("kind", "size"), positive=("positive", "sum"))
         users = list(added.index)
+        window = f"{manifest.feature_set.user.window_days}d" if manifest.feature_set.user else "30d"
+        columns = list(manifest.view("user_activity").columns)
         current = self.store.get_online_features(
-            features=[f"user_activity:{name}" for name in USER_ACTIVITY], entity_rows=[{"user_id": u} for u in users]
+            features=[f"user_activity:{name}" for name in columns], entity_rows=[{"user_id": u} for u in users]
         ).to_df().set_index("user_id")  # fmt: skip
-        for name in ("user_n_events", "user_n_events_30d"):
+        for name in ("events", f"events_{window}"):
             current[name] = current[name].astype(float).fillna(0.0) + added["n"]
-        for name in ("user_n_positive", "user_n_positive_30d"):
+        for name in ("positives", f"positives_{window}"):
             current[name] = current[name].astype(float).fillna(0.0) + added["positive"]
         frame = current.reset_index()
         frame["event_timestamp"] = pd.Timestamp.now(tz="UTC")
         self.store.write_to_online_store(feature_view_name="user_activity", df=frame)
+        if "user_history" in manifest.views and manifest.feature_set.collaborative is not None:
+            self._push_recent(batch[batch["positive"]], manifest)
         for user in users:
             self.on_user_update(user)
         return len(users)
+
+    def _push_recent(self, positives: pd.DataFrame, manifest: FeatureManifest) -> None:
+        if positives.empty:
+            return
+        assert manifest.feature_set.collaborative is not None
+        keep = manifest.feature_set.collaborative.recent_positives
+        index = manifest.doc_index()
+        users = sorted(positives["user_id"].unique())
+        stored = self.store.get_online_features(features=["user_history:recent_positives"],
+                                                entity_rows=[{"user_id": u} for u in users]).to_dict()  # fmt: skip
+        rows = []
+        for user, recent in zip(stored["user_id"], stored["recent_positives"], strict=True):
+            mine = positives[positives["user_id"] == user].sort_values("timestamp", ascending=False)
+            new = [index[d] for d in mine["document_id"] if d in index]
+            rows.append({"user_id": user, "recent_positives": (new + list(recent or []))[:keep]})
+        frame = pd.DataFrame(rows)
+        frame["event_timestamp"] = pd.Timestamp.now(tz="UTC")
+        self.store.write_to_online_store(feature_view_name="user_history", df=frame)

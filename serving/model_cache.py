@@ -3,6 +3,12 @@
 `champion` serves; a `canary` alias, when present, gets a configured share of users, chosen deterministically from
 the hashed user id. A background poll re-reads the aliases every few seconds and swaps in the versions they point
 at; while the registry is unreachable the last loaded models keep serving.
+
+Each loaded version carries its input plan: the card's inputs over the current feature build
+(`feature_repo.inputs.InputPlan`). A version whose inputs the current features cannot supply is refused - logged,
+counted (`refusals`), the reason kept for the responses - and the version loaded before it keeps serving; with none,
+requests get the fallback with reason code `model_inputs_unavailable`. A new feature build re-plans every loaded
+version the same way (`replan`).
 """
 
 from __future__ import annotations
@@ -11,8 +17,10 @@ import hashlib
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from feature_repo.inputs import InputPlan, InputsUnavailable
+from feature_repo.manifest import FeatureManifest
 from models.lambdarank import LambdaRankRanker
 from models.registry import CANARY, CHAMPION, LoadedModel, ModelNotFound, Registry
 
@@ -28,6 +36,20 @@ class Variant:
     name: str  # champion | canary
     model: LoadedModel
     ranker: LambdaRankRanker
+    plan: InputPlan
+
+
+@dataclass
+class Refusal:
+    version: str
+    alias: str
+    reason: str
+
+
+@dataclass
+class ModelState:
+    variants: dict[str, Variant] = field(default_factory=dict)
+    refused: dict[str, Refusal] = field(default_factory=dict)  # alias -> why its version is not served
 
 
 def bucket(user_key: str) -> float:
@@ -36,17 +58,21 @@ def bucket(user_key: str) -> float:
 
 
 class ModelCache:
-    def __init__(self, registry: Callable[[], Registry], canary_share: float = 0.2, poll_seconds: float = 10.0,
-                 threads: int = 1) -> None:  # fmt: skip
+    def __init__(self, registry: Callable[[], Registry], manifest: Callable[[], FeatureManifest],
+                 canary_share: float = 0.2, poll_seconds: float = 10.0, threads: int = 1,
+                 on_refusal: Callable[[str, Refusal], None] = lambda model_id, refusal: None) -> None:  # fmt: skip
         self._registry_factory = registry
         self._registry: Registry | None = None
+        self._manifest = manifest
         self.canary_share = canary_share
         self.poll_seconds = poll_seconds
         self.threads = threads
-        self._variants: dict[str, dict[str, Variant]] = {}
+        self.on_refusal = on_refusal
+        self._states: dict[str, ModelState] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.tasks: list[Callable[[], object]] = []  # run by the watcher thread before each alias poll
 
     def registry(self) -> Registry:
         if self._registry is None:
@@ -56,47 +82,70 @@ class ModelCache:
                 raise RegistryUnavailable(str(exc)) from exc
         return self._registry
 
-    def _load(self, model_id: str) -> dict[str, Variant]:
+    def _plan(self, model: LoadedModel) -> InputPlan:
+        return InputPlan.build(model.card.inputs, self._manifest(), model.card.encodings)
+
+    def _load(self, model_id: str) -> ModelState:
         try:
             registry = self.registry()
             if not registry.exists(model_id):
                 raise ModelNotFound(f"model {model_id!r} is not registered")
             aliases = registry.aliases(model_id)
-            current = self._variants.get(model_id, {})
-            loaded: dict[str, Variant] = {}
+            current = self._states.get(model_id, ModelState())
+            state = ModelState()
             for name in (CHAMPION, CANARY):
                 version = aliases.get(name)
                 if version is None:
                     continue
-                have = current.get(name)
+                have = current.variants.get(name)
                 if have is not None and have.model.version == version:
-                    loaded[name] = have
+                    state.variants[name] = have
+                    continue
+                refused = current.refused.get(name)
+                if refused is not None and refused.version == version:  # refused before: not loaded again
+                    state.refused[name] = refused
+                    if have is not None:
+                        state.variants[name] = have
                     continue
                 model = registry.load(model_id, version)
+                try:
+                    plan = self._plan(model)
+                except InputsUnavailable as exc:
+                    refusal = Refusal(version, name, f"version {version} needs inputs the current features cannot "
+                                                     f"supply: {exc}")  # fmt: skip
+                    state.refused[name] = refusal
+                    log.error("model %s: refusing %s version %s, %s", model_id, name, version, refusal.reason)
+                    self.on_refusal(model_id, refusal)
+                    if have is not None:  # the version loaded before keeps serving
+                        state.variants[name] = have
+                    continue
                 ranker = LambdaRankRanker(model.booster, threads=self.threads)
                 ranker.warm_up()  # tables built and kernels compiled here, off the request path
-                loaded[name] = Variant(name, model, ranker)
+                state.variants[name] = Variant(name, model, ranker, plan)
                 log.info("model %s: %s -> version %s", model_id, name, version)
-            return loaded
+            return state
         except ModelNotFound:
             raise
         except Exception as exc:
             raise RegistryUnavailable(f"registry unreachable: {exc}") from exc
 
-    def variants(self, model_id: str) -> dict[str, Variant]:
+    def state(self, model_id: str) -> ModelState:
         """Loaded variants of a model (loading them on first use)."""
         with self._lock:
-            if model_id in self._variants:
-                return self._variants[model_id]
+            if model_id in self._states:
+                return self._states[model_id]
         loaded = self._load(model_id)
         with self._lock:
-            self._variants[model_id] = loaded
+            self._states[model_id] = loaded
         return loaded
+
+    def variants(self, model_id: str) -> dict[str, Variant]:
+        return self.state(model_id).variants
 
     def is_loaded(self, model_id: str) -> bool:
         """Whether a request for this model is served from memory (no registry call)."""
         with self._lock:
-            return model_id in self._variants
+            return model_id in self._states
 
     def choose(self, model_id: str, user_key: str | None) -> Variant | None:
         variants = self.variants(model_id)
@@ -105,16 +154,44 @@ class ModelCache:
             return canary
         return variants.get(CHAMPION)
 
+    def refusal(self, model_id: str) -> Refusal | None:
+        with self._lock:
+            state = self._states.get(model_id)
+        return None if state is None else state.refused.get(CHAMPION)
+
+    def replan(self) -> None:
+        """After a new feature build: every loaded version's plan over it; a version it cannot supply is refused
+        (its variant removed, the refusal kept)."""
+        with self._lock:
+            states = dict(self._states)
+        for model_id, state in states.items():
+            fresh = ModelState(refused=dict(state.refused))
+            for name, variant in state.variants.items():
+                try:
+                    fresh.variants[name] = Variant(
+                        name, variant.model, variant.ranker, self._plan(variant.model)
+                    )
+                except InputsUnavailable as exc:
+                    refusal = Refusal(variant.model.version, name, f"version {variant.model.version} needs inputs "
+                                      f"the new features cannot supply: {exc}")  # fmt: skip
+                    fresh.refused[name] = refusal
+                    log.error(
+                        "model %s: refusing %s after a feature rebuild: %s", model_id, name, refusal.reason
+                    )
+                    self.on_refusal(model_id, refusal)
+            with self._lock:
+                self._states[model_id] = fresh
+
     def refresh(self) -> None:
         """Re-read the aliases of every model in use; keep the last loaded ones when the registry fails."""
-        for model_id in list(self._variants):
+        for model_id in list(self._states):
             try:
                 loaded = self._load(model_id)
             except (RegistryUnavailable, ModelNotFound) as exc:
                 log.warning("alias refresh of %s failed, keeping loaded versions: %s", model_id, exc)
                 continue
             with self._lock:
-                self._variants[model_id] = loaded
+                self._states[model_id] = loaded
 
     def start(self) -> None:
         if self._thread is None:
@@ -126,4 +203,9 @@ class ModelCache:
 
     def _poll(self) -> None:
         while not self._stop.wait(self.poll_seconds):
+            for task in self.tasks:
+                try:
+                    task()
+                except Exception:
+                    log.exception("watcher task failed")
             self.refresh()

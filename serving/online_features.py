@@ -1,100 +1,206 @@
-"""Request-time features from what Feast materialized, fast.
+"""Request-time features from what Feast materialized, fast, for whatever views the feature build generated.
 
-Document features are read once from the online store (one batched Feast call) into an in-process matrix and
-re-read when a materialization is newer than the cache; a lookup is then a numpy gather. User features are read
-per request (with a short-lived cache that a pushed update invalidates): on the SQLite online store straight from
-Feast's tables in one statement (`SqliteUserRead`), on any other store through its own `online_read`, one call per
-user feature view (`ProviderUserRead`, e.g. Redis). Both give the rows and decoding of `get_online_features` (tests
-hold them equal) without its per-call request planning. Per user here, in one run over 943 users: 0.48 ms through
-Feast, 0.19 ms through `online_read`, 0.07 ms from the tables.
+Document views (attributes, engagement, factors, co-visitation neighbours) are read once from the online store (one
+batched Feast call per 5,000 documents) into an in-process matrix laid out as the input kernel reads it
+(`feature_repo.inputs.doc_layout`); a request's rows are one gather. Query x document click statistics are read the
+same way into a two-level map (query -> document row -> values). User views are read per request (with a
+short-lived cache that a pushed update invalidates): on the SQLite online store straight from Feast's tables in one
+statement (`SqliteUserRead`), on any other store through its own `online_read`, one call per user view
+(`ProviderUserRead`, e.g. Redis). Both give the rows and decoding of `get_online_features` (tests hold them equal)
+without its per-call request planning.
+
+A new feature build (its manifest) or materialization (its marker file) is picked up by `refresh`, which the stage
+calls from its watcher thread: the new state is built beside the old one and swapped in whole.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
-from feature_repo.definitions import VIEWS
+from feature_repo.inputs import encode_documents, ragged, user_slots, user_vector
+from feature_repo.manifest import MANIFEST, FeatureManifest
+from feature_repo.store import MATERIALIZED
+from feature_repo.text import TextIndex
 
-
-def _refs(entity: str) -> list[str]:
-    return [f"{view}:{name}" for view, (ent, names) in VIEWS.items() if ent == entity for name in names]
-
-
-USER_REFS = _refs("user")
-DOC_REFS = _refs("document")
-USER_FEATURES = [r.split(":")[1] for r in USER_REFS]
-DOC_FEATURES = [r.split(":")[1] for r in DOC_REFS]
+log = logging.getLogger("reranker.serving")
 
 
 @dataclass
-class DocumentCache:
-    index: dict[str, int]
-    matrix: np.ndarray  # (n_docs, len(DOC_FEATURES)), NaN where missing
-    loaded_at: float
+class UserRow:
+    values: np.ndarray  # user_layout
+    recent: np.ndarray  # document rows of the recent positives, newest first
+    segment: int | None
 
-    def __post_init__(self) -> None:
-        # one all-NaN row at the end: an unknown document's lookup (-1) lands there, so a request is one gather
-        self._padded = np.vstack([self.matrix, np.full((1, self.matrix.shape[1]), np.nan)])
-        self.matrix = self._padded[:-1]  # a view: the rows are held once
+
+@dataclass
+class DocumentTable:
+    index: dict[str, int]  # document id -> row (the manifest's document order)
+    matrix: np.ndarray  # (documents + 1) x doc_layout; the last row all NaN (an unknown document's row, -1)
+    neighbours: tuple[np.ndarray, np.ndarray, np.ndarray]  # CSR by row: indptr, neighbour rows, similarities
 
     def rows(self, document_ids: list[str]) -> np.ndarray:
         found = self.index.get
-        return self._padded[
-            np.fromiter((found(doc, -1) for doc in document_ids), np.int64, len(document_ids))
-        ]
+        return np.fromiter((found(doc, -1) for doc in document_ids), np.int64, len(document_ids))
+
+
+@dataclass
+class QueryStats:
+    rows_of: dict[str, dict[int, int]]  # normalized query -> document row -> stats row
+    matrix: np.ndarray  # (pairs + 1) x (ctr, impressions, clicks); the last row NaN
+
+    def lookup(self, query: str | None, doc_rows: np.ndarray) -> np.ndarray:
+        missing = len(self.matrix) - 1
+        of_query = self.rows_of.get(query) if query else None
+        if not of_query:
+            return np.broadcast_to(self.matrix[missing], (len(doc_rows), 3))
+        get = of_query.get
+        return self.matrix[np.fromiter((get(r, missing) for r in doc_rows.tolist()), np.int64, len(doc_rows))]
+
+
+@dataclass
+class FeatureState:
+    """Everything read from one feature build: swapped whole on refresh."""
+
+    manifest: FeatureManifest
+    documents: DocumentTable
+    text: TextIndex | None
+    query_stats: QueryStats | None
+    user_views: list[tuple[Any, list[str]]]  # (Feast view, its features)
+    stamp: tuple[float, float]
+    user_slots: list[tuple[str, int, int]] = field(default_factory=list)
+    _query_vectors: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=OrderedDict)
+
+    def query_vector(self, query: str | None) -> tuple[np.ndarray, np.ndarray]:
+        """The query's TF-IDF vector, cached (queries repeat)."""
+        if self.text is None or not query:
+            return np.zeros(0, np.int64), np.zeros(0)
+        hit = self._query_vectors.get(query)
+        if hit is None:
+            hit = self._query_vectors[query] = self.text.vector(query)
+            if len(self._query_vectors) > 10_000:
+                self._query_vectors.popitem(last=False)
+        return hit
+
+
+def _stamp(tables_dir: Path) -> tuple[float, float]:
+    def mtime(name: str) -> float:
+        path = tables_dir / name
+        return path.stat().st_mtime if path.exists() else 0.0
+
+    return mtime(MANIFEST), mtime(MATERIALIZED)
+
+
+def _online_frame(store: Any, refs: list[str], key: str, keys: list[str], batch: int = 5_000) -> pd.DataFrame:
+    parts = []
+    for start in range(0, len(keys), batch):
+        rows = [{key: k} for k in keys[start : start + batch]]
+        got = store.get_online_features(features=refs, entity_rows=rows, full_feature_names=True).to_dict()
+        parts.append(pd.DataFrame(got))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[key])
+
+
+def load_state(store: Any, tables_dir: Path) -> FeatureState:
+    stamp = _stamp(tables_dir)
+    manifest = FeatureManifest.read(tables_dir)
+    store.refresh_registry()
+    specs = manifest.view_specs()
+    doc_refs = [f"{v}:{c}" for v, s in specs.items() if s.entity == "document" for c in s.columns]
+    raw = _online_frame(store, doc_refs, "document_id", manifest.documents)
+    matrix = encode_documents(raw, manifest)
+    padded = np.vstack([matrix, np.full((1, matrix.shape[1]), np.nan)])
+    if "document_neighbors" in specs:
+        indptr, indices = ragged(raw["document_neighbors__neighbors"].tolist())
+        _, sims = ragged(raw["document_neighbors__similarities"].tolist())
+        neighbours = (indptr, indices.astype(np.int64), sims.astype(np.float64))
+    else:
+        neighbours = (np.zeros(len(manifest.documents) + 1, np.int64), np.zeros(0, np.int64), np.zeros(0))
+    documents = DocumentTable(manifest.doc_index(), padded, neighbours)
+    query_stats = None
+    keys_path = tables_dir / "query_document_keys.parquet"
+    if "query_document" in specs and keys_path.exists():
+        keys = pd.read_parquet(keys_path)
+        got = _online_frame(store, [f"query_document:{c}" for c in ("ctr", "impressions", "clicks")],
+                            "query_document_key", keys["query_document_key"].tolist())  # fmt: skip
+        values = np.column_stack([pd.to_numeric(got[f"query_document__{c}"], errors="coerce").to_numpy(
+            dtype=np.float64, na_value=np.nan) for c in ("ctr", "impressions", "clicks")]) if len(got) else np.zeros((0, 3))  # fmt: skip
+        rows_of: dict[str, dict[int, int]] = {}
+        doc_index = documents.index
+        for i, (query, doc) in enumerate(zip(keys["query"], keys["document_id"], strict=True)):
+            row = doc_index.get(str(doc))
+            if row is not None and not np.isnan(values[i]).all():
+                rows_of.setdefault(str(query), {})[row] = i
+        query_stats = QueryStats(rows_of, np.vstack([values, np.full((1, 3), np.nan)]))
+    user_views = [
+        (store.get_feature_view(v), list(s.columns)) for v, s in specs.items() if s.entity == "user"
+    ]
+    return FeatureState(manifest, documents, TextIndex.load(tables_dir), query_stats, user_views, stamp,
+                        user_slots(manifest))  # fmt: skip
 
 
 @dataclass
 class OnlineFeatures:
     store: Any  # feast.FeatureStore
-    document_ids: list[str]
+    tables_dir: Path
     user_ttl_seconds: float = 5.0
-    _docs: DocumentCache | None = None
     max_cached_users: int = 100_000
-    _users: OrderedDict[str, tuple[float, dict[str, float] | None]] = field(default_factory=OrderedDict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
     direct_sqlite: bool = True  # SQLite online store: read its tables directly (SqliteUserRead)
+    on_refresh: Callable[[FeatureState], None] = lambda state: None
+    _state: FeatureState | None = None
+    _users: OrderedDict[str, tuple[float, UserRow | None]] = field(default_factory=OrderedDict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
     _user_read: Callable[[str], dict[str, Any]] | None = None
 
-    def documents(self) -> DocumentCache:
-        if self._docs is None:
-            self.refresh_documents()
-        assert self._docs is not None
-        return self._docs
+    def state(self) -> FeatureState:
+        if self._state is None:
+            with self._lock:
+                if self._state is None:
+                    self._state = load_state(self.store, self.tables_dir)
+        return self._state
 
-    def refresh_documents(self, batch: int = 5_000) -> None:
-        parts = []
-        for start in range(0, len(self.document_ids), batch):
-            rows = [{"document_id": d} for d in self.document_ids[start : start + batch]]
-            parts.append(self.store.get_online_features(features=DOC_REFS, entity_rows=rows).to_dict())
-        index = {d: i for i, d in enumerate(self.document_ids)}
-        matrix = np.full((len(self.document_ids), len(DOC_FEATURES)), np.nan)
-        offset = 0
-        for part in parts:
-            n = len(part["document_id"])
-            for j, name in enumerate(DOC_FEATURES):
-                matrix[offset : offset + n, j] = [np.nan if v is None else float(v) for v in part[name]]
-            offset += n
+    @property
+    def manifest(self) -> FeatureManifest:
+        return self.state().manifest
+
+    def refresh(self, force: bool = False) -> bool:
+        """Reload when the feature build or its materialization changed since the state was read; the stage keeps
+        serving the old state while the new one loads, and keeps it if the new one cannot be read."""
+        current = self._state
+        if not force and current is not None and _stamp(self.tables_dir) == current.stamp:
+            return False
+        try:
+            state = load_state(self.store, self.tables_dir)
+        except Exception as exc:
+            log.error("feature refresh failed, keeping the loaded features: %r", exc)
+            return False
         with self._lock:
-            self._docs = DocumentCache(index, matrix, time.time())
+            self._state = state
+            self._user_read = None
+            self._users.clear()
+        log.info("features reloaded: feature set %s %s, %d documents", state.manifest.feature_set.name,
+                 state.manifest.version, len(state.manifest.documents))  # fmt: skip
+        self.on_refresh(state)
+        return True
 
-    def user(self, user_key: str) -> dict[str, float] | None:
+    def user(self, user_key: str) -> UserRow | None:
         """The user's features, or None when the online store knows nothing of the user."""
         now = time.monotonic()
         hit = self._users.get(user_key)
         if hit is not None and now - hit[0] < self.user_ttl_seconds:
             return hit[1]
-        values = self._read_user(user_key)
-        known = None if all(v is None for v in values.values()) else {k: (np.nan if v is None else float(v))
-                                                                       for k, v in values.items()}  # fmt: skip
+        state = self.state()
+        values = self._read_user(state, user_key)
+        known = None if all(v is None for v in values.values()) else self._encode(state, values)
         with self._lock:  # request threads share the cache
             self._users[user_key] = (now, known)
             self._users.move_to_end(user_key)
@@ -102,15 +208,20 @@ class OnlineFeatures:
                 self._users.popitem(last=False)
         return known
 
-    def _read_user(self, user_key: str) -> dict[str, Any]:
-        """The user's stored values by feature name (None where the store has none)."""
+    @staticmethod
+    def _encode(state: FeatureState, values: dict[str, Any]) -> UserRow:
+        vector = user_vector(values, state.manifest, state.user_slots)
+        recent = values.get("user_history__recent_positives")
+        segment = values.get("user_segment__segment")
+        return UserRow(vector, np.asarray(recent if recent is not None else [], dtype=np.int64),
+                       None if segment is None else int(segment))  # fmt: skip
+
+    def _read_user(self, state: FeatureState, user_key: str) -> dict[str, Any]:
+        """The user's stored values by `view__feature` (None where the store has none)."""
         if self._user_read is None:
-            views = [(self.store.get_feature_view(view), list(names))
-                     for view, (entity, names) in VIEWS.items() if entity == "user"]  # fmt: skip
             sqlite = self.direct_sqlite and self.store.config.online_store.type == "sqlite"
-            self._user_read = (
-                SqliteUserRead(self.store, views) if sqlite else ProviderUserRead(self.store, views)
-            )
+            self._user_read = SqliteUserRead(self.store, state.user_views) if sqlite else \
+                ProviderUserRead(self.store, state.user_views)  # fmt: skip
         return self._user_read(user_key)
 
     def invalidate_user(self, user_key: str) -> None:
@@ -118,16 +229,28 @@ class OnlineFeatures:
             self._users.pop(user_key, None)
 
 
+def _decode_value(value: Any, to_python: Callable[[Any], Any]) -> Any:
+    which = value.WhichOneof("val")
+    if which in ("float_val", "double_val", "int64_val", "int32_val", "bool_val", "string_val"):
+        return getattr(value, which)
+    if which in ("double_list_val", "float_list_val", "int64_list_val", "int32_list_val"):
+        return np.asarray(getattr(value, which).val)
+    if which in (None, "null_val"):
+        return None
+    return to_python(value)
+
+
 class ProviderUserRead:
     """A user's values through the configured online store's own `online_read` (any store: SQLite, Redis)."""
 
     def __init__(self, store: Any, views: list[tuple[Any, list[str]]]) -> None:
-        self.store = store
-        self.views = views  # (feast FeatureView, its feature names)
-
-    def __call__(self, user_key: str) -> dict[str, Any]:
         from feast.type_map import feast_value_type_to_python_type
 
+        self.store = store
+        self.views = views  # (feast FeatureView, its feature names)
+        self._to_python = feast_value_type_to_python_type
+
+    def __call__(self, user_key: str) -> dict[str, Any]:
         from feature_repo.store import user_entity_key
 
         key = user_entity_key(user_key)
@@ -139,17 +262,17 @@ class ProviderUserRead:
                                              requested_features=list(names))  # fmt: skip
             for name in names:
                 stored = None if row is None else row.get(name)
-                values[name] = None if stored is None else feast_value_type_to_python_type(stored)
+                values[f"{view.name}__{name}"] = (
+                    None if stored is None else _decode_value(stored, self._to_python)
+                )
         return values
 
 
 class SqliteUserRead:
     """A user's values from Feast's SQLite online store in one statement over the user views' tables - Feast's
     own database path, table names, entity-key encoding and value protos (`feature_repo.store`, which `users
-    delete` uses too), without its per-view queries and the timestamp parsing of every row (0.07 ms a user against
-    0.19 through `online_read`). One connection per thread, read-only: writes stay with Feast."""
-
-    SCALARS = frozenset({"float_val", "double_val", "int64_val", "int32_val", "bool_val", "string_val"})
+    delete` uses too), without its per-view queries and the timestamp parsing of every row. One connection per
+    thread, read-only: writes stay with Feast."""
 
     def __init__(self, store: Any, views: list[tuple[Any, list[str]]]) -> None:
         from feast.infra.online_stores.sqlite import _quote_id
@@ -161,13 +284,14 @@ class SqliteUserRead:
         self._decode = Value.FromString
         self._to_python = feast_value_type_to_python_type
         self._key = serialized_user_key
-
-        self.path, tables = sqlite_user_tables(store)
+        self.path, tables = sqlite_user_tables(store, [v for v, _ in views])
         self.sql = " UNION ALL ".join(
-            f"SELECT feature_name, value FROM {_quote_id(table)} WHERE entity_key = ?" for table in tables
+            f"SELECT {i}, feature_name, value FROM {_quote_id(table)} WHERE entity_key = ?"
+            for i, table in enumerate(tables)
         )
         self.n_tables = len(tables)
-        self.names = [name for _, names in views for name in names]
+        self.names = [[f"{view.name}__{name}" for name in names] for view, names in views]
+        self.wanted = [set(names) for _, names in views]
         self.config = store.config
         self._local = threading.local()
 
@@ -179,11 +303,9 @@ class SqliteUserRead:
 
     def __call__(self, user_key: str) -> dict[str, Any]:
         key = self._key(self.config, user_key)
-        values: dict[str, Any] = dict.fromkeys(self.names)
-        for name, blob in self._conn().execute(self.sql, [key] * self.n_tables):
-            if name in values:
-                value = self._decode(blob)
-                which = value.WhichOneof("val")
-                values[name] = (getattr(value, which) if which in self.SCALARS
-                                else None if which in (None, "null_val") else self._to_python(value))  # fmt: skip
+        values: dict[str, Any] = {name: None for names in self.names for name in names}
+        for table, name, blob in self._conn().execute(self.sql, [key] * self.n_tables):
+            if name in self.wanted[table]:
+                view = self.names[table][0].split("__", 1)[0]
+                values[f"{view}__{name}"] = _decode_value(self._decode(blob), self._to_python)
         return values

@@ -2,13 +2,18 @@
 
 | situation | what is served |
 |---|---|
-| unknown or cold-start user (no online features) | the requested fallback ranker (`served_by: fallback`) |
+| unknown or cold-start user (no online features) | the fallback (`served_by: fallback`) |
 | user opted out of personalization, or no user_id | the learned model without user features (non-personalized) |
 | model_id not registered | `ModelNotFound` (the service answers 404) |
+| the model's inputs cannot be supplied by the current features | the version loaded before it, else the fallback (`model_inputs_unavailable`) |
 | registry unreachable | the last loaded model, else the fallback |
-| online store unreachable | the fallback ranker on the features the request carries |
+| online store unreachable | the first-stage order |
 | some features missing | the learned model on the ones available (missing = NaN, LightGBM's missing branch) |
+| candidate features the feature set does not declare | 422 naming them, or ignored (`unknown_features: ignore`) |
 | scoring over the time budget | the candidates in their original order (`served_by: unranked`) |
+
+The fallback is the request's `fallback`, else the one the served model's training found best on the same data
+(recorded on its card), else - no model served - the caller's own first-stage order.
 """
 
 from __future__ import annotations
@@ -19,36 +24,41 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
+import pandas as pd
 
-from models.ranker import FirstStageRanker, Ranker
+from feature_repo.inputs import InputPlan, available_inputs, select_inputs
+from feature_repo.inputs import warm_up as warm_up_inputs
+from feature_repo.rows import apply_overrides, extras
+from feature_repo.text import warm_up as warm_up_text
+from feature_repo.transforms import normalize_query
+from models.ranker import FirstStageRanker
 from models.rule_based import RuleBasedRanker
 from reranker.contracts import ServedListEvent
 from reranker.exploration import epsilon_greedy_slots
 from reranker.exploration import warm_up as warm_up_exploration
 from serving.explanations import summarize
 from serving.explanations import warm_up as warm_up_explanations
-from serving.fast_inputs import assemble
-from serving.fast_inputs import warm_up as warm_up_inputs
 from serving.model_cache import ModelCache, RegistryUnavailable, Variant
-from serving.online_features import DOC_FEATURES, USER_FEATURES, OnlineFeatures
+from serving.online_features import FeatureState, OnlineFeatures, UserRow
 from serving.schemas import (
     Fallback,
     RerankRequest,
     RerankResponse,
     RerankResult,
     ServedBy,
+    UnknownFeaturePolicy,
 )
-
-FALLBACKS: dict[Fallback, Ranker] = {
-    Fallback.rule_based: RuleBasedRanker(),
-    Fallback.first_stage: FirstStageRanker(),
-}
 
 
 class UnknownFeatures(ValueError):
-    pass
+    """A request names features the model or the feature set does not know; `field` is where."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(frozen=True)
@@ -67,14 +77,19 @@ class ServedList:
     n_candidates: int
     results: list[RerankResult]
     propensities: list[float]
+    context: dict[str, Any] | None = None
+    features: list[dict[str, float]] | None = None  # each returned item's request features
 
     def event(self) -> ServedListEvent:
+        features = self.features or [{}] * len(self.results)
         return ServedListEvent.model_validate({
             "request_id": self.request_id, "user_id": self.user_key, "query": self.query, "model_id": self.model_id,
             "model_version": self.model_version, "variant": self.variant, "served_by": self.served_by,
             "timestamp": self.timestamp, "exploration_rate": self.exploration_rate, "n_candidates": self.n_candidates,
-            "items": [{"document_id": r.document_id, "position": i, "score": r.score, "propensity": p}
-                      for i, (r, p) in enumerate(zip(self.results, self.propensities, strict=True))],
+            "context": self.context or None,
+            "items": [{"document_id": r.document_id, "position": i, "score": r.score, "propensity": p,
+                       "features": f or None}
+                      for i, (r, p, f) in enumerate(zip(self.results, self.propensities, features, strict=True))],
         })  # fmt: skip
 
 
@@ -94,6 +109,22 @@ def score_by_deadline(
 
 
 @dataclass
+class Inputs:
+    """One request's rows as the input kernel reads them."""
+
+    docs: np.ndarray
+    users: np.ndarray
+    extras: np.ndarray
+    first_stage: np.ndarray
+    now_days: np.ndarray
+
+    def compute(self, plan: InputPlan) -> np.ndarray:
+        n = len(self.first_stage)
+        return plan.compute(self.docs, self.users, self.extras, self.first_stage, np.array([0, n], np.int64),
+                            self.now_days)  # fmt: skip
+
+
+@dataclass
 class RerankPipeline:
     features: OnlineFeatures | None
     models: ModelCache
@@ -103,12 +134,78 @@ class RerankPipeline:
     explain_top: int = 3
     explain_threads: int = 2  # for models too deep for the SHAP tables, LightGBM's pred_contrib on both cores
     _local: threading.local = field(default_factory=threading.local, repr=False)
+    _rules: dict[str, tuple[RuleBasedRanker, InputPlan]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         """Compile the request's kernels now (or load them from numba's cache), not in the first request."""
-        warm_up_inputs()
         warm_up_exploration()
         warm_up_explanations()
+        warm_up_inputs()
+        warm_up_text()
+
+    def _rule(self, state: FeatureState) -> tuple[RuleBasedRanker, InputPlan]:
+        """The rule-based ranker over the current build's inputs (planned once per build)."""
+        key = state.manifest.version + str(state.stamp)
+        hit = self._rules.get(key)
+        if hit is None:
+            names = [i.name for i in available_inputs(state.manifest)]
+            rule = RuleBasedRanker.for_inputs(names)
+            have = {i.name: i for i in available_inputs(state.manifest)}
+            hit = self._rules[key] = (
+                rule,
+                InputPlan.build([have[n] for n in rule.feature_names], state.manifest),
+            )
+        return hit
+
+    def _check_candidate_features(self, req: RerankRequest, state: FeatureState | None, reason: list[str],
+                                  codes: list[str]) -> list[dict[str, float]]:  # fmt: skip
+        """The candidates' features, checked against the feature set: unknown names are a 422, or dropped when the
+        request says `unknown_features: ignore`."""
+        given = [c.features for c in req.candidates]
+        if state is None or not any(given):
+            return given
+        allowed = state.manifest.feature_set.overridable()
+        unknown = sorted({k for f in given for k in f} - allowed)
+        if not unknown:
+            return given
+        if req.unknown_features is UnknownFeaturePolicy.reject:
+            first = next(i for i, f in enumerate(given) if set(f) - allowed)
+            raise UnknownFeatures(f"candidates[{first}].features",
+                                  f"unknown feature names {unknown}: the feature set "
+                                  f"{state.manifest.feature_set.name!r} declares request fields "
+                                  f"{sorted(state.manifest.feature_set.request)} and numeric document attributes "
+                                  f"{sorted(allowed - set(state.manifest.feature_set.request))}; send "
+                                  "unknown_features: ignore to drop them instead")  # fmt: skip
+        reason.append(f"ignored unknown candidate features {unknown}")
+        codes.append("unknown_features_ignored")
+        return [{k: v for k, v in f.items() if k in allowed} for f in given]
+
+    def _inputs(self, state: FeatureState, req: RerankRequest, features: list[dict[str, float]], user: UserRow | None,
+                first_stage: np.ndarray, now: datetime) -> Inputs:  # fmt: skip
+        manifest = state.manifest
+        ids = [c.document_id for c in req.candidates]
+        rows = state.documents.rows(ids)
+        docs = state.documents.matrix[rows]  # a copy: -1 (unknown) is the NaN row
+        if any(features):
+            apply_overrides(docs, manifest, features)
+        n = len(ids)
+        width = len(manifest.columns[1])
+        users = (user.values if user is not None else np.full(width, np.nan))[None, :]
+        recent = user.recent if user is not None else np.zeros(0, np.int64)
+        query = normalize_query(req.query)
+        stats = state.query_stats.lookup(query, rows) if state.query_stats is not None else None
+        content = None
+        if (
+            state.text is not None and (rows < 0).any()
+        ):  # documents the catalog lacks: matched by their content
+            content = {int(i): state.text.vector(req.candidates[i].content) for i in np.flatnonzero(rows < 0)
+                       if req.candidates[i].content}  # fmt: skip
+        when = pd.Timestamp(now)
+        extra = extras(manifest, state.text, features, [req.context], [when], np.zeros(n, np.int64), rows, [query],
+                       neighbours=state.documents.neighbours, recent=(np.array([0, len(recent)]), recent),
+                       query_stats=stats, content_vectors=content,
+                       query_vectors=[state.query_vector(query)])  # fmt: skip
+        return Inputs(docs, users, extra, first_stage, np.array([now.timestamp() / 86400.0]))
 
     def rerank(self, req: RerankRequest) -> tuple[RerankResponse, ServedList]:
         request_id = uuid.uuid4().hex
@@ -118,53 +215,62 @@ class RerankPipeline:
         try:
             variant = self.models.choose(req.model_id, user_key)  # ModelNotFound propagates: 404
             if variant is None:
-                reason.append("no champion alias")
-                codes.append("no_champion")
+                refusal = self.models.refusal(req.model_id)
+                if refusal is not None:
+                    reason.append(refusal.reason)
+                    codes.append("model_inputs_unavailable")
+                else:
+                    reason.append("no champion alias")
+                    codes.append("no_champion")
         except RegistryUnavailable as exc:
             variant = None
             reason.append(f"registry unavailable ({exc})")
             codes.append("registry_unavailable")
         started = time.perf_counter()  # the budget covers features and scoring, not a first model load
-        if variant is not None and req.features is not None:
-            unknown = sorted(set(req.features) - set(variant.ranker.feature_names))
-            if unknown:
-                raise UnknownFeatures(f"unknown feature names for this model: {unknown}")
-        personalize = user_key is not None and user_key not in self.opted_out
-        user, docs, store_ok = None, None, True
+        now = datetime.now(UTC)
+        state: FeatureState | None = None
+        store_ok = True
         try:
-            if self.features is not None:
-                docs = self.features.documents().rows([c.document_id for c in req.candidates])
-                if personalize and user_key is not None:
-                    user = self.features.user(user_key)
-        except Exception as exc:  # the online store is down: rank on what the request carries
+            state = self.features.state() if self.features is not None else None
+        except Exception as exc:  # the feature build cannot be read: rank on what the request carries
             store_ok = False
-            reason.append(f"online store unavailable ({type(exc).__name__})")
+            reason.append(f"features unavailable ({type(exc).__name__})")
             codes.append("online_store_unavailable")
+        features = self._check_candidate_features(req, state, reason, codes)
+        mask = None
+        if variant is not None and req.features is not None:
+            mask, unknown = select_inputs(list(variant.plan.inputs), req.features)
+            if unknown:
+                raise UnknownFeatures("features", f"unknown feature names for this model: {unknown} (it knows "
+                                      f"families {sorted({i.family for i in variant.plan.inputs})}, e.g. "
+                                      f"{variant.plan.names[:5]})")  # fmt: skip
+        personalize = user_key is not None and user_key not in self.opted_out
         n = len(req.candidates)
-        user_vec = (
-            None if user is None else np.array([user.get(f, np.nan) for f in USER_FEATURES], dtype=float)
-        )
-        docs = docs if docs is not None else np.full((n, len(DOC_FEATURES)), np.nan)
         first_stage = np.array([np.nan if c.score is None else c.score for c in req.candidates], dtype=float)
-        overrides = [c.features for c in req.candidates]
-        now_days = time.time() / 86400.0
-
-        def inputs(names: list[str]) -> np.ndarray:
-            return assemble(docs, user_vec, first_stage, overrides, now_days, names)
-
-        learned = variant is not None and store_ok and (user is not None or not personalize)
-        if variant is not None and store_ok and personalize and user is None:
+        user: UserRow | None = None
+        inputs: Inputs | None = None
+        if state is not None and store_ok:
+            try:
+                if personalize and user_key is not None and self.features is not None:
+                    user = self.features.user(user_key)
+                inputs = self._inputs(state, req, features, user, first_stage, now)
+            except Exception as exc:  # the online store is down
+                store_ok = False
+                reason.append(f"online store unavailable ({type(exc).__name__})")
+                codes.append("online_store_unavailable")
+        learned = variant is not None and inputs is not None and (user is not None or not personalize)
+        if variant is not None and inputs is not None and personalize and user is None:
             reason.append("unknown or cold-start user")
             codes.append("cold_start_user")
         if user_key is not None and user_key in self.opted_out:
             reason.append("user opted out: non-personalized")
             codes.append("opted_out")
+        X = None
         if learned:
-            assert variant is not None
-            names = variant.ranker.feature_names
-            X = inputs(names)
-            if req.features is not None:  # only the requested features: the others count as missing
-                X[:, [j for j, f in enumerate(names) if f not in set(req.features)]] = np.nan
+            assert variant is not None and inputs is not None
+            X = inputs.compute(variant.plan)
+            if mask is not None:  # only the requested features: the others count as missing
+                X[:, ~mask] = np.nan
             learned_scores = score_by_deadline(
                 variant.ranker.score_matrix, X, started + self.budget_ms / 1000
             )
@@ -177,8 +283,15 @@ class RerankPipeline:
                 reason.append(f"scoring exceeded the {self.budget_ms:.0f} ms budget")
                 codes.append("over_budget")
         else:
-            fallback = FALLBACKS[req.fallback]
-            scores = fallback.score_matrix(inputs(fallback.feature_names))
+            choice = req.fallback or (Fallback(variant.model.card.fallback) if variant is not None else
+                                      Fallback.first_stage)  # fmt: skip
+            if choice is Fallback.rule_based and inputs is not None and state is not None:
+                rule, plan = self._rule(state)
+                scores = rule.score_matrix(inputs.compute(plan))
+            else:
+                if choice is Fallback.rule_based:
+                    reason.append("rule-based fallback needs the online store: first-stage order")
+                scores = FirstStageRanker().score_matrix(first_stage[:, None])
             served_by = ServedBy.fallback
         deterministic = np.argsort(-scores, kind="stable")
         k = min(req.top_n, n)
@@ -190,14 +303,16 @@ class RerankPipeline:
             order, prop = deterministic[:k], np.ones(k)
         rank_of = np.empty(n, dtype=int)
         rank_of[deterministic] = np.arange(n)
-        contribs = self._explain(variant, X, order) if served_by is ServedBy.learned and variant else None
-        segment = (
-            None if user is None or np.isnan(user.get("user_segment", np.nan)) else int(user["user_segment"])
+        contribs = (
+            self._explain(variant, X, order)
+            if served_by is ServedBy.learned and variant and X is not None
+            else None
         )
+        segment = None if user is None else user.segment
         top_features: list[list[dict[str, object]]] = [[] for _ in range(k)]
         personal = [0.0] * k
         if contribs is not None and variant is not None:
-            personal, top_features = summarize(contribs, variant.ranker.feature_names, user is not None,
+            personal, top_features = summarize(contribs, variant.plan.names, variant.plan.personal, user is not None,
                                                self.explain_top)  # fmt: skip
         shown = scores[order].tolist()
         boost = np.maximum(rank_of[order] - np.arange(k), 0).astype(float).tolist()
@@ -216,7 +331,8 @@ class RerankPipeline:
                         for pos, idx in enumerate(order.tolist())],
         })  # fmt: skip
         served = ServedList(request_id, user_key or "anonymous", req.query, req.model_id, version, variant_name,
-                            served_by.value, datetime.now(UTC), eps, n, response.results, prop.tolist())  # fmt: skip
+                            served_by.value, now, eps, n, response.results, prop.tolist(),
+                            req.context or None, [features[i] for i in order.tolist()])  # fmt: skip
         return response, served
 
     def _rng(self) -> np.random.Generator:

@@ -20,14 +20,22 @@ class ServedBy(StrEnum):
     unranked = "unranked"
 
 
+class UnknownFeaturePolicy(StrEnum):
+    reject = "reject"
+    ignore = "ignore"
+
+
 class Candidate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     document_id: str = Field(min_length=1)
-    content: str | None = None
+    content: str | None = Field(default=None, description="Its text: matched against the query when the catalog "
+                                "does not know the document.")  # fmt: skip
     score: float | None = Field(default=None, description="The first-stage score.")
     features: dict[str, float] = Field(
-        default_factory=dict, description="Override or add request-time features."
+        default_factory=dict,
+        description="Values of the feature set's declared request fields (e.g. in_stock), and of numeric document "
+        "attributes to use instead of the stored ones (e.g. a price changed since the catalog was ingested).",
     )
 
 
@@ -41,9 +49,20 @@ class RerankRequest(BaseModel):
     features: list[str] | None = Field(
         default=None, description="Model features to use; default all it knows."
     )
+    context: dict[str, str | float] = Field(
+        default_factory=dict, description="The request's context: the feature set's declared context fields."
+    )
     top_n: int = Field(default=10, ge=1, le=1000)
     exploration_rate: float = Field(default=0.1, ge=0.0, le=1.0)
-    fallback: Fallback = Fallback.rule_based
+    fallback: Fallback | None = Field(
+        default=None,
+        description="What serves when the learned model cannot; default the fallback the served model's training "
+        "found best on your data, or the first-stage order when no model is served.",
+    )
+    unknown_features: UnknownFeaturePolicy = Field(
+        default=UnknownFeaturePolicy.reject,
+        description="Candidate features the feature set does not declare: reject (422) or ignore them.",
+    )
 
 
 class FeatureContribution(BaseModel):

@@ -28,8 +28,6 @@ app = FastAPI(title="reranker", description="Learned reranking stage: POST /rera
 
 def build_pipeline():  # type: ignore[no-untyped-def]
     """Everything the stage needs, from the one settings object (read here, at the entry point)."""
-    import pandas as pd
-
     from feature_repo.store import open_store
     from models.registry import Registry
     from reranker.settings import Settings, apply_runtime_env
@@ -42,11 +40,17 @@ def build_pipeline():  # type: ignore[no-untyped-def]
     apply_runtime_env()
     settings = Settings()
     layout = settings.layout
-    docs = pd.read_parquet(layout.documents, columns=["document_id"])["document_id"].tolist()
-    features = OnlineFeatures(open_store(layout.feast), docs, user_ttl_seconds=settings.user_cache_seconds)
-    features.documents()
-    models = ModelCache(lambda: Registry(settings.tracking_uri()), canary_share=settings.canary_share,
-                        poll_seconds=settings.alias_poll_seconds, threads=settings.lgbm_threads)  # fmt: skip
+    features = OnlineFeatures(
+        open_store(layout.feast), layout.feature_tables, user_ttl_seconds=settings.user_cache_seconds
+    )
+    features.state()
+    models = ModelCache(lambda: Registry(settings.tracking_uri()), lambda: features.manifest,
+                        canary_share=settings.canary_share, poll_seconds=settings.alias_poll_seconds,
+                        threads=settings.lgbm_threads)  # fmt: skip
+    features.on_refresh = lambda state: models.replan()
+    models.tasks.append(
+        features.refresh
+    )  # a new feature build or materialization is picked up by the watcher
     for model_id in settings.preload_models:  # load and warm up before the first caller
         try:
             models.variants(model_id)
@@ -57,8 +61,8 @@ def build_pipeline():  # type: ignore[no-untyped-def]
     hash_user = settings.user_hasher()
     pipeline = RerankPipeline(features, models, hash_user, opted_out=settings.opted_out_users(),
                               budget_ms=settings.budget_ms, explain_threads=settings.explain_threads)  # fmt: skip
-    sink = InteractionSink(LandingZone(layout.landing), features.store, hash_user,
-                           PushLock(layout.online_push_lock), on_user_update=features.invalidate_user)  # fmt: skip
+    sink = InteractionSink(LandingZone(layout.landing), features.store, hash_user, PushLock(layout.online_push_lock),
+                           lambda: features.manifest, on_user_update=features.invalidate_user)  # fmt: skip
     return pipeline, JsonlLog(layout.served, "served"), sink
 
 
@@ -146,7 +150,7 @@ async def rerank(body: Request, stage: Reranker = Depends(current_stage)) -> Res
     except ModelNotFound as exc:
         raise HTTPException(status_code=404, detail={"field": "model_id", "message": str(exc)}) from exc
     except UnknownFeatures as exc:
-        raise HTTPException(status_code=422, detail={"field": "features", "message": str(exc)}) from exc
+        raise HTTPException(status_code=422, detail={"field": exc.field, "message": str(exc)}) from exc
     seconds = time.perf_counter() - started
     return Response(response.model_dump_json(), media_type="application/json",
                     background=BackgroundTask(stage.recorder.record_after, response, served, seconds))  # fmt: skip

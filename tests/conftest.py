@@ -27,9 +27,30 @@ def layout(tmp_path: Path):
 
 @pytest.fixture(scope="session")
 def world():
+    """A small synthetic shop: catalog attributes, text queries, request features (in_stock) and context (device)."""
     from reranker.synthetic import SyntheticWorld, WorldConfig
 
-    return SyntheticWorld.create(WorldConfig(seed=11, n_users=300, n_docs=200, days=30))
+    return SyntheticWorld.create(WorldConfig.shop(seed=11, n_users=300, n_docs=200, days=30, n_candidates=30))
+
+
+SHOP_FEATURES = Path(__file__).resolve().parent.parent / "feature_repo" / "featuresets" / "synthetic.yaml"
+
+
+def shop_feature_set():
+    """The shipped declaration of the synthetic shop."""
+    from reranker.featureset import load_feature_set
+
+    return load_feature_set(SHOP_FEATURES)
+
+
+def build_features(layout, events, feature_set=None):
+    """Tables of the feature set (default the shop's) from the lake's events and catalog, applied to Feast."""
+    from feature_repo import store as fs
+
+    fs.build_tables(
+        events, pd.read_parquet(layout.documents), layout.feature_tables, feature_set or shop_feature_set()
+    )
+    return fs.apply(layout.feast, layout.feature_tables)
 
 
 @pytest.fixture(scope="session")
@@ -96,10 +117,40 @@ def first_json(text: str) -> object:
     return json.JSONDecoder().raw_decode(text[text.index("{") :])[0]
 
 
+def assert_reads_equal_feasts(features, store, events, direct_sqlite: bool | None = None) -> int:
+    """Serving's in-memory documents and per-request users equal what Feast's get_online_features returns, encoded
+    as training encodes it; returns how many of the users checked are known."""
+    from feature_repo.inputs import encode_documents, user_vector
+
+    state = features.state()
+    manifest = state.manifest
+    specs = manifest.view_specs()
+    docs = [*list(dict.fromkeys(events["document_id"]))[:40], "never-seen-doc"]
+    refs = [f"{v}:{c}" for v, s in specs.items() if s.entity == "document" for c in s.columns]
+    theirs = store.get_online_features(features=refs, entity_rows=[{"document_id": d} for d in docs],
+                                       full_feature_names=True).to_df()  # fmt: skip
+    ours = state.documents.matrix[state.documents.rows(docs)]
+    np.testing.assert_array_equal(ours, encode_documents(theirs, manifest))
+    assert np.isfinite(ours[:-1]).any() and np.isnan(ours[-1]).all()
+    user_refs = [f"{v}:{c}" for v, s in specs.items() if s.entity == "user" for c in s.columns]
+    known = 0
+    for user in [*events["user_id"].value_counts().index[:25], "never-seen-user"]:
+        got = store.get_online_features(features=user_refs, entity_rows=[{"user_id": user}],
+                                        full_feature_names=True).to_dict()  # fmt: skip
+        mine = features.user(user)
+        if all(v[0] is None for k, v in got.items() if k != "user_id"):
+            assert mine is None, user
+            continue
+        known += 1
+        np.testing.assert_array_equal(mine.values, user_vector({k: v[0] for k, v in got.items()}, manifest))
+        assert list(mine.recent) == list(got.get("user_history__recent_positives", [None])[0] or [])
+        assert mine.segment == got["user_segment__segment"][0]
+    return known
+
+
 @pytest.fixture(scope="session")
 def lake(tmp_path_factory, world, synthetic_events):
     from expectations.ingest import ingest
-    from feature_repo import store as fs
     from reranker.lake import read_interactions, upsert_documents
     from reranker.settings import Layout
     from reranker.synthetic import documents_frame
@@ -112,8 +163,7 @@ def lake(tmp_path_factory, world, synthetic_events):
     )
     upsert_documents(layout.documents, documents_frame(world))
     events = read_interactions(layout.interactions)
-    fs.build_tables(events, pd.read_parquet(layout.documents), layout.feature_tables)
-    store = fs.apply(layout.feast, layout.feature_tables)
+    store = build_features(layout, events)
     return layout, events, store
 
 
@@ -131,16 +181,15 @@ def stage(lake):
     materialize(store, layout.feature_tables)
     layout.mlflow.mkdir(parents=True, exist_ok=True)
     registry = Registry(layout.mlflow_uri)
-    plan = TrainPlan(
-        model_id="serving", n_boot=100, folds=2, gates=GatePolicy(min_lists=50, baselines=("rule_based",))
-    )
+    plan = TrainPlan(model_id="serving", n_boot=100, folds=2, select_families=False,
+                     gates=GatePolicy(min_lists=50, baselines=("rule_based",)))  # fmt: skip
     plan.train.num_boost_round = 30
     files = {"segments.pkl": layout.feature_tables / "segments.pkl"}
-    outcome = train_and_register(events, store, registry, plan, files, layout.mlflow / "artifacts")
-    assert outcome.alias == "champion"
-    docs = sorted(events["document_id"].unique())
-    features = OnlineFeatures(store, docs)
-    cache = ModelCache(lambda: registry, canary_share=0.2, poll_seconds=3600)
+    outcome = train_and_register(events, store, registry, plan, layout.feature_tables, files,
+                                 layout.mlflow / "artifacts", catalog=pd.read_parquet(layout.documents))  # fmt: skip
+    assert outcome.alias == "champion", outcome.gates
+    features = OnlineFeatures(store, layout.feature_tables)
+    cache = ModelCache(lambda: registry, lambda: features.manifest, canary_share=0.2, poll_seconds=3600)
     pipeline = RerankPipeline(features, cache, hash_user=lambda u: u, budget_ms=5_000)
     return pipeline, registry, events, store, outcome
 

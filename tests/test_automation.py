@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import free_port, wait_for
+from tests.conftest import SHOP_FEATURES, build_features, free_port, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -70,15 +70,14 @@ def site(tmp_path_factory, world, synthetic_events):
     ingest(layout.raw / "first.parquet", layout, salt="s", hash_ids=False)
     upsert_documents(layout.documents, documents_frame(world))
     events = read_interactions(layout.interactions)
-    fs.build_tables(events, pd.read_parquet(layout.documents), layout.feature_tables)
-    store = fs.apply(layout.feast, layout.feature_tables)
+    layout.feature_set.write_text(SHOP_FEATURES.read_text())  # the declaration the flows will read
+    store = build_features(layout, events)
     fs.materialize(store, layout.feature_tables)
     layout.mlflow.mkdir(parents=True, exist_ok=True)
-    plan = TrainPlan(
-        model_id=MODEL, n_boot=100, folds=2, gates=GatePolicy(min_lists=50, baselines=("rule_based",))
-    )
+    plan = TrainPlan(model_id=MODEL, n_boot=100, folds=2, select_families=False,
+                     gates=GatePolicy(min_lists=50, baselines=("rule_based",)))  # fmt: skip
     plan.train.num_boost_round = 30
-    outcome = train_and_register(events, store, Registry(settings.tracking_uri()), plan,
+    outcome = train_and_register(events, store, Registry(settings.tracking_uri()), plan, layout.feature_tables,
                                  {"segments.pkl": layout.feature_tables / "segments.pkl"}, layout.mlflow / "artifacts")  # fmt: skip
     assert outcome.alias == "champion"
     ingest(layout.raw / "later.parquet", layout, salt="s", hash_ids=False)

@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from serving.explanations import PERSONAL, summarize
+from serving.explanations import summarize
 
 
 def test_summary_equals_a_stable_argsort_and_the_masked_sum():
     rng = np.random.default_rng(0)
-    names = [*sorted(PERSONAL)[:4], *(f"doc_{i}" for i in range(8))]
-    personal = np.array([n in PERSONAL for n in names])
+    names = [*(f"user.{i}" for i in range(4)), *(f"metadata.{i}" for i in range(8))]
+    personal = np.array([n.startswith("user.") for n in names])
     for trial in range(200):
         contribs = rng.integers(-3, 4, size=(int(rng.integers(1, 12)), len(names))).astype(float) / 4  # ties
         top = int(rng.integers(1, 15))
-        got_personal, got_top = summarize(contribs, names, personalized=trial % 2 == 0, top=top)
+        got_personal, got_top = summarize(contribs, names, personal, personalized=trial % 2 == 0, top=top)
         order = np.argsort(-np.abs(contribs), axis=1, kind="stable")[:, :top]
         expected = [[{"name": names[j], "contribution": round(float(contribs[r, j]), 6)} for j in row]
                     for r, row in enumerate(order)]  # fmt: skip

@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.conftest import SHOP_FEATURES
+
 pytestmark = pytest.mark.integration
 
 GATES = {"min_lists": 50, "baselines": ["rule_based"]}
@@ -34,6 +36,10 @@ def site(tmp_path_factory, world, synthetic_events, prefect_harness):
     synthetic_events[ts <= cut].to_parquet(raw / "first.parquet")
     synthetic_events[ts > cut].to_parquet(raw / "later.parquet")
     documents_frame(world).to_parquet(raw / "documents.parquet")
+    (root / "data").mkdir()
+    (root / "data" / "featureset.yaml").write_text(
+        SHOP_FEATURES.read_text()
+    )  # the shop's declaration, active
     os.environ["RERANKER_HASH_USER_IDS"] = "false"  # the flows read settings from the environment
     yield Settings(data_dir=root / "data"), raw
     del os.environ["RERANKER_HASH_USER_IDS"]
@@ -113,20 +119,19 @@ def _register_shuffled(settings) -> str:
     from models.gates import GatePolicy
     from models.lambdarank import train_lambdarank
     from models.registry import CANARY, Registry
-    from models.training import TrainPlan, evaluate_procedure, register
+    from models.training import TrainPlan, evaluate_procedure, make_card, register
     from reranker.lake import read_interactions
 
     registry = Registry(settings.tracking_uri())
-    plan = TrainPlan(model_id=MODEL, n_boot=100, folds=2, gates=GatePolicy(min_lists=50, baselines=()))
+    plan = TrainPlan(model_id=MODEL, n_boot=100, folds=2, select_families=False,
+                     gates=GatePolicy(min_lists=50, baselines=()))  # fmt: skip
     plan.train.num_boost_round = 30
     ev = evaluate_procedure(read_interactions(settings.layout.interactions), open_store(settings.layout.feast),
-                            registry, plan)  # fmt: skip
+                            registry, plan, settings.layout.feature_tables)  # fmt: skip
     frame = ev.data.frame.copy()
     frame["label"] = np.random.default_rng(0).permutation(frame["label"].to_numpy())
-    model, _ = train_lambdarank(frame, ev.data.features, plan.train)
-    window = ev.data.window()
-    info = {"window": f"{window[0]} .. {window[1]}", "digest": "shuffled", "lists": ev.data.n_lists}
-    version, alias, _ = register(registry, plan, model, ev.report, ev.gates, info,
+    model, _ = train_lambdarank(frame, ev.data.X, ev.data.features, plan.train)
+    version, alias, _ = register(registry, plan, model, ev.report, make_card(plan, ev, True),
                                  {"segments.pkl": settings.layout.feature_tables / "segments.pkl"}, None)  # fmt: skip
     assert alias == CANARY
     return version
@@ -146,11 +151,13 @@ def _canary_traffic(settings, world, n: int) -> pd.DataFrame:
 
     layout = settings.layout
     store = open_store(layout.feast)
-    docs = pd.read_parquet(layout.documents)["document_id"].tolist()
-    models = ModelCache(lambda: Registry(settings.tracking_uri()), canary_share=0.5, poll_seconds=3600)
-    pipeline = RerankPipeline(OnlineFeatures(store, docs), models, settings.user_key, budget_ms=5_000)
+    features = OnlineFeatures(store, layout.feature_tables)
+    models = ModelCache(lambda: Registry(settings.tracking_uri()), lambda: features.manifest, canary_share=0.5,
+                        poll_seconds=3600)  # fmt: skip
+    pipeline = RerankPipeline(features, models, settings.user_key, budget_ms=5_000)
     served, landing = JsonlLog(layout.served, "served"), LandingZone(layout.landing)
-    sink = InteractionSink(landing, store, settings.user_key, PushLock(layout.online_push_lock))
+    sink = InteractionSink(landing, store, settings.user_key, PushLock(layout.online_push_lock),
+                           lambda: features.manifest)  # fmt: skip
 
     def rerank(body):
         response, served_list = pipeline.rerank(RerankRequest(**body))

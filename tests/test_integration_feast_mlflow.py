@@ -9,57 +9,85 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
+def manifest_of(layout):
+    from feature_repo.manifest import FeatureManifest
+
+    return FeatureManifest.read(layout.feature_tables)
+
+
 def test_every_entity_row_comes_back_even_duplicates_and_unmatched(lake):
     from feature_repo.store import historical_features
 
-    _, events, store = lake
+    layout, events, store = lake
     rows = events.sample(2_000, random_state=0)[["user_id", "document_id", "timestamp"]]
     rows = rows.rename(columns={"timestamp": "event_timestamp"})
     same_user_time = rows.assign(document_id=rows["document_id"].sample(frac=1, random_state=1).to_numpy())
     unknown = rows.head(300).assign(document_id="no-such-doc", user_id="no-such-user")
     asked = pd.concat([rows, same_user_time, unknown], ignore_index=True)
-    got = historical_features(store, asked)
+    got = historical_features(store, asked, manifest_of(layout))
     assert len(got) == len(asked)
-    assert got.tail(300)[["user_n_events", "doc_n_exposures"]].isna().all().all()
+    assert got.tail(300)[["user_activity__events", "document_engagement__exposures"]].isna().all().all()
+    assert got.head(len(rows))["document_attributes__brand"].notna().all()
 
 
 def test_retrieval_per_entity_equals_feasts_join_of_every_row(lake):
-    """historical_features asks Feast once per entity over distinct (key, time) pairs; the answer must be what
-    one Feast join over every row gives."""
-    from feature_repo.definitions import FEATURE_SERVICE
+    """historical_features asks Feast once per entity over distinct (key, time) pairs - collaborative views at the
+    epoch of the time, query statistics under the row's query - and must answer what one Feast join over every row
+    gives (asked at those times and keys)."""
     from feature_repo.store import historical_features
+    from feature_repo.transforms import normalize_query, query_document_key
 
-    _, events, store = lake
-    rows = events.sample(3_000, random_state=2)[["user_id", "document_id", "timestamp"]]
+    layout, events, store = lake
+    manifest = manifest_of(layout)
+    rows = events.sample(3_000, random_state=2)[["user_id", "document_id", "timestamp", "query"]]
     rows = rows.rename(columns={"timestamp": "event_timestamp"}).reset_index(drop=True)
     lists = pd.concat([rows, rows.assign(document_id=rows["document_id"].sample(frac=1, random_state=3).to_numpy())],
                       ignore_index=True)  # fmt: skip
     lists["event_timestamp"] = pd.to_datetime(lists["event_timestamp"], utc=True).dt.as_unit("us")
-    whole = store.get_historical_features(
-        entity_df=lists.assign(_row=range(len(lists))), features=store.get_feature_service(FEATURE_SERVICE)
-    ).to_df()
-    whole = whole.sort_values("_row").drop(columns=["_row", "user_id", "document_id", "event_timestamp"])
-    got = historical_features(store, lists)
-    pd.testing.assert_frame_equal(got, whole.reset_index(drop=True)[list(got.columns)])
-    assert list(got.columns) == list(whole.columns)
+    got = historical_features(store, lists, manifest)
+    epochs = manifest.epoch_of(lists["event_timestamp"]).dt.as_unit("us")
+    keys = [
+        query_document_key(normalize_query(q), d)
+        for q, d in zip(lists["query"], lists["document_id"], strict=True)
+    ]
+    for view, spec in manifest.view_specs().items():
+        key = {"user": "user_id", "document": "document_id", "query_document": "query_document_key"}[
+            spec.entity
+        ]
+        ask = pd.DataFrame({key: keys if key == "query_document_key" else lists[key],
+                            "event_timestamp": epochs if spec.epoch_keyed else lists["event_timestamp"]})  # fmt: skip
+        usable = ask["event_timestamp"].notna().to_numpy()
+        whole = store.get_historical_features(entity_df=ask[usable].assign(_row=np.flatnonzero(usable)),
+                                              features=[f"{view}:{c}" for c in spec.columns],
+                                              full_feature_names=True).to_df().sort_values("_row")  # fmt: skip
+        names = [f"{view}__{c}" for c in spec.columns]
+        mine = got.loc[usable, names].reset_index(drop=True)
+        theirs = whole[names].reset_index(drop=True)
+        for name in names:
+            for a, b in zip(mine[name], theirs[name], strict=True):
+                if isinstance(a, list | np.ndarray) or isinstance(b, list | np.ndarray):
+                    assert (a is None and b is None) or list(a) == list(b), name
+                else:
+                    assert (pd.isna(a) and pd.isna(b)) or a == b, name
+        assert got.loc[~usable, names].isna().all().all()
 
 
 def test_no_feature_value_from_after_the_rows_timestamp(lake):
     from feature_repo.store import historical_features
 
-    _, events, store = lake
+    layout, events, store = lake
     rng = np.random.default_rng(0)
     users = rng.choice(events["user_id"].unique(), 200)
     lo, hi = events["timestamp"].min(), events["timestamp"].max()
     when = lo + pd.to_timedelta(rng.uniform(0, (hi - lo).total_seconds(), 200), unit="s")
     asked = pd.DataFrame({"user_id": users, "document_id": "d1", "event_timestamp": when})
-    got = historical_features(store, asked)
+    got = historical_features(store, asked, manifest_of(layout))
     ts = pd.to_datetime(events["timestamp"], utc=True)
     for i, row in asked.iterrows():
         mine = ts[events["user_id"] == row["user_id"]]
         before_day = int((mine < row["event_timestamp"].floor("D")).sum())
         before_ts = int((mine < row["event_timestamp"]).sum())
-        value = got.loc[i, "user_n_events"]
+        value = got.loc[i, "user_activity__events"]
         value = 0 if pd.isna(value) else int(value)
         assert value == before_day <= before_ts
 
@@ -71,13 +99,11 @@ def test_materialized_online_values_are_the_newest_snapshots(lake):
     materialize(store, layout.feature_tables)
     users = list(events["user_id"].unique()[:20])
     online = store.get_online_features(
-        features=["user_activity:user_n_events"], entity_rows=[{"user_id": u} for u in users]
+        features=["user_activity:events"], entity_rows=[{"user_id": u} for u in users]
     ).to_df()
     table = pd.read_parquet(layout.feature_tables / "user_activity.parquet")
     newest = table.sort_values("event_timestamp").groupby("user_id").tail(1).set_index("user_id")
-    assert (
-        online.set_index("user_id")["user_n_events"].to_dict() == newest.loc[users, "user_n_events"].to_dict()
-    )
+    assert online.set_index("user_id")["events"].to_dict() == newest.loc[users, "events"].to_dict()
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +121,7 @@ def _plan():
 
     # On position-biased click logs the logging order is favoured by a click-based offline metric (see README);
     # the learned model is gated against the rule-based fallback here.
-    plan = TrainPlan(model_id="synthetic", n_boot=200, folds=2,
+    plan = TrainPlan(model_id="synthetic", n_boot=200, folds=2, select_families=False,
                      gates=GatePolicy(min_lists=50, baselines=("rule_based",)))  # fmt: skip
     plan.train.num_boost_round = 40
     return plan
@@ -108,14 +134,20 @@ def test_register_champion_then_canary_then_reject_a_worse_model(lake, registry)
     layout, events, store = lake
     root = layout.mlflow / "artifacts"
     files = {"segments.pkl": layout.feature_tables / "segments.pkl"}
-    first = train_and_register(events, store, registry, _plan(), files, root)
+    catalog = pd.read_parquet(layout.documents)
+
+    def train(lake_events):
+        return train_and_register(lake_events, store, registry, _plan(), layout.feature_tables, files, root,
+                                  catalog=catalog)  # fmt: skip
+
+    first = train(events)
     assert first.passed and first.alias == CHAMPION
     run = registry.client.get_run(first.run_id)
     assert [d.dataset.name for d in run.inputs.dataset_inputs] == ["training_lists"]  # lineage in the UI
     assert {"learned.ndcg_at_10", "learned.ndcg_at_10.low", "learned_minus_rule_based.ndcg_at_10.low"} <= set(
         run.data.metrics
     )
-    second = train_and_register(events, store, registry, _plan(), files, root)
+    second = train(events)
     assert second.alias == CANARY and registry.aliases("synthetic") == {
         CHAMPION: first.version,
         CANARY: second.version,
@@ -130,13 +162,14 @@ def test_register_champion_then_canary_then_reject_a_worse_model(lake, registry)
     keys = pd.MultiIndex.from_arrays([shuffled.loc[clicks, "request_id"], new_pos])
     shuffled.loc[clicks, "document_id"] = slot_doc.reindex(keys).to_numpy()
     shuffled = shuffled.dropna(subset=["document_id"])
-    third = train_and_register(shuffled, store, registry, _plan(), files, root)
+    third = train(shuffled)
     assert not third.passed and third.alias is None
     aliases = registry.aliases("synthetic")
     assert aliases[CHAMPION] == first.version and third.version not in aliases.values()
     version = registry.client.get_model_version("synthetic", third.version)
     assert "beats_rule_based" in version.tags["rejected_reason"]
-    assert version.tags["feature_service"] == "reranker_features" and "data_window" in version.tags
+    assert version.tags["feature_set"].startswith("synthetic_shop ") and "data_window" in version.tags
+    assert first.card.feature_set == "synthetic_shop" and first.card.inputs and first.card.gates
 
 
 def test_registered_model_reloads_with_its_serving_artifacts(lake, registry):
@@ -145,6 +178,7 @@ def test_registered_model_reloads_with_its_serving_artifacts(lake, registry):
 
     loaded = registry.load("synthetic", CHAMPION)
     assert loaded.alias == CHAMPION and (Path(loaded.serving_dir) / "segments.pkl").exists()
+    assert loaded.features == loaded.booster.feature_name() and loaded.card.encodings.attributes
     frame = pd.DataFrame({name: [0.5, 1.0] for name in loaded.features})
     assert np.isfinite(LambdaRankRanker(loaded.booster).score(frame)).all()
     with pytest.raises(ModelNotFound, match="not registered"):

@@ -11,14 +11,16 @@ PUSHES = 25
 
 
 def _post_clicks(root: str, user: str, worker: int, start: "multiprocessing.synchronize.Barrier") -> None:
+    from feature_repo.manifest import FeatureManifest
     from feature_repo.store import open_store
     from reranker.contracts import InteractionEvent
     from reranker.settings import Layout
     from serving.interactions import InteractionSink, LandingZone, PushLock
 
     layout = Layout(Path(root))
+    manifest = FeatureManifest.read(layout.feature_tables)
     sink = InteractionSink(LandingZone(layout.landing), open_store(layout.feast), lambda key: key,
-                           PushLock(layout.online_push_lock))  # fmt: skip
+                           PushLock(layout.online_push_lock), lambda: manifest)  # fmt: skip
     start.wait()  # both processes loaded: push at the same time
     for i in range(PUSHES):
         click = InteractionEvent(event_id=f"push-{worker}-{i}", interaction_type="click", user_id=user,
@@ -27,6 +29,7 @@ def _post_clicks(root: str, user: str, worker: int, start: "multiprocessing.sync
 
 
 def test_two_worker_processes_lose_no_online_count(lake):
+    from feature_repo.manifest import FeatureManifest
     from feature_repo.store import materialize
 
     layout, events, store = lake
@@ -34,10 +37,8 @@ def test_two_worker_processes_lose_no_online_count(lake):
     user = events["user_id"].value_counts().index[-1]
 
     def count() -> float:
-        got = store.get_online_features(
-            features=["user_activity:user_n_events"], entity_rows=[{"user_id": user}]
-        )
-        return float(got.to_dict()["user_n_events"][0] or 0.0)
+        got = store.get_online_features(features=["user_activity:events"], entity_rows=[{"user_id": user}])
+        return float(got.to_dict()["events"][0] or 0.0)
 
     before = count()
     ctx = multiprocessing.get_context("spawn")
@@ -49,3 +50,10 @@ def test_two_worker_processes_lose_no_online_count(lake):
         w.join(timeout=180)
         assert w.exitcode == 0
     assert count() == before + 2 * PUSHES
+    recent = store.get_online_features(
+        features=["user_history:recent_positives"], entity_rows=[{"user_id": user}]
+    )
+    assert (
+        next(iter(recent.to_dict()["recent_positives"][0]))
+        == FeatureManifest.read(layout.feature_tables).doc_index()["d1"]
+    )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import free_port, wait_for
+from tests.conftest import assert_reads_equal_feasts, free_port, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -45,12 +45,13 @@ def test_mlflow_registry_on_postgres_serves_and_follows_aliases(stage, lake, pos
     layout, _, _ = lake
     uri = postgres.format(db="mlflow")
     registry = Registry(uri)
-    plan = TrainPlan(
-        model_id="pg-model", n_boot=50, folds=2, gates=GatePolicy(min_lists=50, baselines=("rule_based",))
-    )
-    plan.train.num_boost_round = 10
+    plan = TrainPlan(model_id="pg-model", n_boot=50, folds=2, select_families=False,
+                     gates=GatePolicy(min_lists=50, baselines=("rule_based",)))  # fmt: skip
+    plan.train.num_boost_round = 30
     files = {"segments.pkl": layout.feature_tables / "segments.pkl"}
-    first = train_and_register(events, store, registry, plan, files, tmp_path / "artifacts")
+    first = train_and_register(
+        events, store, registry, plan, layout.feature_tables, files, tmp_path / "artifacts"
+    )
     assert first.alias == CHAMPION
     # the registry's rows are in PostgreSQL
     with create_engine(uri).connect() as conn:
@@ -63,7 +64,7 @@ def test_mlflow_registry_on_postgres_serves_and_follows_aliases(stage, lake, pos
     docs = list(dict.fromkeys(events["document_id"]))[:20]
     request = RerankRequest(model_id="pg-model", user_id=user, exploration_rate=0.0,
                             candidates=[{"document_id": d, "score": -i} for i, d in enumerate(docs)])  # fmt: skip
-    cache = ModelCache(lambda: registry, poll_seconds=3600)
+    cache = ModelCache(lambda: registry, lambda: pipeline.features.manifest, poll_seconds=3600)
     served = replace(pipeline, models=cache)
     response, _ = served.rerank(request)
     assert response.served_by is ServedBy.learned and response.model_version == first.version
@@ -111,12 +112,11 @@ def test_prefect_server_on_postgres_runs_the_ingest_flow(postgres, synthetic_eve
 def test_feast_registry_on_postgres(lake, postgres, tmp_path):
     import shutil
 
-    import numpy as np
     from sqlalchemy import create_engine, text
 
     from feature_repo import store as fs
-    from feature_repo.definitions import VIEWS
-    from serving.online_features import USER_FEATURES, OnlineFeatures
+    from feature_repo.manifest import FeatureManifest
+    from serving.online_features import OnlineFeatures
 
     layout, events, _ = lake
     tables = tmp_path / "tables"
@@ -125,19 +125,13 @@ def test_feast_registry_on_postgres(lake, postgres, tmp_path):
     store = fs.apply(tmp_path / "feast", tables, registry=uri)
     assert store.config.registry.registry_type == "sql"
     fs.materialize(store, tables)
+    views = set(FeatureManifest.read(tables).views)
     with create_engine(uri).connect() as conn:
         names = {row[0] for row in conn.execute(text("SELECT feature_view_name FROM feature_views"))}
-    assert names == set(VIEWS)
+    assert names == views
     reopened = fs.open_store(
         tmp_path / "feast"
     )  # a new process would do this: the registry comes from PostgreSQL
-    assert {v.name for v in reopened.list_feature_views()} == set(VIEWS)
+    assert {v.name for v in reopened.list_feature_views()} == views
     assert all(v.most_recent_end_time is not None for v in reopened.list_feature_views())
-    user = events["user_id"].value_counts().index[0]
-    mine = OnlineFeatures(reopened, []).user(user)
-    got = store.get_online_features(features=[f"user_activity:{n}" for n in VIEWS["user_activity"][1]],
-                                    entity_rows=[{"user_id": user}]).to_dict()  # fmt: skip
-    assert mine is not None
-    np.testing.assert_equal({n: mine[n] for n in VIEWS["user_activity"][1]},
-                            {n: np.nan if got[n][0] is None else float(got[n][0]) for n in VIEWS["user_activity"][1]})  # fmt: skip
-    assert set(mine) == set(USER_FEATURES)
+    assert assert_reads_equal_feasts(OnlineFeatures(reopened, tables), store, events) >= 20

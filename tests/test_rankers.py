@@ -4,7 +4,7 @@ import pandas as pd
 from models.experiments import BIAS_FEATURES
 from models.lambdarank import TrainConfig, train_lambdarank
 from models.metrics import per_list
-from models.ranker import FirstStageRanker, Ranker
+from models.ranker import FirstStageRanker, Ranker, feature_matrix
 from models.rule_based import RuleBasedRanker
 
 
@@ -13,11 +13,25 @@ def test_fallback_and_learned_share_the_interface():
 
 
 def test_rule_based_scores_rows_with_missing_features():
-    frame = pd.DataFrame({"doc_n_positive": [10.0, np.nan, 10.0], "doc_age_days": [10.0, 10.0, 2000.0]})
-    scores = RuleBasedRanker().score(frame)
+    rule = RuleBasedRanker.for_inputs(["engagement.positives", "engagement.positives_7d", "engagement.positives_30d",
+                                       "metadata.created_at_age_days", "affinity.brand", "affinity.categories",
+                                       "affinity.categories_max", "first_stage.rank"])  # fmt: skip
+    assert rule.feature_names == ["engagement.positives", "engagement.positives_7d", "metadata.created_at_age_days",
+                                  "affinity.brand", "affinity.categories_max"]  # fmt: skip
+    frame = pd.DataFrame({"engagement.positives": [10.0, np.nan, 10.0, 10.0],
+                          "metadata.created_at_age_days": [10.0, 10.0, 2000.0, 10.0],
+                          "affinity.brand": [0.5, 0.5, 0.5, 0.1]})  # fmt: skip
+    scores = rule.score(frame)
     assert np.isfinite(scores).all()
     assert scores[0] > scores[1]  # more popular
     assert scores[0] > scores[2]  # fresher
+    assert scores[0] > scores[3]  # a better affinity match
+
+
+def test_first_stage_fallback_keeps_candidates_without_a_score_in_order_with_finite_scores():
+    scores = FirstStageRanker().score_matrix(np.array([[np.nan], [2.0], [np.nan], [5.0]]))
+    assert np.isfinite(scores).all()
+    assert list(np.argsort(-scores, kind="stable")) == [3, 1, 0, 2]
 
 
 def _lists(world, n, seed):
@@ -28,19 +42,21 @@ def _lists(world, n, seed):
 
 def test_lambdarank_learns_true_relevance_and_uses_positions(world):
     train, test = _lists(world, 3_000, 1), _lists(world, 500, 2)
-    model, info = train_lambdarank(train, BIAS_FEATURES, TrainConfig(num_boost_round=60), label="grade")
+    X = feature_matrix(train, BIAS_FEATURES)
+    model, info = train_lambdarank(train, X, BIAS_FEATURES, TrainConfig(num_boost_round=60), label="grade")
     random_scores = np.random.default_rng(0).normal(size=len(test))
     learned = per_list(test, model.score(test), (10,), "grade")["ndcg@10"].mean()
     assert learned > per_list(test, random_scores, (10,), "grade")["ndcg@10"].mean() + 0.1
-    _, info = train_lambdarank(train, BIAS_FEATURES, TrainConfig(num_boost_round=5), label="click")
+    _, info = train_lambdarank(train, X, BIAS_FEATURES, TrainConfig(num_boost_round=5), label="click")
     assert info["position_aware"] is True
-    _, info = train_lambdarank(train.drop(columns="position"), BIAS_FEATURES, TrainConfig(num_boost_round=5),
+    _, info = train_lambdarank(train.drop(columns="position"), X, BIAS_FEATURES, TrainConfig(num_boost_round=5),
                                label="click")  # fmt: skip
     assert info["position_aware"] is False
 
 
 def test_learned_model_scores_frames_missing_some_features(world):
     train = _lists(world, 500, 3)
-    model, _ = train_lambdarank(train, BIAS_FEATURES, TrainConfig(num_boost_round=10), label="grade")
+    model, _ = train_lambdarank(train, feature_matrix(train, BIAS_FEATURES), BIAS_FEATURES,
+                                TrainConfig(num_boost_round=10), label="grade")  # fmt: skip
     scores = model.score(train.drop(columns=["quality_obs"]))
     assert np.isfinite(scores).all()

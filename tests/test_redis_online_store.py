@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import shutil
 
-import numpy as np
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import assert_reads_equal_feasts, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -46,37 +45,16 @@ def redis_store(lake, redis_server, tmp_path_factory):
     store = fs.apply(repo, tables, redis=redis_server)
     assert store.config.online_store.type == "redis"
     fs.materialize(store, tables)
-    return store, events
+    return store, events, tables
 
 
 def test_serving_reads_from_redis_equal_feasts(redis_store):
-    from serving.online_features import DOC_FEATURES, DOC_REFS, USER_FEATURES, USER_REFS, OnlineFeatures
+    from serving.online_features import OnlineFeatures
 
-    store, events = redis_store
-    docs = sorted(events["document_id"].unique())
-    features = OnlineFeatures(store, docs, user_ttl_seconds=0)
-    sample = [*docs[:40], "not-a-document"]
-    theirs = store.get_online_features(
-        features=DOC_REFS, entity_rows=[{"document_id": d} for d in sample]
-    ).to_dict()
-    ours = features.documents().rows(sample)
-    assert np.isfinite(ours[:-1]).any() and np.isnan(ours[-1]).all()
-    for j, name in enumerate(DOC_FEATURES):
-        np.testing.assert_array_equal(
-            ours[:, j], np.array([np.nan if v is None else v for v in theirs[name]], float)
-        )
-    users = [*events["user_id"].value_counts().index[:25], "never-seen-user"]
-    known = 0
-    for user in users:
-        got = store.get_online_features(features=USER_REFS, entity_rows=[{"user_id": user}]).to_dict()
-        mine = features.user(user)
-        if all(got[n][0] is None for n in USER_FEATURES):
-            assert mine is None, user
-            continue
-        known += 1
-        expected = {n: np.nan if got[n][0] is None else float(got[n][0]) for n in USER_FEATURES}
-        np.testing.assert_equal(mine, expected)
-    assert known >= 20
+    store, events, tables = redis_store
+    features = OnlineFeatures(store, tables, user_ttl_seconds=0)
+    assert assert_reads_equal_feasts(features, store, events) >= 20
+    assert type(features._user_read).__name__ == "ProviderUserRead"
 
 
 def test_interaction_updates_and_user_deletion_reach_redis(redis_store, tmp_path):
@@ -87,26 +65,31 @@ def test_interaction_updates_and_user_deletion_reach_redis(redis_store, tmp_path
     from serving.interactions import InteractionSink, LandingZone, PushLock
     from serving.online_features import OnlineFeatures
 
-    store, events = redis_store
+    store, events, tables = redis_store
     user = events["user_id"].value_counts().index[0]
-    features = OnlineFeatures(store, [], user_ttl_seconds=0)
+    features = OnlineFeatures(store, tables, user_ttl_seconds=0)
     before = features.user(user)
     assert before is not None
-    sink = InteractionSink(
-        LandingZone(tmp_path / "landing"), store, lambda u: u, PushLock(tmp_path / "push.lock")
-    )
+    sink = InteractionSink(LandingZone(tmp_path / "landing"), store, lambda u: u, PushLock(tmp_path / "push.lock"),
+                           lambda: features.manifest)  # fmt: skip
     clicks = [InteractionEvent(event_id=f"redis-{i}", user_id=user, document_id=str(events["document_id"].iloc[i]), request_id=f"r{i}",
                                interaction_type=InteractionType.click, timestamp=datetime.now(UTC))
               for i in range(3)]  # fmt: skip
     assert sink.accept(clicks)["users_updated"] == 1
     after = features.user(user)
-    assert after is not None and after["user_n_events"] == before["user_n_events"] + 3
-    assert after["user_n_positive"] == before["user_n_positive"] + 3
+    columns = features.manifest.columns[1]
+    assert (
+        after is not None and after.values[columns["act:events"]] == before.values[columns["act:events"]] + 3
+    )
+    assert after.values[columns["act:positives"]] == before.values[columns["act:positives"]] + 3
+    index = features.manifest.doc_index()
+    assert list(after.recent[:3]) == [index[str(events["document_id"].iloc[i])] for i in range(3)][::-1] or \
+        set(after.recent[:3]) == {index[str(events["document_id"].iloc[i])] for i in range(3)}  # fmt: skip
 
     assert delete_online_user(store, user) == 1
     assert features.user(user) is None
-    got = store.get_online_features(features=["user_activity:user_n_events"], entity_rows=[{"user_id": user}])
-    assert got.to_dict()["user_n_events"] == [None]
+    got = store.get_online_features(features=["user_activity:events"], entity_rows=[{"user_id": user}])
+    assert got.to_dict()["events"] == [None]
 
 
 def test_redis_going_down_mid_traffic_serves_the_fallback_then_recovers(lake, stage, tmp_path):
@@ -127,9 +110,9 @@ def test_redis_going_down_mid_traffic_serves_the_fallback_then_recovers(lake, st
     shutil.copytree(layout.feature_tables, tables)
     store = fs.apply(tmp_path / "feast", tables, redis=f"127.0.0.1:{port}")
     fs.materialize(store, tables)
-    features = OnlineFeatures(store, sorted(events["document_id"].unique()), user_ttl_seconds=0)
-    pipeline = RerankPipeline(features, ModelCache(lambda: registry, poll_seconds=3600), hash_user=lambda u: u,
-                              budget_ms=5_000)  # fmt: skip
+    features = OnlineFeatures(store, tables, user_ttl_seconds=0)
+    pipeline = RerankPipeline(features, ModelCache(lambda: registry, lambda: features.manifest, poll_seconds=3600),
+                              hash_user=lambda u: u, budget_ms=5_000)  # fmt: skip
     user = str(events["user_id"].value_counts().index[0])
     docs = events["document_id"].drop_duplicates().head(30).tolist()
     req = RerankRequest(model_id="serving", user_id=user, exploration_rate=0.0,

@@ -67,6 +67,11 @@ def test_unknown_model_is_404_and_malformed_request_is_422_naming_the_field(serv
     assert no_candidates.status_code == 422 and no_candidates.json()["detail"][0]["loc"][-1] == "candidates"
     unknown_feature = server.post("/rerank", json=_body(events, features=["nope"]))
     assert unknown_feature.status_code == 422 and unknown_feature.json()["detail"]["field"] == "features"
+    body = _body(events)
+    body["candidates"][1]["features"] = {"colour": 1.0}
+    undeclared = server.post("/rerank", json=body)
+    assert undeclared.status_code == 422 and undeclared.json()["detail"]["field"] == "candidates[1].features"
+    assert "colour" in undeclared.json()["detail"]["message"]
 
 
 def test_operational_endpoints(server, lake):
@@ -111,12 +116,15 @@ def test_interactions_land_for_training_and_update_the_online_store(server, lake
     user = events["user_id"].value_counts().index[0]
 
     def online_count() -> tuple[float, float]:
-        refs = ["user_activity:user_n_events", "user_activity:user_n_positive"]
+        refs = ["user_activity:events", "user_activity:positives"]
         got = store.get_online_features(features=refs, entity_rows=[{"user_id": user}]).to_dict()
-        return float(got["user_n_events"][0]), float(got["user_n_positive"][0])
+        return float(got["events"][0]), float(got["positives"][0])
 
     before = online_count()
-    served = server.post("/rerank", json=_body(events, top_n=5)).json()
+    body = _body(events, top_n=5, context={"device": "mobile"})
+    for candidate in body["candidates"]:
+        candidate["features"] = {"in_stock": 1.0}
+    served = server.post("/rerank", json=body).json()
     clicked = served["results"][1]["document_id"]
     click = {"event_id": f"{served['request_id']}-click", "request_id": served["request_id"],
              "interaction_type": "click", "user_id": user, "document_id": clicked, "position": 1,
@@ -140,5 +148,8 @@ def test_interactions_land_for_training_and_update_the_online_store(server, lake
     lists = logged_lists(read_interactions(target.interactions))
     mine = lists[lists["list_id"] == served["request_id"]]
     assert len(mine) == 5 and set(mine["user_id"]) == {user}
+    assert set(mine["features_json"]) == {'{"in_stock": 1.0}'} and set(mine["context_json"]) == {
+        '{"device": "mobile"}'
+    }
     assert mine.set_index("document_id").loc[clicked, "label"] == 1.0
     assert mine["propensity"].between(0, 1, inclusive="right").all()

@@ -4,14 +4,22 @@ import numpy as np
 import pytest
 
 from serving.schemas import Candidate, FeatureContribution, RerankRequest, RerankResponse, ServedBy
+from tests.conftest import assert_reads_equal_feasts
 
 pytestmark = pytest.mark.integration
 
 
-def request(events, user="u1", n=30, **kw):
+def request(events, user="u1", n=30, stock=None, **kw):
     docs = list(dict.fromkeys(events["document_id"]))[:n]
-    cands = [Candidate(document_id=d, content=f"doc {d}", score=float(-i)) for i, d in enumerate(docs)]
+    cands = [Candidate(document_id=d, content=f"doc {d}", score=float(-i),
+                       features={} if stock is None else {"in_stock": stock}) for i, d in enumerate(docs)]  # fmt: skip
     return RerankRequest(model_id=kw.pop("model_id", "serving"), user_id=user, candidates=cands, **kw)
+
+
+def cache_of(pipeline, registry_fn, **kw):
+    from serving.model_cache import ModelCache
+
+    return ModelCache(registry_fn, lambda: pipeline.features.manifest, **kw)
 
 
 def known_user(events):
@@ -60,6 +68,85 @@ def test_unknown_user_gets_the_fallback(stage):
     assert [r.document_id for r in first_stage.results] == [
         c.document_id for c in request(events).candidates[:10]
     ]
+
+
+def test_request_features_and_the_query_change_the_ranking_and_the_explanations_name_the_catalog(stage):
+    """What the caller knows at request time reaches the model: a candidate out of stock scores lower, and the
+    query enters the text match; the explanations name declared inputs."""
+    pipeline, _, events, _, _ = stage
+    user = known_user(events)
+    in_stock, _ = pipeline.rerank(request(events, user, stock=1.0, exploration_rate=0.0, top_n=30))
+    out_of_stock, _ = pipeline.rerank(request(events, user, stock=0.0, exploration_rate=0.0, top_n=30))
+    score = {r.document_id: r.score for r in in_stock.results}
+    assert np.mean([score[r.document_id] - r.score for r in out_of_stock.results]) > 0
+    query = events["query"].dropna().iloc[0]
+    with_query, _ = pipeline.rerank(request(events, user, exploration_rate=0.0, top_n=30, query=query))
+    without, _ = pipeline.rerank(request(events, user, exploration_rate=0.0, top_n=30))
+    assert [r.score for r in with_query.results] != [r.score for r in without.results]
+    named = {f["name"] for r in in_stock.results for f in r.learned_rerank.model_dump()["top_features"]}
+    known = {i.name for i in pipeline.models.choose("serving", user).plan.inputs}
+    assert named and named <= known
+
+
+def test_candidate_features_the_feature_set_does_not_declare_are_refused_or_ignored(stage):
+    from serving.pipeline import UnknownFeatures
+
+    pipeline, _, events, _, _ = stage
+    req = request(events, known_user(events), stock=1.0)
+    req.candidates[2].features["colour_code"] = 3.0
+    with pytest.raises(UnknownFeatures, match="colour_code") as err:
+        pipeline.rerank(req)
+    assert err.value.field == "candidates[2].features" and "in_stock" in str(err.value)
+    req.unknown_features = "ignore"
+    resp, _ = pipeline.rerank(req)
+    assert resp.served_by is ServedBy.learned and "unknown_features_ignored" in resp.reason_codes
+    override = request(events, known_user(events))
+    override.candidates[0].features["price"] = 1e6  # a declared numeric attribute: the request's value wins
+    assert pipeline.rerank(override)[0].served_by is ServedBy.learned
+
+
+def test_cold_start_users_get_the_fallback_the_model_recorded_unless_the_request_names_one(stage):
+    pipeline, _, events, _, outcome = stage
+    resp, _ = pipeline.rerank(request(events, "never-seen-user", exploration_rate=0.0))
+    assert resp.served_by is ServedBy.fallback and outcome.card.fallback in ("first_stage", "rule_based")
+    if outcome.card.fallback == "first_stage":
+        assert [r.document_id for r in resp.results] == [
+            c.document_id for c in request(events).candidates[:10]
+        ]
+    named, _ = pipeline.rerank(
+        request(events, "never-seen-user", exploration_rate=0.0, fallback="rule_based")
+    )
+    assert named.served_by is ServedBy.fallback
+
+
+def test_a_model_whose_inputs_the_features_cannot_supply_is_refused_and_the_previous_keeps_serving(stage):
+    from dataclasses import replace
+
+    from feature_repo.manifest import FeatureManifest
+
+    pipeline, registry, events, _, outcome = stage
+    good = pipeline.features.manifest
+    bare = FeatureManifest(feature_set=good.feature_set, encodings=good.encodings, documents=good.documents,
+                           views={})  # fmt: skip
+    current = {"manifest": good}
+    refused = []
+    cache = cache_of(pipeline, lambda: registry, on_refusal=lambda model_id, r: refused.append(r))
+    cache._manifest = lambda: current["manifest"]
+    live = replace(pipeline, models=cache)
+    user = known_user(events)
+    assert live.rerank(request(events, user))[0].served_by is ServedBy.learned
+    current["manifest"] = bare  # a rebuild without the views the model reads
+    cache.replan()
+    resp, _ = live.rerank(request(events, user))
+    assert resp.served_by is ServedBy.fallback and resp.reason_codes[0] == "model_inputs_unavailable"
+    assert refused and "not supplied by the current features" in refused[0].reason
+    fresh = cache_of(pipeline, lambda: registry)
+    fresh._manifest = lambda: bare  # a stage starting on such features never loads the model
+    assert (
+        replace(pipeline, models=fresh).rerank(request(events, user))[0].reason_codes[0]
+        == "model_inputs_unavailable"
+    )
+    assert outcome.version == refused[0].version
 
 
 def test_unregistered_model_is_a_clear_error(stage):
@@ -111,17 +198,15 @@ def test_opted_out_user_gets_a_non_personalized_ranking(stage):
 def test_unreachable_registry_serves_the_last_loaded_model_else_the_fallback(stage):
     from dataclasses import replace
 
-    from serving.model_cache import ModelCache
-
     pipeline, registry, events, _, _ = stage
 
     def down():
         raise ConnectionError("registry down")
 
-    cold = replace(pipeline, models=ModelCache(down))
+    cold = replace(pipeline, models=cache_of(pipeline, down))
     resp, _ = cold.rerank(request(events, known_user(events)))
     assert resp.served_by is ServedBy.fallback and "registry unavailable" in resp.reason
-    warm_cache = ModelCache(lambda: registry)
+    warm_cache = cache_of(pipeline, lambda: registry)
     warm = replace(pipeline, models=warm_cache)
     assert warm.rerank(request(events, known_user(events)))[0].served_by is ServedBy.learned
     warm_cache._registry = None
@@ -153,36 +238,20 @@ def test_canary_share_and_stickiness(stage):
 
     shares = np.array([bucket(f"user-{i}") < 0.2 for i in range(2_000)])
     assert abs(shares.mean() - 0.2) < 0.03
-    cache = ModelCache(lambda: None, canary_share=0.2)  # type: ignore[arg-type]
+    cache = ModelCache(lambda: None, lambda: None, canary_share=0.2)  # type: ignore[arg-type]
     assert all(bucket("user-7") == bucket("user-7") for _ in range(3)) and cache.canary_share == 0.2
 
 
 def test_online_reads_equal_feasts(stage):
-    from serving.online_features import DOC_FEATURES, DOC_REFS, USER_FEATURES, USER_REFS, OnlineFeatures
+    """Documents from memory and users read from the SQLite tables directly, and through the online store's
+    online_read: each equal to Feast's get_online_features."""
+    from serving.online_features import OnlineFeatures
 
     pipeline, _, events, store, _ = stage
-    docs = list(events["document_id"].unique()[:25])
-    ours = pipeline.features.documents().rows(docs)
-    theirs = store.get_online_features(
-        features=DOC_REFS, entity_rows=[{"document_id": d} for d in docs]
-    ).to_dict()
-    for j, name in enumerate(DOC_FEATURES):
-        expected = np.array([np.nan if v is None else v for v in theirs[name]], dtype=float)
-        np.testing.assert_array_equal(ours[:, j], expected)
-    # users: read from the SQLite tables directly and through the online store's online_read, each compared with
-    # Feast's get_online_features
-    direct, provider = OnlineFeatures(store, []), OnlineFeatures(store, [], direct_sqlite=False)
-    users = [known_user(events), *events["user_id"].unique()[:30], "never-seen-user"]
-    for user in users:
-        mine = direct.user(user)
-        np.testing.assert_equal(provider.user(user), mine)
-        got = store.get_online_features(features=USER_REFS, entity_rows=[{"user_id": user}]).to_dict()
-        if all(got[n][0] is None for n in USER_FEATURES):
-            assert mine is None, user
-            continue
-        expected = {n: np.nan if got[n][0] is None else float(got[n][0]) for n in USER_FEATURES}
-        np.testing.assert_equal(mine, expected)
-    assert direct.user("never-seen-user") is None and direct.user(known_user(events)) is not None
+    tables = pipeline.features.tables_dir
+    direct, provider = OnlineFeatures(store, tables), OnlineFeatures(store, tables, direct_sqlite=False)
+    assert assert_reads_equal_feasts(direct, store, events) >= 20
+    assert assert_reads_equal_feasts(provider, store, events) >= 20
     assert type(direct._user_read).__name__ == "SqliteUserRead"
     assert type(provider._user_read).__name__ == "ProviderUserRead"
 
@@ -194,10 +263,9 @@ def test_alias_move_is_followed_within_30s_without_a_failed_request(stage, lake)
     from dataclasses import replace
 
     from models.registry import CHAMPION
-    from serving.model_cache import ModelCache
 
     pipeline, registry, events, _, outcome = stage
-    cache = ModelCache(lambda: registry, poll_seconds=1.0)
+    cache = cache_of(pipeline, lambda: registry, poll_seconds=1.0)
     live = replace(pipeline, models=cache)
     user = known_user(events)
     assert live.rerank(request(events, user))[0].model_version == outcome.version
@@ -235,12 +303,11 @@ def test_canary_gets_its_share_of_users_and_each_user_keeps_a_variant(stage):
     from dataclasses import replace
 
     from models.registry import CANARY
-    from serving.model_cache import ModelCache
 
     pipeline, registry, events, _, outcome = stage
     registry.set_alias("serving", CANARY, outcome.version)
     try:
-        live = replace(pipeline, models=ModelCache(lambda: registry, canary_share=0.2))
+        live = replace(pipeline, models=cache_of(pipeline, lambda: registry, canary_share=0.2))
         cache = live.models
         variants = [cache.choose("serving", f"user-{i}").name for i in range(2_000)]
         share = variants.count("canary") / len(variants)
@@ -259,7 +326,7 @@ def test_unreachable_online_store_serves_the_fallback_on_the_request_alone(stage
     pipeline, _, events, _, _ = stage
 
     class DownStore:
-        def documents(self):
+        def state(self):
             raise ConnectionError("online store down")
 
         def user(self, key):
@@ -281,15 +348,14 @@ def test_anonymous_request_gets_the_non_personalized_learned_ranking(stage):
 
 def test_promote_and_rollback_move_the_aliases_serving_follows(stage):
     from models.registry import CANARY, CHAMPION, PREVIOUS_CHAMPION, AliasError, promote, rollback
-    from serving.model_cache import ModelCache
 
-    _, registry, _, _, outcome = stage
+    pipeline, registry, _, _, outcome = stage
     v1 = outcome.version
     v2 = registry.copy_version("serving", v1)
     registry.set_alias("serving", CANARY, v2)
     try:
         assert promote(registry, "serving", v2) == {CHAMPION: v2, PREVIOUS_CHAMPION: v1}
-        cache = ModelCache(lambda: registry)
+        cache = cache_of(pipeline, lambda: registry)
         assert cache.choose("serving", "someone").model.version == v2
         with pytest.raises(AliasError, match="already the champion"):
             promote(registry, "serving", v2)
@@ -310,8 +376,8 @@ def test_promote_and_rollback_move_the_aliases_serving_follows(stage):
 def test_user_feature_cache_is_bounded(stage):
     from serving.online_features import OnlineFeatures
 
-    _, _, events, store, _ = stage
-    features = OnlineFeatures(store, [], max_cached_users=2)
+    pipeline, _, events, store, _ = stage
+    features = OnlineFeatures(store, pipeline.features.tables_dir, max_cached_users=2)
     users = list(events["user_id"].unique()[:3])
     for user in users:
         assert features.user(user) is not None
@@ -328,8 +394,8 @@ def test_a_missing_sqlite_online_database_is_an_unreachable_store_not_cold_users
     from serving.online_features import OnlineFeatures, SqliteUserRead
 
     pipeline, _, events, store, _ = stage
-    features = OnlineFeatures(store, sorted(events["document_id"].unique()), user_ttl_seconds=0)
-    features.documents()
+    features = OnlineFeatures(store, pipeline.features.tables_dir, user_ttl_seconds=0)
+    features.state()
     assert features.user(known_user(events)) is not None
     reader = features._user_read
     assert isinstance(reader, SqliteUserRead)

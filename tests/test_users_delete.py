@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from reranker.cli import app
-from tests.conftest import first_json
+from tests.conftest import build_features, first_json
 
 pytestmark = pytest.mark.integration
 
@@ -31,8 +31,7 @@ def test_delete_removes_the_user_everywhere(tmp_path, world, synthetic_events, m
     ingest(bad, layout, salt="salt-1")
     upsert_documents(layout.documents, documents_frame(world))
     lake = read_interactions(layout.interactions)
-    fs.build_tables(lake, pd.read_parquet(layout.documents), layout.feature_tables)
-    store = fs.apply(layout.feast, layout.feature_tables)
+    store = build_features(layout, lake)
     fs.materialize(store, layout.feature_tables)
     victim = "u1" if (events["user_id"] == "u1").any() else events["user_id"].iloc[0]
     key = user_key(victim, "salt-1")
@@ -45,11 +44,14 @@ def test_delete_removes_the_user_everywhere(tmp_path, world, synthetic_events, m
 
     after = read_interactions(layout.interactions)
     assert not (after["user_id"] == key).any() and (after["user_id"] == other).any()
-    users_table = pd.read_parquet(layout.feature_tables / "user_activity.parquet")
-    assert not (users_table["user_id"] == key).any()
-    online = store.get_online_features(features=["user_activity:user_n_events"],
+    for view in ("user_activity", "user_affinity", "user_history", "user_factors", "user_segment"):
+        users_table = pd.read_parquet(layout.feature_tables / f"{view}.parquet")
+        assert not (users_table["user_id"] == key).any() and (users_table["user_id"] == other).any(), view
+    online = store.get_online_features(features=["user_activity:events", "user_history:recent_positives",
+                                                 "user_factors:factors"],
                                        entity_rows=[{"user_id": key}, {"user_id": other}]).to_dict()  # fmt: skip
-    assert online["user_n_events"][0] is None and online["user_n_events"][1] is not None
+    assert online["events"][0] is None and online["events"][1] is not None
+    assert online["recent_positives"][0] is None and online["factors"][0] is None
     quarantine = "".join(p.read_text() for p in layout.quarantine.rglob("*.jsonl"))
     assert key not in quarantine
 

@@ -13,37 +13,47 @@ def test_a_request_after_warm_up_compiles_nothing():
         import lightgbm as lgb
         import numpy as np
 
+        from feature_repo import inputs, text
         from models import tree_kernels
         from models.lambdarank import LambdaRankRanker
         from reranker import exploration
-        from serving import explanations, fast_inputs
-        from serving.online_features import DOC_FEATURES, USER_FEATURES
+        from serving import explanations
 
-        kernels = [tree_kernels.predict_rows, tree_kernels.explain_rows, fast_inputs._derive, fast_inputs._gather,
-                   exploration._one_row_slots, explanations._summarize]
+        kernels = [tree_kernels.predict_rows, tree_kernels.explain_rows, inputs._compute, inputs._covisit,
+                   text._match, exploration._one_row_slots, explanations._summarize]
         assert all(len(k.signatures) == 0 for k in kernels)
         rng = np.random.default_rng(0)
-        names = ["doc_n_positive", "user_doc_affinity_max", "first_stage_rank", "rule_score_list_pct", "user_n_events"]
+        names = ["first_stage.rank", "affinity.brand", "metadata.price", "collaborative.covisit_max"]
         X = rng.normal(size=(2000, len(names)))
         booster = lgb.train({"objective": "lambdarank", "num_leaves": 7, "verbose": -1},
                             lgb.Dataset(X, (X[:, 0] > 0).astype(float), group=[20] * 100, feature_name=names), 20)
         ranker = LambdaRankRanker(booster)
         ranker.warm_up()
-        fast_inputs.warm_up()
+        inputs.warm_up()
+        text.warm_up()
         exploration.warm_up()
         explanations.warm_up()
         compiled = [len(k.signatures) for k in kernels]
         assert all(compiled), compiled
-        # a request as the pipeline makes it: stored rows with gaps, a user, request overrides, top rows explained
-        docs = rng.gamma(2.0, 10.0, (100, len(DOC_FEATURES)))
+        # a request as the pipeline makes it: a plan over doc, user and extra columns, co-visitation, text match
+        op = np.array([inputs.FS_RANK, inputs.AFF_BUCKET, inputs.DOC, inputs.EXTRA], np.int64)
+        a, b, c = np.array([0, 0, 1, 0]), np.array([0, 0, 0, 0]), np.array([0, 0, 0, 0])
+        docs = rng.gamma(2.0, 10.0, (100, 2))
         docs[rng.random(docs.shape) < 0.1] = np.nan
-        inputs = fast_inputs.assemble(docs, rng.random(len(USER_FEATURES)), rng.normal(size=100),
-                                      [{"doc_n_positive": 3.0}] + [{}] * 99, 20_000.0, names)
-        scores = ranker.score_matrix(inputs)
+        extra = inputs.covisitation(np.arange(100) - 1, np.zeros(100, np.int64), np.arange(101, dtype=np.int64) // 2,
+                                    np.arange(50, dtype=np.int64), rng.random(50), np.array([0, 3]),
+                                    np.array([1, 5, 9]), 100)
+        index = text.TextIndex.build([f"doc {i} word{i % 7}" for i in range(100)])
+        extra[:, 1] = index.match(np.arange(100), np.zeros(100, np.int64), [index.vector("word3")[0]],
+                                  [index.vector("word3")[1]])
+        plan_X = np.empty((100, 4))
+        inputs._compute(plan_X, docs, rng.random((1, 6)), extra, rng.normal(size=100), np.array([0, 100]),
+                        np.array([20_000.0]), op, a, b, c, np.array([10.0, 20.0, np.nan]))
+        scores = ranker.score_matrix(plan_X)
         slots, _ = exploration.epsilon_greedy_slots(scores[None, :], 10, 0.1, np.random.default_rng())
-        contribs = ranker.contributions(np.ascontiguousarray(inputs[slots[0]], dtype=np.float32))[:, :-1]
-        explanations.summarize(contribs, names, personalized=True, top=3)
-        assert [len(k.signatures) for k in kernels] == compiled
+        contribs = ranker.contributions(np.ascontiguousarray(plan_X[slots[0]], dtype=np.float32))[:, :-1]
+        explanations.summarize(contribs, names, np.array([False, True, False, True]), personalized=True, top=3)
+        assert [len(k.signatures) for k in kernels] == compiled, [len(k.signatures) for k in kernels]
         print("ok")
         """
     )

@@ -1,0 +1,5 @@
+"""`python -m reranker.cli`: the same as the `reranker` command."""
+
+from reranker.cli import app
+
+app()
