@@ -75,23 +75,48 @@ def parse_mappings(cells: pd.Series) -> list[dict[str, Any]]:
     return out
 
 
-def request_matrix(manifest: FeatureManifest, features: list[dict[str, Any]]) -> np.ndarray:
-    """(rows x declared request fields) from each row's request features (NaN where absent)."""
+def column_of(features: list[dict[str, Any]], name: str) -> np.ndarray:
+    """One named value of each row's mapping as floats (NaN where absent or not a number)."""
+    values = [f.get(name) for f in features]
+    try:
+        return np.array(
+            values, dtype=np.float64
+        )  # numbers, booleans and None (NaN): the usual case, in one call
+    except (TypeError, ValueError):
+        return np.array([_number(v) for v in values], dtype=np.float64)
+
+
+def request_matrix(manifest: FeatureManifest, features: list[dict[str, Any]], present: set[str] | None = None
+                   ) -> np.ndarray:  # fmt: skip
+    """(rows x declared request fields) from each row's request features (NaN where absent); `present`: the names
+    any row carries, when the caller knows them."""
     names = list(manifest.feature_set.request)
     out = np.full((len(features), len(names)), np.nan)
+    present = _keys(features) if present is None else present
     for j, name in enumerate(names):
-        out[:, j] = [_number(f.get(name)) for f in features]
+        if name in present:
+            out[:, j] = column_of(features, name)
     return out
 
 
-def apply_overrides(docs: np.ndarray, manifest: FeatureManifest, features: list[dict[str, Any]]) -> None:
+def apply_overrides(docs: np.ndarray, manifest: FeatureManifest, features: list[dict[str, Any]],
+                    present: set[str] | None = None) -> None:  # fmt: skip
     """Request values of numeric/boolean document attributes replace the stored ones, in place."""
     layout = manifest.columns[0]
+    present = _keys(features) if present is None else present
     for name in manifest.feature_set.attributes(DocumentKind.numeric, DocumentKind.boolean):
-        given = np.array([_number(f.get(name)) for f in features]) if features else np.zeros(0)
-        if len(given) and not np.isnan(given).all():
+        if name in present:
+            given = column_of(features, name)
             col = layout[f"attr:{name}"]
             docs[:, col] = np.where(np.isnan(given), docs[:, col], given)
+
+
+def _keys(features: list[dict[str, Any]]) -> set[str]:
+    present: set[str] = set()
+    for f in features:
+        if f:
+            present.update(f)
+    return present
 
 
 def _number(value: Any) -> float:
@@ -144,7 +169,8 @@ def extras(manifest: FeatureManifest, text: TextIndex | None, features: list[dic
             first_rows: np.ndarray | None = None, pairs: pd.DataFrame | None = None, neighbours: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
             recent: tuple[np.ndarray, np.ndarray] | None = None, query_stats: np.ndarray | None = None,
             content_vectors: dict[int, tuple[np.ndarray, np.ndarray]] | None = None,
-            query_vectors: list[tuple[np.ndarray, np.ndarray]] | None = None) -> np.ndarray:  # fmt: skip
+            query_vectors: list[tuple[np.ndarray, np.ndarray]] | None = None,
+            present: set[str] | None = None) -> np.ndarray:  # fmt: skip
     """The extra columns (`extra_layout`). Training passes `raw` (point-in-time values per row); serving passes the
     neighbour CSR by document index, the user's recent positives and the query statistics it looked up."""
     col = manifest.columns[2]
@@ -152,7 +178,7 @@ def extras(manifest: FeatureManifest, text: TextIndex | None, features: list[dic
     out = np.full((n, len(col)), np.nan)
     fs = manifest.feature_set
     if fs.request:
-        req = request_matrix(manifest, features)
+        req = request_matrix(manifest, features, present)
         for j, name in enumerate(fs.request):
             out[:, col[f"req:{name}"]] = req[:, j]
     if fs.context:

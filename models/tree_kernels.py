@@ -38,11 +38,11 @@ def predict_rows(X, roots, feature, threshold, default_left, missing, left, righ
 
 
 @njit(cache=True, nogil=True)
-def explain_rows(X, node_feature, node_threshold, node_default_left, node_missing, node_edge, leaf_edge, leaf_pad,
-                 slot_feature, slot_count, table, out):  # type: ignore[no-untyped-def]  # fmt: skip
+def explain_rows(X, node_feature, node_threshold, node_default_left, node_missing, node_edge, leaf_edge, slot_feature,
+                 slot_count, leaf_bits, leaf_offset, shares, out):  # type: ignore[no-untyped-def]  # fmt: skip
     """Every split decided once per row; each node's pattern of followed
-    splits from its parent's (one step per node, not one per split of every leaf's path); per leaf one table row
-    added to the slots' features. Rows innermost, without branches on the data."""
+    splits from its parent's (one step per node, not one per split of every leaf's path); per leaf one packed row of
+    shares added to the slots' features. Rows innermost, without branches on the data."""
     rows, n_nodes = X.shape[0], node_feature.shape[0]
     # node-major decisions, 1 = left; the extra last node is the roots' parent (pattern 0, followed)
     left = np.ones((n_nodes + 1, rows), dtype=np.uint8)  # small: these are rewritten on every request
@@ -57,11 +57,13 @@ def explain_rows(X, node_feature, node_threshold, node_default_left, node_missin
         parent, side, shift = node_edge[n, 0], node_edge[n, 1], node_edge[n, 2]
         for r in range(rows):
             prefix[n, r] = prefix[parent, r] | ((1 - (np.int32(left[parent, r]) ^ side)) << shift)
-    mask = table.shape[1] - 1
     for leaf in range(leaf_edge.shape[0]):
-        parent, side, shift, pad = leaf_edge[leaf, 0], leaf_edge[leaf, 1], leaf_edge[leaf, 2], leaf_pad[leaf]
-        depth = slot_count[leaf]  # the padding slots' shares are 0
+        parent, side, shift = leaf_edge[leaf, 0], leaf_edge[leaf, 1], leaf_edge[leaf, 2]
+        depth = slot_count[leaf]
+        mask = (1 << leaf_bits[leaf]) - 1
+        base = leaf_offset[leaf]
         for r in range(rows):
-            pattern = (prefix[parent, r] | ((1 - (np.int32(left[parent, r]) ^ side)) << shift) | pad) & mask
+            pattern = (prefix[parent, r] | ((1 - (np.int32(left[parent, r]) ^ side)) << shift)) & mask
+            at = base + pattern * depth
             for s in range(depth):
-                out[r, slot_feature[leaf, s]] += table[leaf, pattern, s]
+                out[r, slot_feature[leaf, s]] += shares[at + s]

@@ -48,8 +48,13 @@ class LeafTables:
     leaf_pad: np.ndarray  # (leaves,): the pattern bits past the leaf's path (always followed)
     slot_feature: np.ndarray  # (leaves, D): the feature of each path slot (padding slots: feature 0, share 0)
     slot_count: np.ndarray  # (leaves,): the leaf's own slots (distinct features on its path), padding skipped
-    table: np.ndarray  # (leaves, 2**P, D): each slot's share for each pattern of followed splits
-    # (leaf_edge, leaf_pad, slot_feature, table: one entry per leaf, a left leaf standing for its leaf sibling too)
+    # each slot's share for each pattern of followed splits, packed: a leaf with k splits on its path has 2**k
+    # patterns (its other bits are always followed) of slot_count shares, from leaf_offset on (1/3 of a padded
+    # (leaves, 2**P, D) table: the look-ups of a request then mostly stay in the core's cache)
+    leaf_bits: np.ndarray  # (leaves,): k, the splits on the leaf's path
+    leaf_offset: np.ndarray  # (leaves,)
+    shares: np.ndarray  # (sum of 2**k * slot_count,)
+    # (leaf_edge, leaf_pad, slot_feature, the shares: one entry per leaf, a left leaf standing for its sibling too)
 
     @classmethod
     def from_booster(cls, booster: Any) -> LeafTables:
@@ -90,18 +95,20 @@ class LeafTables:
         table = _by_split_pattern(by_slots, split_slot)
         kept = _merge_siblings(table, leaf_edge, len(nodes))
         node_array = np.array([n[:4] for n in nodes], dtype=float).reshape(-1, 4)
+        counts = np.array([len(s) for s in slots], dtype=np.int64)[kept]
+        bits = np.array([len(path) for _, path in leaves], dtype=np.int64)[kept]
+        offset, shares = _pack(table[kept], leaf_pad[kept], bits, counts)
         return cls(n_features, expected, node_array[:, 0].astype(np.int64), node_array[:, 1],
                    node_array[:, 2].astype(bool), node_array[:, 3].astype(np.int8), node_edge, leaf_edge[kept],
-                   leaf_pad[kept], feature[kept], np.array([len(s) for s in slots], dtype=np.int64)[kept],
-                   table[kept])  # fmt: skip
+                   leaf_pad[kept], feature[kept], counts, bits, offset, shares)  # fmt: skip
 
     def contributions(self, X: np.ndarray) -> np.ndarray:
         """(rows x (features + 1)): SHAP values and, last, the expected value, as LightGBM's pred_contrib."""
         X = np.ascontiguousarray(X, dtype=np.float64)
         out = np.zeros((X.shape[0], self.n_features + 1))
         explain_rows(X, self.node_feature, self.node_threshold, self.node_default_left, self.node_missing,
-                      self.node_edge, self.leaf_edge, self.leaf_pad, self.slot_feature, self.slot_count, self.table,
-                      out)  # fmt: skip
+                     self.node_edge, self.leaf_edge, self.slot_feature, self.slot_count, self.leaf_bits,
+                     self.leaf_offset, self.shares, out)  # fmt: skip
         out[:, -1] = self.expected_value
         return out
 
@@ -172,6 +179,22 @@ def _merge_siblings(table: np.ndarray, leaf_edge: np.ndarray, padding_node: int)
             table[left] += table[leaf, patterns ^ (1 << shift)]
             keep[leaf] = False
     return np.flatnonzero(keep)
+
+
+def _pack(
+    table: np.ndarray, pad: np.ndarray, bits: np.ndarray, counts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The shares a row can look up, packed: for each leaf its 2**k patterns (the bits past its path set, as the
+    kernel sees them) of its own slots."""
+    sizes = (1 << bits) * counts
+    offset = np.zeros(len(sizes), dtype=np.int64)
+    np.cumsum(sizes[:-1], out=offset[1:])
+    shares = np.empty(int(sizes.sum()))
+    for leaf in range(len(sizes)):
+        patterns = np.arange(1 << bits[leaf]) | pad[leaf]
+        block = table[leaf, patterns, : counts[leaf]]
+        shares[offset[leaf] : offset[leaf] + sizes[leaf]] = block.ravel()
+    return offset, shares
 
 
 def _pattern_tables(values: np.ndarray, z: np.ndarray) -> np.ndarray:

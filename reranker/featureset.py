@@ -454,8 +454,12 @@ def check_catalog(fs: FeatureSet, catalog: Any) -> CatalogCheck:
     return out
 
 
-def infer_feature_set(catalog: Any, name: str = "my_catalog") -> FeatureSet:
-    """A starting declaration from a catalog's columns (kinds guessed from the values; review it)."""
+def infer_feature_set(
+    catalog: Any, name: str = "my_catalog", requests: Any = None, contexts: Any = None
+) -> FeatureSet:
+    """A starting declaration from a catalog's columns (kinds guessed from the values; review it), and, when logs
+    are given, from the request features (`requests`) and contexts (`contexts`) they carry (frames, one column per
+    logged key)."""
     import pandas as pd
 
     documents: dict[str, dict[str, Any]] = {}
@@ -463,11 +467,7 @@ def infer_feature_set(catalog: Any, name: str = "my_catalog") -> FeatureSet:
         if column == "document_id":
             continue
         values = catalog[column].dropna()
-        key = re.sub(r"[^A-Za-z0-9_]", "_", str(column))
-        if not key or key[0].isdigit():
-            key = f"c_{key}"
-        if key in RESERVED:
-            key = f"{key}_attr"
+        key = _identifier(column)
         spec: dict[str, Any] = {} if key == column else {"column": str(column)}
         if pd.api.types.is_bool_dtype(values):
             kind = "boolean"
@@ -475,6 +475,8 @@ def infer_feature_set(catalog: Any, name: str = "my_catalog") -> FeatureSet:
             kind = "timestamp"
         elif pd.api.types.is_numeric_dtype(values):
             kind = "boolean" if set(values.unique()) <= {0, 1} and len(values) else "numeric"
+        elif len(values) and values.map(lambda v: isinstance(v, list | tuple)).all():
+            kind = "multi_categorical"
         else:
             text = values.astype(str)
             if _share_unparseable(text, DocumentKind.numeric) == 0.0 and len(text):
@@ -483,12 +485,40 @@ def infer_feature_set(catalog: Any, name: str = "my_catalog") -> FeatureSet:
                 kind = "timestamp"
             elif len(text) and text.str.contains("|", regex=False).mean() > 0.2:
                 kind = "multi_categorical"
-            elif text.str.len().mean() > 40 or text.nunique() > max(200, 0.5 * len(text)):
-                kind = "text"
+            elif (text.str.len().mean() > 40 or text.nunique() > max(200, 0.5 * len(text))
+                  or (text.str.contains(" ").mean() > 0.5 and text.nunique() > 0.5 * len(text))):  # fmt: skip
+                kind = (
+                    "text"  # long, mostly distinct, or several words each and mostly distinct: words to match
+                )
             else:
                 kind = "categorical"
         documents[key] = {"kind": kind, **spec}
+    request: dict[str, dict[str, Any]] = {}
+    if requests is not None:
+        for column in requests.columns:
+            key = _identifier(column)
+            if key not in documents and key != column:
+                continue  # only names a candidate can send as they are
+            values = pd.to_numeric(requests[column], errors="coerce").dropna()
+            if key not in documents and len(values):
+                request[key] = {"kind": "boolean" if set(values.unique()) <= {0, 1} else "numeric"}
+    context: dict[str, dict[str, Any]] = {}
+    if contexts is not None:
+        for column in contexts.columns:
+            key = _identifier(column)
+            if key != column or key in documents or key in request:
+                continue
+            numbers = pd.to_numeric(contexts[column], errors="coerce")
+            context[key] = {"kind": "numeric" if numbers.notna().mean() > 0.95 else "categorical"}
     affinities = [n for n, s in documents.items() if s["kind"] in ("categorical", "multi_categorical")][:3]
     text = [n for n, s in documents.items() if s["kind"] == "text"]
-    data = {"name": name, "documents": documents, "affinities": affinities, "query": {"text": text}}
+    data = {"name": name, "documents": documents, "request": request, "context": context, "affinities": affinities,
+            "query": {"text": text}}  # fmt: skip
     return FeatureSet.model_validate(data)
+
+
+def _identifier(column: Any) -> str:
+    key = re.sub(r"[^A-Za-z0-9_]", "_", str(column))[:48]
+    if not key or key[0].isdigit():
+        key = f"c_{key}"[:48]
+    return f"{key}_attr" if key in RESERVED else key

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import struct
 import threading
 import time
 from collections import OrderedDict
@@ -229,6 +230,67 @@ class OnlineFeatures:
             self._users.pop(user_key, None)
 
 
+def _varint(data: bytes, at: int) -> tuple[int, int]:
+    """A protobuf varint at `at`: (value, the position after it)."""
+    result = shift = 0
+    while True:
+        byte = data[at]
+        at += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, at
+        shift += 7
+
+
+def _signed(value: int) -> int:
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+DOUBLE, INT64, DOUBLE_LIST, INT64_LIST = (
+    0x29,
+    0x20,
+    0x7A,
+    0x72,
+)  # Value's fields 5, 4, 15, 14 with their wire types
+
+
+def decode_stored(blob: bytes, fallback: Callable[[bytes], Any]) -> Any:
+    """A value as Feast's online stores keep it (a serialized `feast.types.Value`), decoded straight from its wire
+    format for the shapes the feature build stores - a double, an int64, a list of doubles (packed: read as one
+    array), a list of int64 - and by `fallback` (protobuf) for anything else. A test holds it equal to Feast's."""
+    if not blob:
+        return fallback(blob)
+    tag = blob[0]
+    try:
+        if tag == DOUBLE and len(blob) == 9:
+            return struct.unpack_from("<d", blob, 1)[0]
+        if tag == INT64:
+            value, end = _varint(blob, 1)
+            if end == len(blob):
+                return _signed(value)
+        elif tag in (DOUBLE_LIST, INT64_LIST):
+            size, at = _varint(blob, 1)
+            if at + size != len(blob):
+                return fallback(blob)
+            if size == 0:
+                return np.zeros(0, np.float64 if tag == DOUBLE_LIST else np.int64)
+            if blob[at] != 0x0A:  # not the packed `val` field
+                return fallback(blob)
+            length, at = _varint(blob, at + 1)
+            if at + length != len(blob):
+                return fallback(blob)
+            if tag == DOUBLE_LIST:
+                return np.frombuffer(blob, dtype="<f8", count=length // 8, offset=at).astype(np.float64)
+            out = []
+            while at < len(blob):
+                value, at = _varint(blob, at)
+                out.append(_signed(value))
+            return np.array(out, dtype=np.int64)
+    except (IndexError, struct.error):
+        pass
+    return fallback(blob)
+
+
 def _decode_value(value: Any, to_python: Callable[[Any], Any]) -> Any:
     which = value.WhichOneof("val")
     if which in ("float_val", "double_val", "int64_val", "int32_val", "bool_val", "string_val"):
@@ -281,8 +343,8 @@ class SqliteUserRead:
 
         from feature_repo.store import serialized_user_key, sqlite_user_tables
 
-        self._decode = Value.FromString
-        self._to_python = feast_value_type_to_python_type
+        to_python = feast_value_type_to_python_type
+        self._fallback = lambda blob: _decode_value(Value.FromString(blob), to_python)
         self._key = serialized_user_key
         self.path, tables = sqlite_user_tables(store, [v for v, _ in views])
         self.sql = " UNION ALL ".join(
@@ -290,9 +352,16 @@ class SqliteUserRead:
             for i, table in enumerate(tables)
         )
         self.n_tables = len(tables)
-        self.names = [[f"{view.name}__{name}" for name in names] for view, names in views]
-        self.wanted = [set(names) for _, names in views]
+        self.keys = {
+            (i, name): f"{view.name}__{name}" for i, (view, names) in enumerate(views) for name in names
+        }
         self.config = store.config
+        self._prefix = self._key(self.config, "")[
+            :-4
+        ]  # the serialized key without the value's length and bytes
+        assert self._prefix + struct.pack("<I", 1) + b"x" == self._key(self.config, "x"), (
+            "Feast's key format changed"
+        )
         self._local = threading.local()
 
     def _conn(self) -> sqlite3.Connection:
@@ -302,10 +371,14 @@ class SqliteUserRead:
         return conn
 
     def __call__(self, user_key: str) -> dict[str, Any]:
-        key = self._key(self.config, user_key)
-        values: dict[str, Any] = {name: None for names in self.names for name in names}
+        encoded = user_key.encode()
+        key = (
+            self._prefix + struct.pack("<I", len(encoded)) + encoded
+        )  # Feast's serialization, checked at start
+        values: dict[str, Any] = dict.fromkeys(self.keys.values())
+        keys, fallback = self.keys, self._fallback
         for table, name, blob in self._conn().execute(self.sql, [key] * self.n_tables):
-            if name in self.wanted[table]:
-                view = self.names[table][0].split("__", 1)[0]
-                values[f"{view}__{name}"] = _decode_value(self._decode(blob), self._to_python)
+            out = keys.get((table, name))
+            if out is not None:
+                values[out] = decode_stored(blob, fallback)
         return values

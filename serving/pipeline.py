@@ -158,16 +158,20 @@ class RerankPipeline:
         return hit
 
     def _check_candidate_features(self, req: RerankRequest, state: FeatureState | None, reason: list[str],
-                                  codes: list[str]) -> list[dict[str, float]]:  # fmt: skip
+                                  codes: list[str]) -> tuple[list[dict[str, float]], set[str]]:  # fmt: skip
         """The candidates' features, checked against the feature set: unknown names are a 422, or dropped when the
-        request says `unknown_features: ignore`."""
+        request says `unknown_features: ignore`; and the names they carry."""
         given = [c.features for c in req.candidates]
-        if state is None or not any(given):
-            return given
+        present: set[str] = set()
+        for f in given:
+            if f:
+                present.update(f)
+        if state is None or not present:
+            return given, present
         allowed = state.manifest.feature_set.overridable()
-        unknown = sorted({k for f in given for k in f} - allowed)
+        unknown = sorted(present - allowed)
         if not unknown:
-            return given
+            return given, present
         if req.unknown_features is UnknownFeaturePolicy.reject:
             first = next(i for i, f in enumerate(given) if set(f) - allowed)
             raise UnknownFeatures(f"candidates[{first}].features",
@@ -178,16 +182,16 @@ class RerankPipeline:
                                   "unknown_features: ignore to drop them instead")  # fmt: skip
         reason.append(f"ignored unknown candidate features {unknown}")
         codes.append("unknown_features_ignored")
-        return [{k: v for k, v in f.items() if k in allowed} for f in given]
+        return [{k: v for k, v in f.items() if k in allowed} for f in given], present & allowed
 
     def _inputs(self, state: FeatureState, req: RerankRequest, features: list[dict[str, float]], user: UserRow | None,
-                first_stage: np.ndarray, now: datetime) -> Inputs:  # fmt: skip
+                first_stage: np.ndarray, now: datetime, present: set[str] | None = None) -> Inputs:  # fmt: skip
         manifest = state.manifest
         ids = [c.document_id for c in req.candidates]
         rows = state.documents.rows(ids)
         docs = state.documents.matrix[rows]  # a copy: -1 (unknown) is the NaN row
-        if any(features):
-            apply_overrides(docs, manifest, features)
+        if present is None or present:
+            apply_overrides(docs, manifest, features, present)
         n = len(ids)
         width = len(manifest.columns[1])
         users = (user.values if user is not None else np.full(width, np.nan))[None, :]
@@ -204,7 +208,7 @@ class RerankPipeline:
         extra = extras(manifest, state.text, features, [req.context], [when], np.zeros(n, np.int64), rows, [query],
                        neighbours=state.documents.neighbours, recent=(np.array([0, len(recent)]), recent),
                        query_stats=stats, content_vectors=content,
-                       query_vectors=[state.query_vector(query)])  # fmt: skip
+                       query_vectors=[state.query_vector(query)], present=present)  # fmt: skip
         return Inputs(docs, users, extra, first_stage, np.array([now.timestamp() / 86400.0]))
 
     def rerank(self, req: RerankRequest) -> tuple[RerankResponse, ServedList]:
@@ -236,7 +240,7 @@ class RerankPipeline:
             store_ok = False
             reason.append(f"features unavailable ({type(exc).__name__})")
             codes.append("online_store_unavailable")
-        features = self._check_candidate_features(req, state, reason, codes)
+        features, present = self._check_candidate_features(req, state, reason, codes)
         mask = None
         if variant is not None and req.features is not None:
             mask, unknown = select_inputs(list(variant.plan.inputs), req.features)
@@ -253,7 +257,7 @@ class RerankPipeline:
             try:
                 if personalize and user_key is not None and self.features is not None:
                     user = self.features.user(user_key)
-                inputs = self._inputs(state, req, features, user, first_stage, now)
+                inputs = self._inputs(state, req, features, user, first_stage, now, present)
             except Exception as exc:  # the online store is down
                 store_ok = False
                 reason.append(f"online store unavailable ({type(exc).__name__})")

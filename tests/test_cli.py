@@ -111,3 +111,62 @@ def test_prefect_home_is_created_under_a_data_dir_that_does_not_exist_yet(tmp_pa
     layout = Settings(data_dir=tmp_path / "new" / "site").layout
     apply_prefect_env(layout)
     assert layout.prefect.is_dir()
+
+
+def test_features_build_without_a_declaration_infers_one_from_the_lake_and_says_so(tmp_path, world):
+    import pandas as pd
+
+    from reranker.synthetic import documents_frame, event_chunks
+
+    events = pd.concat(list(event_chunks(world, 4_000, chunk_requests=200)))
+    events.to_parquet(tmp_path / "events.parquet")
+    documents_frame(world).to_csv(tmp_path / "catalog.csv", index=False)
+    data = tmp_path / "data"
+    ingested = runner.invoke(app, ["ingest", str(tmp_path / "events.parquet"), "--documents",
+                                   str(tmp_path / "catalog.csv"), "--data-dir", str(data)])  # fmt: skip
+    assert ingested.exit_code == 0 and "features init" in ingested.output  # no declaration yet: says how
+    built = runner.invoke(app, ["features", "build", "--data-dir", str(data), "--json"])
+    assert built.exit_code == 0, built.output
+    assert "inferred one from the lake" in built.output
+    from reranker.featureset import load_feature_set
+
+    fs = load_feature_set(data / "featureset.yaml")
+    assert {"brand", "price", "quality", "title"} <= set(fs.documents) and fs.documents[
+        "title"
+    ].kind.value == "text"
+    assert set(fs.request) == {"in_stock"} and set(fs.context) == {"device"}
+    assert first_json(built.output)["feature_set"] == "inferred"
+
+
+def test_a_trained_model_that_passes_no_gate_exits_3_with_what_to_do(tmp_path, monkeypatch):
+    from models.card import GateStatus, GateVerdict
+    from reranker.cli import training
+
+    class Outcome:
+        version, alias, passed = "4", None, False
+
+        def __init__(self):
+            self.gates = {
+                "beats_first_stage": GateVerdict(status=GateStatus.failed, detail="ndcg@10 difference -0.01")
+            }
+
+        def summary(self):
+            return {
+                "n_lists": 200,
+                "metrics": {},
+                "differences": {},
+                "gates": {
+                    k: {"passed": False, "status": "fail", "detail": g.detail} for k, g in self.gates.items()
+                },
+            }
+
+    monkeypatch.setattr(training, "train_and_register", lambda *a, **k: Outcome())
+    result = runner.invoke(app, ["train", "--model-id", "shop", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 3
+    assert "shop v4 was registered without an alias" in result.output and "What to do" in result.output
+
+
+def test_flow_paths_are_checked_before_any_work(tmp_path):
+    result = runner.invoke(app, ["flows", "run", "retrain", "--path", str(tmp_path / "nope"), "--data-dir",
+                                 str(tmp_path)])  # fmt: skip
+    assert result.exit_code == 2 and "no such interaction file or folder" in result.output

@@ -17,7 +17,7 @@ def test_summary_equals_a_stable_argsort_and_the_masked_sum():
         top = int(rng.integers(1, 15))
         got_personal, got_top = summarize(contribs, names, personal, personalized=trial % 2 == 0, top=top)
         order = np.argsort(-np.abs(contribs), axis=1, kind="stable")[:, :top]
-        expected = [[{"name": names[j], "contribution": round(float(contribs[r, j]), 6)} for j in row]
+        expected = [[{"name": names[j], "contribution": float(np.round(contribs[r, j], 6))} for j in row]
                     for r, row in enumerate(order)]  # fmt: skip
         assert got_top == expected
         want = contribs[:, personal].sum(axis=1) if trial % 2 == 0 else np.zeros(len(contribs))

@@ -140,3 +140,18 @@ def test_features_check_and_init_on_the_command_line(tmp_path):
         app, ["features", "check", str(tmp_path / "nope.yaml"), "--data-dir", str(tmp_path)]
     )
     assert missing.exit_code == 1 and "features init" in missing.output
+
+
+def test_request_fields_and_context_are_inferred_from_what_the_logs_carry():
+    catalog = pd.DataFrame({"document_id": ["a", "b"], "brand": ["x", "y"], "price": [1.0, 2.0]})
+    requests = pd.DataFrame({"in_stock": [1.0, 0.0, None], "discount": [0.1, 0.3, 0.0], "price": [1.5, None, 2.0],
+                             "weird key!": [1.0, 2.0, 3.0]})  # fmt: skip
+    contexts = pd.DataFrame({"device": ["mobile", "desktop", None], "slot": [1, 2, 3]})
+    fs = infer_feature_set(catalog, "logs", requests, contexts)
+    assert {n: r.kind.value for n, r in fs.request.items()} == {"in_stock": "boolean", "discount": "numeric"}
+    assert {n: c.kind.value for n, c in fs.context.items()} == {"device": "categorical", "slot": "numeric"}
+    assert fs.overridable() == {
+        "in_stock",
+        "discount",
+        "price",
+    }  # price: the catalog's attribute, overridable

@@ -16,11 +16,44 @@ if TYPE_CHECKING:
 group = typer.Typer(help="Declare, build, register and materialize the features.", no_args_is_help=True)
 
 
-def active_feature_set(conf: Settings) -> FeatureSet:
-    """The declared feature set, or a one-line error that says how to get one."""
+def inferred_from_lake(conf: Settings) -> FeatureSet | None:
+    """A declaration inferred from the lake's catalog and the request features and contexts its logs carry."""
+    import json
+
+    import pandas as pd
+
+    from reranker.featureset import infer_feature_set
+    from reranker.lake import read_interactions
+
+    if not conf.layout.documents.exists():
+        return None
+    logged = read_interactions(conf.layout.interactions, columns=["features_json", "context_json"])
+    sample = logged.dropna(how="all").tail(50_000)
+
+    def frame(column: str) -> pd.DataFrame | None:
+        cells = [json.loads(v) for v in sample[column].dropna().unique()[:5_000]]
+        return pd.DataFrame(cells) if cells else None
+
+    return infer_feature_set(pd.read_parquet(conf.layout.documents), "inferred", frame("features_json"),
+                             frame("context_json"))  # fmt: skip
+
+
+def active_feature_set(conf: Settings, infer: bool = False) -> FeatureSet:
+    """The declared feature set, or (with `infer`, when none is declared) one inferred from the lake and written
+    where the declaration belongs; else a one-line error that says how to get one."""
     from reranker.featureset import FeatureSetError, load_feature_set
 
     path = conf.feature_set_path
+    if not path.exists() and infer:
+        fs = inferred_from_lake(conf)
+        if fs is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("# inferred by `reranker features apply` from the lake's catalog and logs: review it\n"
+                            + fs.to_yaml())  # fmt: skip
+            typer.secho(f"no feature set was declared: inferred one from the lake ({len(fs.documents)} catalog "
+                        f"attributes, {len(fs.request)} request fields, {len(fs.context)} context fields) and wrote "
+                        f"it to {path}; review it and run `reranker features apply` again after any change",
+                        fg=typer.colors.YELLOW, err=True)  # fmt: skip
     if not path.exists():
         fail(f"no feature set at {path}: write one with `reranker features init --catalog YOUR_CATALOG` (or load a "
              "bundled dataset, which ships one), or point RERANKER_FEATURE_SET at yours")  # fmt: skip
@@ -33,7 +66,7 @@ def active_feature_set(conf: Settings) -> FeatureSet:
 def build(conf: Settings, steps: Steps | None = None) -> dict[str, Any]:
     from feature_repo.store import FeatureStoreError, build_from_lake
 
-    fs = active_feature_set(conf)
+    fs = active_feature_set(conf, infer=True)
     if steps:
         steps.say(f"building the features of {fs.name} ({conf.feature_set_path}) from the lake")
     try:
