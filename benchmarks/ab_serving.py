@@ -44,7 +44,7 @@ def main() -> None:
     args = parser.parse_args()
     import httpx
 
-    data = provision(args.data_dir)
+    data = provision(args.data_dir, "movielens")
     env = {**os.environ, "RERANKER_DATA_DIR": str(data), "BENTOML_HOME": str(data / "bentoml"),
            "OMP_WAIT_POLICY": "PASSIVE", "RERANKER_USER_CACHE_SECONDS": "0", "BENTOML_DO_NOT_TRACK": "true"}  # fmt: skip
     bodies = _bodies(data, args.users)

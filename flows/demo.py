@@ -47,7 +47,7 @@ class DemoPlan:
     n_users: int = 500
     n_docs: int = 600
     bootstrap_days: int = 14
-    bootstrap_events: int = 4_000  # a young platform: v1 learns from a small first log
+    bootstrap_events: int = 40_000  # a young platform: v1 learns from a first log of ≈ 3,600 lists
     traffic_requests: int = 10_000  # served by v1 alone, then logged for v2's training
     canary_requests: int = 10_000  # per canary round: served by v1 and v2 at once, then analysed
     canary_rounds: int = 3  # analyses at most; each reads a 1 - 0.05 / canary_rounds interval (Bonferroni)

@@ -33,7 +33,7 @@ from models.evaluation import EvaluationReport, evaluate_scores
 from models.lambdarank import LambdaRankRanker, TrainConfig, train_lambdarank
 from models.lists import RetrievalProtocol, global_cut, logged_lists, relevant_lists
 from models.metrics import per_list
-from models.training import LEARNED_PARAMS, rule_based_for
+from models.training import LEARNED_PARAMS, TrainPlan, rule_based_for, select_families
 from models.training_set import TrainingSet, build_training_set
 from reranker.featureset import BUNDLED as FEATURESETS
 from reranker.featureset import FeatureSet, load_feature_set
@@ -164,8 +164,9 @@ def shop_study(root: Path | None = None, seed: int = 7, n_events: int = 400_000,
     cut = pd.Timestamp(world.config.start) + timedelta(days=0.8 * world.config.days)
     end = pd.Timestamp(world.config.start) + timedelta(days=world.config.days)
     say(f"{len(events):,} logged events; training lists before {cut.date()}, judged requests after")
-    logged = logged_lists(events)
-    logged_ts = pd.to_datetime(logged["event_timestamp"], utc=True)
+    logged = logged_lists(events).assign(source="logged")
+    logged["label_until"] = pd.to_datetime(logged["event_timestamp"], utc=True)
+    logged_ts = logged["label_until"]
     train_lists = relevant_lists(logged[logged_ts < cut])
     held_out = relevant_lists(logged[logged_ts >= cut])
     judged = judged_requests(
@@ -182,10 +183,16 @@ def shop_study(root: Path | None = None, seed: int = 7, n_events: int = 400_000,
         say(f"{name} features ({file}): build, Feast apply, training set")
         features = build_features(events, catalog, load_feature_set(FEATURESETS / file), work / name, seed)
         train = features.training_set(train_lists)
+        if (
+            name == "declared"
+        ):  # as `reranker train` does: families a validation period proves harmful are dropped
+            kept, checks = select_families(train, TrainPlan(model_id="study", n_boot=n_boot, seed=seed), say)
+            results["families"] = [vars(c) for c in checks]
+            train = train.with_inputs(kept)
         model, _ = train_lambdarank(train.frame, train.X, train.features, config)
-        test = features.training_set(judged)
+        test = features.training_set(judged, list(train.inputs))
         scores[name] = model.score_matrix(test.X)
-        held = features.training_set(held_out)
+        held = features.training_set(held_out, list(train.inputs))
         held_scores[name] = model.score_matrix(held.X)
         models[name] = (model, test)
         results[f"{name}_inputs"] = len(train.inputs)
@@ -255,8 +262,13 @@ def movielens_study(cache: Path, root: Path | None = None, seed: int = 7, quanti
     train_lists, test_lists = global_cut(events, protocol, quantile, catalog)
     train_lists, test_lists = relevant_lists(train_lists), relevant_lists(test_lists)
     features = build_features(events, catalog, load_feature_set(FEATURESETS / "movielens.yaml"), work, seed)
-    train = features.training_set(train_lists)
-    test = features.training_set(test_lists)
+    train = features.training_set(train_lists.assign(source="ratings", label_until=train_lists["event_timestamp"]
+                                                     + pd.Timedelta(days=protocol.horizon_days)))  # fmt: skip
+    kept, checks = select_families(
+        train, TrainPlan(model_id="study", n_boot=n_boot, seed=seed, protocol=protocol), say
+    )
+    train = train.with_inputs(kept)
+    test = features.training_set(test_lists, kept)
     config = _config(rounds, threads, seed)
     say(
         f"training on {train.n_lists:,} lists ({len(train.inputs)} inputs), testing {test.n_lists:,} users at the cut"
@@ -269,5 +281,5 @@ def movielens_study(cache: Path, root: Path | None = None, seed: int = 7, quanti
     return {"cut": str(pd.to_datetime(test.frame["event_timestamp"], utc=True).min()), "train_lists": train.n_lists,
             "test_lists": test.n_lists, "inputs": len(train.inputs), "ndcg@10": _report_rows(report, "ndcg@10"),
             "mrr@10": _report_rows(report, "mrr@10"), "recall@10": _report_rows(report, "recall@10"),
-            "ablation": ablation(train, test, config, n_boot, seed, say),
+            "families": [vars(c) for c in checks], "ablation": ablation(train, test, config, n_boot, seed, say),
             "explanations": _top_features(model, test.X[_top_rows(test.frame, scores["learned"])])}  # fmt: skip

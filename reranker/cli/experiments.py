@@ -52,6 +52,12 @@ def _iv(iv: dict[str, float], signed: bool = False) -> str:
     return f"{f.format(iv['mean'])} [{f.format(iv['low'])}, {f.format(iv['high'])}]"
 
 
+def _families_table(title: str, checks: list[dict[str, Any]]) -> None:
+    table(title, [{"family": c["family"], "inputs": c["inputs"], "metric": c["metric"],
+                   "without - with": _iv(c["without_minus_with"], True), "dropped": "yes" if c["dropped"] else "no"}
+                  for c in checks])  # fmt: skip
+
+
 def _ablation_table(title: str, rows: list[dict[str, Any]]) -> None:
     table(title, [{"model": r["model"], "ndcg@10": _iv(r["ndcg@10"]),
                    "all - this (paired)": _iv(r["all_minus_this"], True) if r["all_minus_this"] else "-",
@@ -88,7 +94,11 @@ def experiment_features(
           [{"ranker": r, **{k: f"{v:.4f}" for k, v in m.items()}} for r, m in logged["rankers"].items()])  # fmt: skip
     for metric, order in logged["orders"].items():
         typer.echo(f"order by {metric}: {' > '.join(order)}")
-    _ablation_table("ablation of the declared features (NDCG@10 on true relevance)", result["ablation"])
+    _families_table("input families, validated on logged lists before the test period (as `reranker train` does)",
+                    result.get("families", []))  # fmt: skip
+    _ablation_table(
+        "ablation of the declared model's families (NDCG@10 on true relevance)", result["ablation"]
+    )
     typer.echo(f"most frequent top features of the declared model's returned items: {result['explanations']}")
 
 
@@ -115,4 +125,7 @@ def experiment_movielens(
         table(f"{metric}: {result['test_lists']} users at the cut {result['cut']} ({result['train_lists']} training "
               "lists)", [{"ranker": r, metric: _iv(iv)} for r, iv in block["metrics"].items()]
               + [{"ranker": p, metric: _iv(iv, True)} for p, iv in block["differences"].items()])  # fmt: skip
+    _families_table(
+        "input families, validated before the cut (as `reranker train` does)", result.get("families", [])
+    )
     _ablation_table("ablation (NDCG@10 at the cut)", result["ablation"])
