@@ -7,20 +7,23 @@ file adds nothing. Failing rows go to `quarantine/<ingest_id>/rows.jsonl`, each 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import shutil
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import cast
+from typing import BinaryIO, cast
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from expectations.interactions import InteractionValidator
@@ -42,8 +45,44 @@ UNIQUE_EVENT_ID = "expect_column_values_to_be_unique(event_id)"
 OPTIONAL_COLUMNS = [c for c in [*STRING_COLUMNS, *FLOAT_COLUMNS, "position"] if c not in REQUIRED_COLUMNS]
 
 
+MAX_LINE_BYTES = 1 << 20  # a JSON line longer than this is quarantined unread (never held whole in memory)
+MAX_FIELD_CHARS = {"event_id": 256, "request_id": 128, "user_id": 300, "document_id": 256, "query": 2_000,
+                   "interaction_type": 64, "model_version": 64, "variant": 64}  # fmt: skip
+
+
 class IngestError(RuntimeError):
     """The input cannot be read at all; nothing was written."""
+
+
+class IngestBusy(RuntimeError):
+    """Another ingest holds the lake's lock for longer than this one would wait."""
+
+
+@contextmanager
+def lake_lock(
+    layout: Layout, wait_seconds: float, say: Callable[[str], None] = lambda m: None
+) -> Iterator[None]:
+    """One ingest at a time per lake (an exclusive `flock` beside it); a second one waits up to `wait_seconds`."""
+    layout.lake.mkdir(parents=True, exist_ok=True)
+    with (layout.lake / ".ingest.lock").open("a") as handle:
+        deadline = time.monotonic() + wait_seconds
+        told = False
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise IngestBusy(f"another ingest into {layout.lake} is still running after "
+                                     f"{wait_seconds:.0f} s; try again when it has finished") from None  # fmt: skip
+                if not told:
+                    say("waiting for another ingest into this lake to finish")
+                    told = True
+                time.sleep(0.5)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @dataclass
@@ -53,6 +92,9 @@ class IngestSummary:
     rows_read: int = 0
     added: int = 0
     already_present: int = 0
+    duplicates: int = (
+        0  # rows whose event_id came earlier in this same ingest (another file or chunk): dropped
+    )
     quarantined: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     partitions: list[str] = field(default_factory=list)
@@ -126,7 +168,16 @@ def read_chunks(path: Path, chunk_rows: int) -> Iterator[tuple[pd.DataFrame, lis
         records: list[dict[str, object]] = []
         bad: list[dict[str, object]] = []
         with path.open("rb") as fh:
-            for line in fh:
+            while True:
+                line = fh.readline(MAX_LINE_BYTES + 1)
+                if not line:
+                    break
+                if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+                    size = len(line) + _skip_line(fh)
+                    row += 1
+                    bad.append({"_row": row, "_bytes": size,
+                                "_reasons": [f"parse: line over {MAX_LINE_BYTES} bytes"]})  # fmt: skip
+                    continue
                 if not line.strip():
                     continue
                 row += 1
@@ -137,15 +188,25 @@ def read_chunks(path: Path, chunk_rows: int) -> Iterator[tuple[pd.DataFrame, lis
                     obj["_row"] = row
                     records.append(obj)
                 except ValueError as exc:
-                    text = line.decode("utf-8", "replace").strip()[:500]
-                    bad.append(
-                        {"_row": row, "_raw": text, "_reasons": [f"parse: malformed JSON line ({exc})"]}
-                    )
+                    # the line itself is not kept (it may hold a raw user id): its record number, size and digest
+                    bad.append({"_row": row, "_bytes": len(line),
+                                "_sha256": hashlib.sha256(line.rstrip(b"\r\n")).hexdigest(),
+                                "_reasons": [f"parse: malformed JSON line ({type(exc).__name__})"]})  # fmt: skip
                 if len(records) + len(bad) >= chunk_rows:
                     yield pd.DataFrame.from_records(records), bad
                     records, bad = [], []
         if records or bad:
             yield pd.DataFrame.from_records(records), bad
+
+
+def _skip_line(fh: BinaryIO) -> int:
+    """Read past the rest of an over-long line in bounded blocks; the bytes skipped."""
+    skipped = 0
+    while True:
+        block = fh.readline(1 << 20)
+        skipped += len(block)
+        if not block or block.endswith(b"\n"):
+            return skipped
 
 
 # ---------------------------------------------------------------- parsing
@@ -174,6 +235,11 @@ def parse_chunk(
     for col in STRING_COLUMNS:
         if col in raw:
             typed[col] = _blank_to_none(raw[col])
+            too_long = typed[col].str.len() > MAX_FIELD_CHARS[col]
+            for idx in np.flatnonzero(too_long.fillna(False).to_numpy()):
+                errors.setdefault(int(typed.index[idx]), []).append(
+                    f"parse: {col} is over {MAX_FIELD_CHARS[col]} characters"
+                )
     if "user_id" in typed:
         typed["user_id"] = hash_user_id(typed["user_id"], salt if hash_ids else None)
     for col in [*FLOAT_COLUMNS, "position"]:
@@ -248,9 +314,32 @@ def ingest(
     future_skew_seconds: int = 300,
     now: datetime | None = None,
     progress: bool = False,
+    wait_seconds: float = 3600,
+    say: Callable[[str], None] = lambda m: None,
+) -> IngestSummary:
+    """Ingest `path` into the lake, one ingest at a time (a second waits for the first up to `wait_seconds`)."""
+    files = resolve_files(path)
+    with lake_lock(layout, wait_seconds, say):
+        shutil.rmtree(
+            layout.staging, ignore_errors=True
+        )  # left by a killed ingest: no other ingest is running
+        return _ingest(path, files, layout, salt=salt, hash_ids=hash_ids, chunk_rows=chunk_rows,
+                       future_skew_seconds=future_skew_seconds, now=now, progress=progress)  # fmt: skip
+
+
+def _ingest(
+    path: Path,
+    files: list[Path],
+    layout: Layout,
+    *,
+    salt: str,
+    hash_ids: bool,
+    chunk_rows: int,
+    future_skew_seconds: int,
+    now: datetime | None,
+    progress: bool,
 ) -> IngestSummary:
     started = time.perf_counter()
-    files = resolve_files(path)
     ingest_id = file_digest(files) if files else "empty"
     summary = IngestSummary(source=str(path), ingest_id=ingest_id)
     if not files:
@@ -276,6 +365,7 @@ def ingest(
                         rec["_file"] = file.name
                         reasons.update(cast(list[str], rec["_reasons"]))
                         qfh.write(json.dumps(rec, default=str) + "\n")
+                    summary.quarantined += len(unparseable)
                     if raw.empty:
                         continue
                     raw = raw.reset_index(drop=True)
@@ -283,12 +373,19 @@ def ingest(
                     for why in bad.values():
                         reasons.update(why)
                     _write_quarantine(qfh, raw, bad, file.name, salt if hash_ids else None)
-                    summary.quarantined += len(bad) + len(unparseable)
+                    summary.quarantined += len(bad)
                     for date, part in good.groupby(partition_of(good["timestamp"]), sort=True):
                         target = staging / f"date={date}" / f"chunk-{chunk_no:05d}.parquet"
                         atomic_write_parquet(to_lake_table(part), target)
                         staged.setdefault(str(date), []).append(target)
+        known = lake_event_hashes(layout.interactions)
+        seen: set[int] = set()
         for date, parts in sorted(staged.items()):
+            parts, present, repeated = _new_events(parts, known, seen, staging / f"date={date}")
+            summary.already_present += present
+            summary.duplicates += repeated
+            if not parts:
+                continue
             added, present = commit_partition(
                 layout.interactions, date, parts, f"{ingest_id}-{uuid.uuid4().hex[:8]}"
             )
@@ -314,6 +411,36 @@ def ingest(
         return summary
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def lake_event_hashes(root: Path) -> np.ndarray:
+    """A sorted 64-bit hash of every event_id in the lake, read file by file (80 MB for 10M events)."""
+    hashes = [pd.util.hash_array(pq.read_table(f, columns=["event_id"]).column("event_id").to_numpy(zero_copy_only=False))
+              for f in sorted(root.glob("date=*/*.parquet"))]  # fmt: skip
+    return np.sort(np.concatenate(hashes)) if hashes else np.zeros(0, np.uint64)
+
+
+def _new_events(
+    parts: list[Path], known: np.ndarray, seen: set[int], out: Path
+) -> tuple[list[Path], int, int]:
+    """One partition's staged rows without the events the lake holds in any partition (counted as already present)
+    and without the ones an earlier file or chunk of this ingest staged (counted as duplicates)."""
+    table = pa.concat_tables([pq.read_table(p) for p in parts])
+    hashes = pd.util.hash_array(table.column("event_id").to_numpy(zero_copy_only=False))
+    in_lake = np.isin(hashes, known)
+    first = ~pd.Series(hashes).duplicated().to_numpy()
+    earlier = np.fromiter((int(h) in seen for h in hashes), bool, len(hashes))
+    keep = ~in_lake & first & ~earlier
+    seen.update(int(h) for h in hashes[keep])
+    if keep.all():
+        return parts, 0, 0
+    present = int(in_lake.sum())
+    repeated = int((~in_lake).sum() - keep.sum())
+    if not keep.any():
+        return [], present, repeated
+    target = out / "new.parquet"
+    atomic_write_parquet(table.filter(pa.array(keep)), target)
+    return [target], present, repeated
 
 
 def _validate_chunk(

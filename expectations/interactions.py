@@ -6,6 +6,7 @@ names the expectation it failed. Table-level failures (a missing column) fail ev
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -111,6 +112,23 @@ def data_docs(context: Any) -> Path:
     return Path(context.root_directory) / "uncommitted" / "data_docs" / "local_site" / "index.html"
 
 
+def escaped(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with HTML's special characters escaped in its text columns: GX writes failing values into the Data
+    Docs pages as they are, so a value such as `<img onerror=...>` would run in the reader's browser. Escaping is
+    one-to-one, so uniqueness, nulls and value sets validate as before; the row index is kept."""
+    out = frame
+    for column in frame.columns:
+        values = frame[column]
+        if values.dtype != object:
+            continue
+        special = values.map(lambda v: isinstance(v, str) and any(c in v for c in "<>&\"'"))
+        if special.any():
+            if out is frame:
+                out = frame.copy()
+            out.loc[special, column] = values[special].map(html.escape)
+    return out
+
+
 class InteractionValidator:
     """A file-backed GX context under the data dir; `validate` runs the checkpoint on one dataframe batch."""
 
@@ -121,7 +139,7 @@ class InteractionValidator:
         )
 
     def validate(self, frame: pd.DataFrame) -> ValidationReport:
-        result = self.checkpoint.run(batch_parameters={"dataframe": frame})
+        result = self.checkpoint.run(batch_parameters={"dataframe": escaped(frame)})
         report = ValidationReport(rows=len(frame))
         for run in result.run_results.values():
             for res in run.results:

@@ -47,7 +47,7 @@ class DemoPlan:
     n_users: int = 500
     n_docs: int = 600
     bootstrap_days: int = 14
-    bootstrap_events: int = 40_000  # a young platform: v1 learns from a first log of ≈ 3,600 lists
+    bootstrap_events: int = 20_000  # a young platform: v1 learns from a first log of ≈ 1,800 lists
     traffic_requests: int = 10_000  # served by v1 alone, then logged for v2's training
     canary_requests: int = 10_000  # per canary round: served by v1 and v2 at once, then analysed
     canary_rounds: int = 3  # analyses at most; each reads a 1 - 0.05 / canary_rounds interval (Bonferroni)
@@ -55,6 +55,9 @@ class DemoPlan:
     clients: int = 4
     workers: int = 2  # stage worker processes (~90 requests/s here, against ~55 with one)
     rounds: int = 150
+    budget_ms: float = (
+        50.0  # the stage's scoring budget (tests raise it: a busy machine must not change what is served)
+    )
 
 
 def _free_port() -> int:
@@ -63,8 +66,17 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def stage_key(data_dir: Path, name: str = "demo") -> dict[str, str]:
+    """A new admin API key in `data_dir`'s key file, as the headers a client sends."""
+    from reranker.access import KeyStore, Scope
+    from reranker.settings import Layout
+
+    _, token = KeyStore(Layout(data_dir.resolve()).keys).create(name, [Scope.admin])
+    return {"authorization": f"Bearer {token}"}
+
+
 @contextmanager
-def running_stage(data_dir: Path, settings_env: dict[str, str]) -> Iterator[str]:
+def running_stage(data_dir: Path, settings_env: dict[str, str], ready_seconds: float = 600) -> Iterator[str]:
     """`bentoml serve` of the stage over `data_dir` on a free loopback port, with these extra environment variables
     (RERANKER_* settings, MLFLOW_TRACKING_URI); yields its base URL, stops it on exit. Its log: <data_dir>/stage.log."""
     import httpx
@@ -81,7 +93,7 @@ def running_stage(data_dir: Path, settings_env: dict[str, str]) -> Iterator[str]
                             stderr=subprocess.STDOUT, text=True)  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + ready_seconds
         while True:
             try:
                 if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
@@ -91,7 +103,7 @@ def running_stage(data_dir: Path, settings_env: dict[str, str]) -> Iterator[str]
             if proc.poll() is not None:
                 raise RuntimeError(f"the stage exited: {log_path.read_text()[-3000:]}")
             if time.monotonic() > deadline:
-                raise RuntimeError("the stage did not become ready in 180 s")
+                raise RuntimeError(f"the stage did not become ready in {ready_seconds:.0f} s")
             time.sleep(1)
         yield base
     finally:
@@ -103,9 +115,8 @@ def running_stage(data_dir: Path, settings_env: dict[str, str]) -> Iterator[str]
         log_file.close()
 
 
-def drive_traffic(
-    base: str, world: SyntheticWorld, n: int, plan: DemoPlan, seed: int, progress: bool
-) -> pd.DataFrame:
+def drive_traffic(base: str, headers: dict[str, str], world: SyntheticWorld, n: int, plan: DemoPlan, seed: int,
+                  progress: bool) -> pd.DataFrame:  # fmt: skip
     """`n` simulated requests through HTTP from `plan.clients` concurrent clients."""
     import httpx
     from tqdm import tqdm
@@ -113,7 +124,7 @@ def drive_traffic(
     bar = tqdm(total=n, unit="req", desc="simulated traffic", disable=not progress)
 
     def worker(part: int, count: int) -> pd.DataFrame:
-        with httpx.Client(base_url=base, timeout=30) as client:
+        with httpx.Client(base_url=base, timeout=120, headers=headers) as client:
 
             def rerank(body: dict[str, Any]) -> dict[str, Any]:
                 resp = client.post("/rerank", json=body)
@@ -168,11 +179,13 @@ def run_demo(settings: Settings, plan: DemoPlan, progress: bool = True, say: Any
     lap(f"v1 trained and registered (champion v{v1['version']})")
 
     stage_env = {"RERANKER_CANARY_SHARE": str(plan.canary_share), "RERANKER_ALIAS_POLL_SECONDS": "2",
+                 "RERANKER_BUDGET_MS": str(plan.budget_ms), "RERANKER_STORE_TIMEOUT_MS": str(plan.store_timeout_ms),
                  "RERANKER_WORKERS": str(plan.workers),
                  "RERANKER_PRELOAD_MODELS": f'["{plan.model_id}"]', "MLFLOW_TRACKING_URI": settings.tracking_uri()}  # fmt: skip
+    headers = stage_key(settings.data_dir)
     with running_stage(settings.data_dir, stage_env) as base:
         lap("stage serving v1")
-        before = drive_traffic(base, world, plan.traffic_requests, plan, seed=1, progress=progress)
+        before = drive_traffic(base, headers, world, plan.traffic_requests, plan, seed=1, progress=progress)
         lap(f"{len(before)} requests served by v1")
         time.sleep(2)  # the stage flushes served lists every second
         state = retrain_flow(model_id=plan.model_id, rounds=plan.rounds, data_dir=data_dir, return_state=True)
@@ -189,7 +202,9 @@ def run_demo(settings: Settings, plan: DemoPlan, progress: bool = True, say: Any
         looks: list[dict[str, Any]] = []
         for look in range(1, plan.canary_rounds + 1):
             rounds.append(
-                drive_traffic(base, world, plan.canary_requests, plan, seed=1 + look, progress=progress)
+                drive_traffic(
+                    base, headers, world, plan.canary_requests, plan, seed=1 + look, progress=progress
+                )
             )
             lap(f"{sum(len(r) for r in rounds)} requests while v2 was canary")
             time.sleep(2)  # the stage flushes served lists every second

@@ -19,6 +19,7 @@ from flows.lifecycle import (
     canary_analysis_flow,
     drift_check_flow,
     ingest_flow,
+    retention_flow,
     retrain_flow,
     train_and_register_flow,
 )
@@ -51,6 +52,12 @@ def deployments(settings: Settings, model_id: str = "reranker") -> list[Any]:
             name="drift-check", cron=settings.drift_cron, parameters=common, tags=["reranker"]
         ),
         ingest_flow.to_deployment(name="ingest", parameters={"data_dir": data_dir}, tags=["reranker"]),
+        retention_flow.to_deployment(
+            name="retention",
+            cron=settings.retention_cron if settings.retention_days is not None else None,
+            parameters={"data_dir": data_dir},
+            tags=["reranker"],
+        ),
         build_features_flow.to_deployment(
             name="build-features", parameters={"data_dir": data_dir}, tags=["reranker"]
         ),

@@ -117,7 +117,7 @@ def train_model(
     catalog = pd.read_parquet(layout.documents) if layout.documents.exists() else None
     logger = get_run_logger()
     outcome = train_and_register(read_interactions(layout.interactions), open_store(layout.feast),
-                                 Registry(settings.tracking_uri()), plan, layout.feature_tables,
+                                 Registry(settings.tracking_uri(), create=True), plan, layout.feature_tables,
                                  serving_files(layout.feature_tables), layout.mlflow / "artifacts", catalog=catalog,
                                  say=logger.info)  # fmt: skip
     return outcome.summary()
@@ -169,6 +169,16 @@ def check_drift(settings: Settings, model_id: str, recent_days: float) -> dict[s
     catalog = pd.read_parquet(layout.documents) if layout.documents.exists() else None
     report = run_check(reference, recent, layout.gx, catalog)
     return {**report.to_dict(), "model_id": model_id, "champion_version": version}
+
+
+@task(cache_policy=NO_CACHE)
+def remove_old_data(settings: Settings, days: float) -> dict[str, Any]:
+    """Every day of events older than the retention, everywhere events are kept (`reranker.retention`)."""
+    from reranker.retention import apply_retention
+
+    report = apply_retention(settings.layout, days)
+    get_run_logger().info("retention %g days (before %s): removed %s", days, report.cutoff, report.counts())
+    return {"cutoff": report.cutoff, "removed": report.removed}
 
 
 # ---------------------------------------------------------------- flows
@@ -253,6 +263,24 @@ def drift_check_flow(
     return result
 
 
+@flow(name="retention")
+def retention_flow(days: float | None = None, data_dir: str | None = None) -> dict[str, Any]:
+    """Remove what is older than RERANKER_RETENTION_DAYS (or `days`), then rebuild the features from what is left, so
+    the offline tables and the online store no longer hold it either."""
+    settings = _settings(data_dir)
+    keep = days if days is not None else settings.retention_days
+    if keep is None:
+        raise ValueError("no retention configured: set RERANKER_RETENTION_DAYS (or pass days)")
+    result = remove_old_data(settings, keep)
+    if (
+        any(result["removed"].values())
+        and settings.feature_set_path.exists()
+        and settings.layout.interactions.exists()
+    ):
+        result["features"] = build_features(settings)
+    return result
+
+
 @flow(name="retrain")
 def retrain_flow(
     model_id: str = "reranker", path: str | None = None, documents: str | None = None, rounds: int = 150,
@@ -277,4 +305,5 @@ FLOWS: dict[str, Any] = {
     "canary": canary_analysis_flow,
     "drift": drift_check_flow,
     "retrain": retrain_flow,
+    "retention": retention_flow,
 }

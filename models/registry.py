@@ -26,6 +26,16 @@ class ModelNotFound(LookupError):
     pass
 
 
+class RegistryMissing(RuntimeError):
+    """The registry's database is not where it is expected: never created silently in its place."""
+
+
+def sqlite_path(tracking_uri: str) -> Path | None:
+    """The database file of a `sqlite:///` URI (None for any other store)."""
+    prefix = "sqlite:///"
+    return Path(tracking_uri[len(prefix) :]) if tracking_uri.startswith(prefix) else None
+
+
 @dataclass
 class LoadedModel:
     name: str
@@ -60,8 +70,16 @@ def _set_mlflow_uris(tracking: str, registry: str) -> None:
 
 
 class Registry:
-    def __init__(self, tracking_uri: str) -> None:
+    def __init__(self, tracking_uri: str, create: bool = False) -> None:
+        """`create`: may make a new SQLite database (training does, for the first model); everything else
+        (serving, promotion, listing) is refused with a clear error when the database is missing, rather than
+        working on an empty one made in its place."""
         from mlflow import MlflowClient
+
+        path = sqlite_path(tracking_uri)
+        if path is not None and not create and not path.exists():
+            raise RegistryMissing(f"no MLflow database at {path}: train a model first (`reranker train`), or restore "
+                                  "the database if it was moved")  # fmt: skip
 
         # the client is bound to this store; MLflow's process-wide URIs are left alone (fluent calls go through
         # `active()`), so creating a registry never redirects another one's fluent calls

@@ -35,12 +35,16 @@ class InteractionEvent(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    event_id: str = Field(min_length=1, description="Unique id; re-ingesting the same event adds nothing.")
-    request_id: str | None = Field(default=None, description="The served list that showed the document.")
+    event_id: str = Field(
+        min_length=1, max_length=256, description="Unique id; re-ingesting the same event adds nothing."
+    )
+    request_id: str | None = Field(
+        default=None, max_length=128, description="The served list that showed the document."
+    )
     interaction_type: InteractionType
-    user_id: str = Field(min_length=1)
-    document_id: str = Field(min_length=1)
-    query: str | None = None
+    user_id: str = Field(min_length=1, max_length=300)
+    document_id: str = Field(min_length=1, max_length=256)
+    query: str | None = Field(default=None, max_length=2_000)
     position: int | None = Field(default=None, ge=0, description="0-based slot the document was shown in.")
     propensity: float | None = Field(
         default=None,
@@ -53,14 +57,16 @@ class InteractionEvent(BaseModel):
         default=None, description="Score the serving (or first-stage) ranker gave it."
     )
     timestamp: datetime
-    model_version: str | None = None
-    variant: str | None = Field(default=None, description="champion, canary, fallback, ...")
+    model_version: str | None = Field(default=None, max_length=64)
+    variant: str | None = Field(default=None, max_length=64, description="champion, canary, fallback, ...")
     features: dict[str, float] | None = Field(
         default=None,
+        max_length=256,
         description="The candidate's request-time features (declared request fields), if logged.",
     )
     context: dict[str, str | float] | None = Field(
         default=None,
+        max_length=64,
         description="The request's context (declared context fields: device, locale, ...), if logged.",
     )
 

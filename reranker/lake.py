@@ -10,6 +10,7 @@ import hashlib
 import os
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -46,7 +47,10 @@ def user_key(user_id: str, salt: str | None) -> str:
     (salt None). A `userkey:<key>` value is already in stored form and becomes <key>."""
     user_id = str(user_id)
     if user_id.startswith(STORED_KEY_PREFIX):
-        return user_id[len(STORED_KEY_PREFIX) :]
+        stored = user_id[len(STORED_KEY_PREFIX) :]
+        # hashing on, only a key's own shape passes as stored: `userkey:alice@example.com` is hashed like any id
+        if salt is None or (len(stored) == 16 and all(c in "0123456789abcdef" for c in stored)):
+            return stored
     return user_id if salt is None else hashlib.sha256(f"{salt}:{user_id}".encode()).hexdigest()[:16]
 
 
@@ -162,9 +166,29 @@ def upsert_documents(path: Path, catalog: pd.DataFrame) -> int:
     return len(catalog)
 
 
-def delete_user_rows(root: Path, key: str, column: str = "user_id") -> int:
-    """Rewrite every Parquet file under root without the user's rows (atomically); returns rows removed."""
-    removed = 0
+@dataclass
+class Rewrite:
+    """One file's planned rewrite without a user's data: the new content already written beside it (hidden), so
+    that a deletion either replaces every file or none."""
+
+    path: Path
+    tmp: Path
+    removed: int
+
+    def commit(self) -> None:
+        os.replace(self.tmp, self.path)
+
+    def abandon(self) -> None:
+        self.tmp.unlink(missing_ok=True)
+
+
+def _hidden_tmp(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+
+
+def plan_user_rows(root: Path, key: str, column: str = "user_id") -> list[Rewrite]:
+    """The Parquet files under root rewritten without the user's rows (not yet in place)."""
+    plans = []
     for path in sorted(root.rglob("*.parquet")):
         table = pq.read_table(path)
         if column not in table.column_names:
@@ -173,26 +197,42 @@ def delete_user_rows(root: Path, key: str, column: str = "user_id") -> int:
         keep = frame[frame[column] != key]
         if len(keep) == len(frame):
             continue
-        removed += len(frame) - len(keep)
+        tmp = _hidden_tmp(path)
         # an emptied file stays, empty with its schema: a feature table's source must keep existing
-        atomic_write_parquet(pa.Table.from_pandas(keep, schema=table.schema, preserve_index=False), path)
-    return removed
+        pq.write_table(pa.Table.from_pandas(keep, schema=table.schema, preserve_index=False), tmp)
+        plans.append(Rewrite(path, tmp, len(frame) - len(keep)))
+    return plans
 
 
-def delete_user_lines(root: Path, key: str) -> int:
-    """Rewrite every JSON-lines file under root without lines whose user_id is the user's (stored or marked)."""
+def plan_user_lines(root: Path, key: str, raw_id: str | None = None) -> list[Rewrite]:
+    """The JSON-lines files under root rewritten without the user's lines: those whose user_id is the user's key
+    (stored or marked), and any line naming the raw id as a JSON string (e.g. a quarantined line of an older
+    release). Lines are split on newlines only (a served query may hold U+2028); a line that is not JSON is
+    dropped when it holds the key or the raw id, kept otherwise."""
     import json
 
-    removed = 0
+    marks = {key, STORED_KEY_PREFIX + key}
+    needles = [key.encode()]
+    if raw_id is not None:
+        quoted = json.dumps(raw_id)
+        needles += [quoted.encode(), json.dumps(quoted)[1:-1].encode()]
+
+    def mine(line: bytes) -> bool:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            return any(n in line for n in needles)
+        if isinstance(record, dict) and record.get("user_id") in marks:
+            return True
+        return raw_id is not None and any(n in line for n in needles[1:])
+
+    plans = []
     for path in sorted(root.rglob("*.jsonl")):
-        lines = path.read_text().splitlines()
-        keep = [
-            line for line in lines if json.loads(line).get("user_id") not in (key, STORED_KEY_PREFIX + key)
-        ]
+        lines = [line for line in path.read_bytes().split(b"\n") if line.strip()]
+        keep = [line for line in lines if not mine(line)]
         if len(keep) == len(lines):
             continue
-        removed += len(lines) - len(keep)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        tmp.write_text("".join(line + "\n" for line in keep))
-        os.replace(tmp, path)
-    return removed
+        tmp = _hidden_tmp(path)
+        tmp.write_bytes(b"".join(line + b"\n" for line in keep))
+        plans.append(Rewrite(path, tmp, len(lines) - len(keep)))
+    return plans

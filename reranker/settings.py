@@ -7,14 +7,25 @@ Precedence: code defaults -> `.env` -> environment (`RERANKER_*`) -> CLI/flow pa
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from reranker.request_ids import RequestIds
+
+PUBLIC_SALT = "reranker-default-salt"  # the salt of earlier releases, public in their code: refused
+
+
+class SettingsError(ValueError):
+    """A setting that cannot be used as given; entry points print the message and exit non-zero."""
+
 
 # Every library of the stack phones home by default; users expect it off (and there is no network here).
 TELEMETRY_OFF = {
@@ -39,7 +50,30 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str | None = Field(
         default=None, description="Defaults to MLFLOW_TRACKING_URI, else SQLite under the data dir."
     )
-    user_id_salt: str = Field(default="reranker-default-salt", description="Salt of the user-id hash.")
+    user_id_salt: str | None = Field(
+        default=None,
+        description="Salt of the user-id hash (and of served request ids); unset: a random salt kept in the data dir.",
+    )
+    dev_mode: bool = Field(default=False, description="Allow the public example salt (never in production).")
+    auth: bool = Field(
+        default=True, description="The stage asks every route but /livez and /readyz for an API key."
+    )
+    rate_per_key: float = Field(
+        default=2_000,
+        gt=0,
+        description="Requests a second per API key and worker, unless the key sets its own.",
+    )
+    max_body_bytes: int = Field(
+        default=4_000_000, ge=1_000, description="Largest request body the stage reads."
+    )
+    max_events_per_request: int = Field(
+        default=100,
+        ge=1,
+        description="Interactions one served request id may receive (a replayed id is refused).",
+    )
+    interactions_max_age_days: float = Field(
+        default=30, gt=0, description="Interactions must name a request served at most this long ago."
+    )
     hash_user_ids: bool = Field(default=True, description="Store salted hashes of user ids, never raw ids.")
     lgbm_threads: int = Field(
         default=1,
@@ -77,7 +111,21 @@ class Settings(BaseSettings):
         default=10.0, gt=0, description="How often serving re-reads MLflow aliases."
     )
     budget_ms: float = Field(default=50.0, gt=0, description="Scoring time budget before answering unranked.")
-    workers: int = Field(default=1, ge=1, description="Serving worker processes (each loads its own models).")
+    store_timeout_ms: float = Field(
+        default=20.0,
+        gt=0,
+        description="How long a user read may wait on the online store before falling back.",
+    )
+    store_breaker_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        description="After a failed online read, fall back at once this long, then probe again.",
+    )
+    workers: int = Field(
+        default=2,
+        ge=1,
+        description="Serving worker processes (each loads its own models; one dying leaves the other).",
+    )
     preload_models: list[str] = Field(default=["reranker"], description="Models serving loads at start-up.")
     opt_out_file: Path | None = Field(
         default=None, description="User ids (one a line) not to personalize for."
@@ -85,6 +133,12 @@ class Settings(BaseSettings):
     retrain_cron: str = Field(default="0 3 * * *", description="When the retrain deployment runs.")
     canary_cron: str = Field(default="0 * * * *", description="When the canary analysis deployment runs.")
     drift_cron: str = Field(default="30 2 * * *", description="When the drift check deployment runs.")
+    retention_days: float | None = Field(
+        default=None,
+        gt=0,
+        description="Events, served lists and features older than this are removed (unset: kept).",
+    )
+    retention_cron: str = Field(default="15 1 * * *", description="When the retention deployment runs.")
     drift_recent_days: float = Field(default=7.0, gt=0, description="The recent window drift checks look at.")
     canary_min_lists: int = Field(
         default=500, ge=1, description="Served lists per variant before a decision."
@@ -116,7 +170,39 @@ class Settings(BaseSettings):
         """`user_key` as a plain function of the id, for a hot path (no settings read per call)."""
         from reranker.lake import user_key
 
-        return partial(user_key, salt=self.user_id_salt if self.hash_user_ids else None)
+        return partial(user_key, salt=self.salt() if self.hash_user_ids else None)
+
+    def salt(self) -> str:
+        """The user-id salt: the configured one (the public example salt only in dev mode), else the data dir's own
+        random salt, created on first use (mode 600) and kept: changing it would orphan every stored user key."""
+        if self.user_id_salt is not None:
+            if self.user_id_salt == PUBLIC_SALT and not self.dev_mode:
+                raise SettingsError(
+                    f"RERANKER_USER_ID_SALT is the public example salt {PUBLIC_SALT!r}: anyone could compute user "
+                    "keys. Unset it (a random salt is kept in the data dir) or set RERANKER_DEV_MODE=true for a demo."
+                )
+            return self.user_id_salt
+        path = self.layout.salt
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_hex(32))
+                fh.flush()
+                os.fsync(fh.fileno())
+            try:  # another process may have created it meanwhile: the first one wins
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
+        return path.read_text().strip()
+
+    def request_ids(self) -> RequestIds:
+        from reranker.request_ids import RequestIds
+
+        return RequestIds.from_salt(self.salt(), self.interactions_max_age_days * 86400)
 
     def opted_out_users(self) -> set[str]:
         """Stored keys of the users who opted out of personalization (the file holds raw ids, one a line)."""
@@ -127,7 +213,7 @@ class Settings(BaseSettings):
 
     def ingest_options(self) -> dict[str, Any]:
         """The keyword arguments of `expectations.ingest.ingest` these settings fix."""
-        return {"salt": self.user_id_salt, "hash_ids": self.hash_user_ids, "chunk_rows": self.ingest_chunk_rows,
+        return {"salt": self.salt() if self.hash_user_ids else "", "hash_ids": self.hash_user_ids, "chunk_rows": self.ingest_chunk_rows,
                 "future_skew_seconds": self.future_skew_seconds}  # fmt: skip
 
     def tracking_uri(self) -> str:
@@ -194,6 +280,16 @@ class Layout:
     def online_push_lock(self) -> Path:
         """Held by every worker of the stage while a posted interaction updates the online counts."""
         return self.feast / "online-push.lock"
+
+    @property
+    def salt(self) -> Path:
+        """The data dir's own user-id salt (when RERANKER_USER_ID_SALT is unset)."""
+        return self.root / "secrets" / "user_id_salt"
+
+    @property
+    def keys(self) -> Path:
+        """API keys of the stage (hashed)."""
+        return self.root / "secrets" / "keys.json"
 
     @property
     def mlflow(self) -> Path:

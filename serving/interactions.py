@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,7 @@ from feature_repo.manifest import FeatureManifest
 from feature_repo.transforms import positive_flags
 from reranker.contracts import InteractionEvent, InteractionType, ServedListEvent
 from reranker.lake import STORED_KEY_PREFIX
+from reranker.request_ids import RequestIds
 from serving.served_log import JsonlLog
 
 log = logging.getLogger("reranker.serving")
@@ -87,23 +91,106 @@ class PushLock:
                     fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+class InteractionRejected(ValueError):
+    """A posted interaction the stage does not take (answered 422 naming the field; nothing of the batch lands)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class RequestCounter:
+    """How many interactions each served request id has received, across the stage's workers and restarts (a
+    SQLite table beside the landing zone): a request id cannot be replayed beyond `limit` events. Rows older than
+    `max_age_days` are pruned (older ids are refused anyway)."""
+
+    def __init__(self, path: Path, limit: int, max_age_days: float) -> None:
+        self.path, self.limit, self.max_age_days = path, limit, max_age_days
+        self._calls = 0
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("CREATE TABLE IF NOT EXISTS counts (request_id TEXT PRIMARY KEY, n INTEGER, day REAL)")
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=5, isolation_level=None)
+
+    def take(self, wanted: dict[str, int]) -> str | None:
+        """Count the batch's events per request id, all or nothing; the id over its limit, if one is."""
+        day = time.time() / 86400
+        db = self._connect()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            for request_id, n in wanted.items():
+                row = db.execute("SELECT n FROM counts WHERE request_id = ?", (request_id,)).fetchone()
+                if (row[0] if row else 0) + n > self.limit:
+                    db.execute("ROLLBACK")
+                    return request_id
+                db.execute("INSERT INTO counts VALUES (?, ?, ?) ON CONFLICT(request_id) DO UPDATE SET n = n + ?",
+                           (request_id, n, day, n))  # fmt: skip
+            self._calls += 1
+            if self._calls % 1000 == 1:
+                db.execute("DELETE FROM counts WHERE day < ?", (day - self.max_age_days,))
+            db.execute("COMMIT")
+            return None
+        finally:
+            db.close()
+
+
+@dataclass
+class InteractionGuard:
+    """What a posted interaction must prove: a request id the stage issued to the same user, recently, not replayed
+    beyond a limit. Users who opted out are not personalized from their interactions either (dropped, counted)."""
+
+    request_ids: RequestIds
+    counter: RequestCounter
+    opted_out: set[str]
+
+    def admit(self, events: list[InteractionEvent]) -> tuple[list[InteractionEvent], int]:
+        """The events to land (user ids already hashed) and how many were dropped as opted out."""
+        wanted: dict[str, int] = {}
+        for i, ev in enumerate(events):
+            if not ev.request_id:
+                raise InteractionRejected(f"events[{i}].request_id",
+                                          "an interaction must name the request_id of the list the stage served")  # fmt: skip
+            problem = self.request_ids.check(ev.request_id, ev.user_id)
+            if problem is not None:
+                raise InteractionRejected(f"events[{i}].request_id", problem)
+            wanted[ev.request_id] = wanted.get(ev.request_id, 0) + 1
+        over = self.counter.take(wanted)
+        if over is not None:
+            first = next(i for i, ev in enumerate(events) if ev.request_id == over)
+            raise InteractionRejected(f"events[{first}].request_id",
+                                      f"request {over} has received its {self.counter.limit} interactions")  # fmt: skip
+        kept = [ev for ev in events if ev.user_id not in self.opted_out]
+        return kept, len(events) - len(kept)
+
+
 class InteractionSink:
-    """Hash user ids, land the events, push the users' new activity counts to the online store."""
+    """Hash user ids, check the events (`InteractionGuard`), land them, push the users' new activity counts to the
+    online store."""
 
     def __init__(self, landing: LandingZone, store: Any, hash_user: Callable[[str], str], push_lock: PushLock,
                  manifest: Callable[[], FeatureManifest],
-                 on_user_update: Callable[[str], None] = lambda key: None) -> None:  # fmt: skip
+                 on_user_update: Callable[[str], None] = lambda key: None,
+                 guard: InteractionGuard | None = None) -> None:  # fmt: skip
         self.landing = landing
         self.store = store
         self.manifest = manifest
         self.hash_user = hash_user
         self.push_lock = push_lock
         self.on_user_update = on_user_update
+        self.guard = guard
 
     def accept(self, events: list[InteractionEvent]) -> dict[str, int]:
         """Land the events (durable before returning); then push the new counts. A failed push is logged, not
         raised: the events are already landed and the next materialization brings the counts."""
         hashed = [ev.model_copy(update={"user_id": self.hash_user(ev.user_id)}) for ev in events]
+        dropped = 0
+        if self.guard is not None:
+            hashed, dropped = self.guard.admit(hashed)
+        if not hashed:
+            return {"accepted": 0, "users_updated": 0, "ignored_opted_out": dropped}
         self.landing.append(hashed)
         pushed = 0
         if self.store is not None:
@@ -113,7 +200,7 @@ class InteractionSink:
             except Exception as exc:
                 log.warning("online push of %d events failed (landed; the next materialization catches up): %r",
                             len(hashed), exc)  # fmt: skip
-        return {"accepted": len(hashed), "users_updated": pushed}
+        return {"accepted": len(hashed), "users_updated": pushed, "ignored_opted_out": dropped}
 
     def _push(self, events: list[InteractionEvent]) -> int:
         """Add the batch's events and positives to each user's online activity counts, and its positives to the

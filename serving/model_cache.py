@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -69,6 +70,7 @@ class ModelCache:
         self.threads = threads
         self.on_refusal = on_refusal
         self._states: dict[str, ModelState] = {}
+        self._missing: dict[str, float] = {}  # model ids found unregistered, and when
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -130,11 +132,22 @@ class ModelCache:
             raise RegistryUnavailable(f"registry unreachable: {exc}") from exc
 
     def state(self, model_id: str) -> ModelState:
-        """Loaded variants of a model (loading them on first use)."""
+        """Loaded variants of a model (loading them on first use). A model id found missing is answered from
+        memory until the next alias poll: a flood of unknown ids costs no registry calls."""
         with self._lock:
             if model_id in self._states:
                 return self._states[model_id]
-        loaded = self._load(model_id)
+            missing_since = self._missing.get(model_id)
+        if missing_since is not None and time.monotonic() - missing_since < self.poll_seconds:
+            raise ModelNotFound(f"model {model_id!r} is not registered")
+        try:
+            loaded = self._load(model_id)
+        except ModelNotFound:
+            with self._lock:
+                if len(self._missing) >= 10_000:
+                    self._missing.clear()
+                self._missing[model_id] = time.monotonic()
+            raise
         with self._lock:
             self._states[model_id] = loaded
         return loaded
@@ -189,6 +202,13 @@ class ModelCache:
                 loaded = self._load(model_id)
             except (RegistryUnavailable, ModelNotFound) as exc:
                 log.warning("alias refresh of %s failed, keeping loaded versions: %s", model_id, exc)
+                self._registry = None  # reconnect at the next poll (a database restored in its place)
+                continue
+            with self._lock:
+                current = self._states.get(model_id)
+            if current is not None and current.variants and not loaded.variants and not loaded.refused:
+                log.warning("registry answered no aliases for %s: keeping the loaded versions %s", model_id,
+                            {n: v.model.version for n, v in current.variants.items()})  # fmt: skip
                 continue
             with self._lock:
                 self._states[model_id] = loaded

@@ -16,6 +16,7 @@ calls from its watcher thread: the new state is built beside the old one and swa
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import struct
 import threading
@@ -149,6 +150,10 @@ def load_state(store: Any, tables_dir: Path) -> FeatureState:
                         user_slots(manifest))  # fmt: skip
 
 
+class StoreUnavailable(RuntimeError):
+    """The online store failed a read a moment ago (circuit open): the request falls back without waiting."""
+
+
 @dataclass
 class OnlineFeatures:
     store: Any  # feast.FeatureStore
@@ -161,6 +166,11 @@ class OnlineFeatures:
     _users: OrderedDict[str, tuple[float, UserRow | None]] = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _user_read: Callable[[str], dict[str, Any]] | None = None
+    # seconds a user read may wait on the store (SQLite lock, Redis socket); the stage sets 20 ms
+    read_timeout: float = 1.0
+    # after a failed read, requests fall back at once for this long, then one probes (the stage: 1 s)
+    breaker_seconds: float = 0.0
+    _down_until: float = 0.0
 
     def state(self) -> FeatureState:
         if self._state is None:
@@ -200,7 +210,13 @@ class OnlineFeatures:
         if hit is not None and now - hit[0] < self.user_ttl_seconds:
             return hit[1]
         state = self.state()
-        values = self._read_user(state, user_key)
+        if now < self._down_until:
+            raise StoreUnavailable("online store marked down after a failed read; probing again shortly")
+        try:
+            values = self._read_user(state, user_key)
+        except Exception:
+            self._down_until = time.monotonic() + self.breaker_seconds
+            raise
         known = None if all(v is None for v in values.values()) else self._encode(state, values)
         with self._lock:  # request threads share the cache
             self._users[user_key] = (now, known)
@@ -221,8 +237,8 @@ class OnlineFeatures:
         """The user's stored values by `view__feature` (None where the store has none)."""
         if self._user_read is None:
             sqlite = self.direct_sqlite and self.store.config.online_store.type == "sqlite"
-            self._user_read = SqliteUserRead(self.store, state.user_views) if sqlite else \
-                ProviderUserRead(self.store, state.user_views)  # fmt: skip
+            self._user_read = SqliteUserRead(self.store, state.user_views, self.read_timeout) if sqlite else \
+                ProviderUserRead(self.store, state.user_views, self.read_timeout)  # fmt: skip
         return self._user_read(user_key)
 
     def invalidate_user(self, user_key: str) -> None:
@@ -305,12 +321,19 @@ def _decode_value(value: Any, to_python: Callable[[Any], Any]) -> Any:
 class ProviderUserRead:
     """A user's values through the configured online store's own `online_read` (any store: SQLite, Redis)."""
 
-    def __init__(self, store: Any, views: list[tuple[Any, list[str]]]) -> None:
+    def __init__(self, store: Any, views: list[tuple[Any, list[str]]], timeout: float = 0.02) -> None:
         from feast.type_map import feast_value_type_to_python_type
 
         self.store = store
         self.views = views  # (feast FeatureView, its feature names)
         self._to_python = feast_value_type_to_python_type
+        if store.config.online_store.type == "redis":  # a stalled Redis answers within the timeout, not never
+            online = store._get_provider().online_store
+            client = online._get_client(store.config.online_store)
+            pool = getattr(client, "connection_pool", None)
+            if pool is not None:
+                pool.connection_kwargs.update(socket_timeout=timeout, socket_connect_timeout=timeout)
+                pool.reset()  # connections made from now on carry the timeouts
 
     def __call__(self, user_key: str) -> dict[str, Any]:
         from feature_repo.store import user_entity_key
@@ -336,7 +359,7 @@ class SqliteUserRead:
     delete` uses too), without its per-view queries and the timestamp parsing of every row. One connection per
     thread, read-only: writes stay with Feast."""
 
-    def __init__(self, store: Any, views: list[tuple[Any, list[str]]]) -> None:
+    def __init__(self, store: Any, views: list[tuple[Any, list[str]]], timeout: float = 0.02) -> None:
         from feast.infra.online_stores.sqlite import _quote_id
         from feast.protos.feast.types.Value_pb2 import Value
         from feast.type_map import feast_value_type_to_python_type
@@ -363,11 +386,32 @@ class SqliteUserRead:
             "Feast's key format changed"
         )
         self._local = threading.local()
+        self.timeout = timeout
 
     def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
+        """This thread's connection; re-opened when the database file was replaced (checked once a second), so a
+        store restored or re-materialized into a new file is read without a restart."""
+        local = self._local
+        conn = getattr(local, "conn", None)
+        now = time.monotonic()
+        if conn is not None and now - local.checked > 1.0:
+            local.checked = now
+            try:
+                st = os.stat(self.path)
+                moved = (st.st_dev, st.st_ino) != local.inode
+            except FileNotFoundError:
+                moved = True
+            if moved:
+                conn.close()
+                conn = local.conn = None
         if conn is None:
-            conn = self._local.conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+            try:
+                st = os.stat(self.path)
+            except FileNotFoundError:  # the store is unavailable: never created here
+                raise sqlite3.OperationalError(f"no online database at {self.path}") from None
+            # a locked database answers within the timeout instead of SQLite's 5 s: the request falls back in budget
+            conn = local.conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=self.timeout)
+            local.inode, local.checked = (st.st_dev, st.st_ino), now
         return conn
 
     def __call__(self, user_key: str) -> dict[str, Any]:

@@ -39,6 +39,7 @@ from models.rule_based import RuleBasedRanker
 from reranker.contracts import ServedListEvent
 from reranker.exploration import epsilon_greedy_slots
 from reranker.exploration import warm_up as warm_up_exploration
+from reranker.request_ids import RequestIds
 from serving.explanations import summarize
 from serving.explanations import warm_up as warm_up_explanations
 from serving.model_cache import ModelCache, RegistryUnavailable, Variant
@@ -108,6 +109,18 @@ def score_by_deadline(
     return out
 
 
+def _finite(scores: np.ndarray) -> np.ndarray:
+    """Every served score a number: candidates without one (no first-stage score sent) go after the others, in
+    the order they came, below the lowest score."""
+    bad = ~np.isfinite(scores)
+    if not bad.any():
+        return scores
+    out = scores.astype(float, copy=True)
+    floor = float(out[~bad].min()) if (~bad).any() else 0.0
+    out[bad] = floor - 1.0 - np.arange(int(bad.sum()), dtype=float)
+    return out
+
+
 @dataclass
 class Inputs:
     """One request's rows as the input kernel reads them."""
@@ -131,6 +144,7 @@ class RerankPipeline:
     hash_user: Callable[[str], str]
     opted_out: set[str] = field(default_factory=set)
     budget_ms: float = 50.0
+    request_ids: RequestIds | None = None  # signed ids (an interaction must name one served to its user)
     explain_top: int = 3
     explain_threads: int = 2  # for models too deep for the SHAP tables, LightGBM's pred_contrib on both cores
     _local: threading.local = field(default_factory=threading.local, repr=False)
@@ -212,8 +226,10 @@ class RerankPipeline:
         return Inputs(docs, users, extra, first_stage, np.array([now.timestamp() / 86400.0]))
 
     def rerank(self, req: RerankRequest) -> tuple[RerankResponse, ServedList]:
-        request_id = uuid.uuid4().hex
         user_key = self.hash_user(req.user_id) if req.user_id else None
+        request_id = (
+            self.request_ids.issue(user_key or "") if self.request_ids is not None else uuid.uuid4().hex
+        )
         reason: list[str] = []
         codes: list[str] = []
         try:
@@ -297,6 +313,7 @@ class RerankPipeline:
                     reason.append("rule-based fallback needs the online store: first-stage order")
                 scores = FirstStageRanker().score_matrix(first_stage[:, None])
             served_by = ServedBy.fallback
+        scores = _finite(scores)
         deterministic = np.argsort(-scores, kind="stable")
         k = min(req.top_n, n)
         eps = req.exploration_rate if served_by is not ServedBy.unranked else 0.0

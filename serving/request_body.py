@@ -15,5 +15,7 @@ def parse_rerank_request(body: bytes) -> RerankRequest:
     try:
         return RerankRequest.model_validate_json(body)
     except ValidationError as exc:
-        errors = [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
-        raise RequestValidationError(errors, body=body) from None
+        # the input is not echoed (it may hold a user id, or bytes that are not UTF-8)
+        errors = [{k: v for k, v in error.items() if k not in ("input", "ctx")} | {"loc": ("body", *error["loc"])}
+                  for error in exc.errors(include_url=False)]  # fmt: skip
+        raise RequestValidationError(errors) from None

@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from reranker.contracts import InteractionEvent
+from reranker.lake import STORED_KEY_PREFIX
+
+# bounds on what one request may carry (a body is also capped in bytes: RERANKER_MAX_BODY_BYTES)
+Name = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+MAX_FEATURES_PER_CANDIDATE = 256
+
+
+def _not_a_stored_key(user_id: str | None) -> str | None:
+    """Clients send user ids as they know them; the stored form is the stage's own."""
+    if user_id is not None and user_id.startswith(STORED_KEY_PREFIX):
+        raise ValueError(f"user ids starting with {STORED_KEY_PREFIX!r} are reserved")
+    return user_id
 
 
 class Fallback(StrEnum):
@@ -28,12 +41,13 @@ class UnknownFeaturePolicy(StrEnum):
 class Candidate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    document_id: str = Field(min_length=1)
-    content: str | None = Field(default=None, description="Its text: matched against the query when the catalog "
-                                "does not know the document.")  # fmt: skip
+    document_id: str = Field(min_length=1, max_length=256)
+    content: str | None = Field(default=None, max_length=20_000, description="Its text: matched against the query "
+                                "when the catalog does not know the document.")  # fmt: skip
     score: float | None = Field(default=None, description="The first-stage score.")
-    features: dict[str, float] = Field(
+    features: dict[Name, float] = Field(
         default_factory=dict,
+        max_length=MAX_FEATURES_PER_CANDIDATE,
         description="Values of the feature set's declared request fields (e.g. in_stock), and of numeric document "
         "attributes to use instead of the stored ones (e.g. a price changed since the catalog was ingested).",
     )
@@ -42,15 +56,17 @@ class Candidate(BaseModel):
 class RerankRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model_id: str = Field(min_length=1)
-    user_id: str | None = None
-    query: str | None = None
+    model_id: str = Field(min_length=1, max_length=128)
+    user_id: str | None = Field(default=None, min_length=1, max_length=256)
+    query: str | None = Field(default=None, max_length=2_000)
     candidates: list[Candidate] = Field(min_length=1, max_length=1000)
-    features: list[str] | None = Field(
-        default=None, description="Model features to use; default all it knows."
+    features: list[Name] | None = Field(
+        default=None, max_length=1_000, description="Model features to use; default all it knows."
     )
-    context: dict[str, str | float] = Field(
-        default_factory=dict, description="The request's context: the feature set's declared context fields."
+    context: dict[Name, Annotated[str, StringConstraints(max_length=256)] | float] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="The request's context: the feature set's declared context fields.",
     )
     top_n: int = Field(default=10, ge=1, le=1000)
     exploration_rate: float = Field(default=0.1, ge=0.0, le=1.0)
@@ -63,6 +79,8 @@ class RerankRequest(BaseModel):
         default=UnknownFeaturePolicy.reject,
         description="Candidate features the feature set does not declare: reject (422) or ignore them.",
     )
+
+    _user = field_validator("user_id")(_not_a_stored_key)
 
 
 class FeatureContribution(BaseModel):
@@ -97,12 +115,33 @@ class RerankResponse(BaseModel):
     results: list[RerankResult]
 
 
+class ErrorDetail(BaseModel):
+    field: str = Field(description="The request field (or header) at fault.")
+    message: str
+
+
+class ErrorBody(BaseModel):
+    detail: ErrorDetail | list[dict[str, object]] = Field(
+        description="The field at fault, or (422 from validation) FastAPI's list of errors, each with its `loc`."
+    )
+
+
 class InteractionBatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    events: list[InteractionEvent] = Field(min_length=1, max_length=10_000)
+    events: list[InteractionEvent] = Field(min_length=1, max_length=1_000)
+
+    @field_validator("events")
+    @classmethod
+    def _client_ids(cls, events: list[InteractionEvent]) -> list[InteractionEvent]:
+        for event in events:
+            _not_a_stored_key(event.user_id)
+        return events
 
 
 class InteractionReceipt(BaseModel):
     accepted: int
     users_updated: int
+    ignored_opted_out: int = Field(
+        default=0, description="Events of users who opted out: not landed, not used."
+    )

@@ -19,9 +19,11 @@ from fastapi.openapi.utils import get_openapi
 from starlette.background import BackgroundTask
 
 from models.registry import ModelNotFound
+from serving.access import StageAccess, api_key_of
+from serving.interactions import InteractionRejected
 from serving.pipeline import UnknownFeatures
 from serving.request_body import parse_rerank_request
-from serving.schemas import InteractionBatch, InteractionReceipt, RerankRequest, RerankResponse
+from serving.schemas import ErrorBody, InteractionBatch, InteractionReceipt, RerankRequest, RerankResponse
 
 app = FastAPI(title="reranker", description="Learned reranking stage: POST /rerank")
 
@@ -30,8 +32,9 @@ def build_pipeline():  # type: ignore[no-untyped-def]
     """Everything the stage needs, from the one settings object (read here, at the entry point)."""
     from feature_repo.store import open_store
     from models.registry import Registry
-    from reranker.settings import Settings, apply_runtime_env
-    from serving.interactions import InteractionSink, LandingZone, PushLock
+    from reranker.access import KeyRing, KeyStore
+    from reranker.settings import Settings, SettingsError, apply_runtime_env
+    from serving.interactions import InteractionGuard, InteractionSink, LandingZone, PushLock, RequestCounter
     from serving.model_cache import ModelCache
     from serving.online_features import OnlineFeatures
     from serving.pipeline import RerankPipeline
@@ -40,9 +43,17 @@ def build_pipeline():  # type: ignore[no-untyped-def]
     apply_runtime_env()
     settings = Settings()
     layout = settings.layout
-    features = OnlineFeatures(
-        open_store(layout.feast), layout.feature_tables, user_ttl_seconds=settings.user_cache_seconds
-    )
+    if settings.auth:
+        ring = KeyRing(KeyStore(layout.keys))
+        ring.refresh()
+        if not len(ring):
+            raise SettingsError(f"no API key in {layout.keys}: create one with `reranker keys create --name NAME "
+                                "--scope rerank --scope interactions` (or set RERANKER_AUTH=false behind a gateway "
+                                "that authenticates)")  # fmt: skip
+    request_ids = settings.request_ids()  # refuses the public example salt outside dev mode
+    features = OnlineFeatures(open_store(layout.feast), layout.feature_tables, user_ttl_seconds=settings.user_cache_seconds,
+                              read_timeout=settings.store_timeout_ms / 1000,
+                              breaker_seconds=settings.store_breaker_seconds)  # fmt: skip
     features.state()
     models = ModelCache(lambda: Registry(settings.tracking_uri()), lambda: features.manifest,
                         canary_share=settings.canary_share, poll_seconds=settings.alias_poll_seconds,
@@ -59,10 +70,14 @@ def build_pipeline():  # type: ignore[no-untyped-def]
     models.start()
 
     hash_user = settings.user_hasher()
-    pipeline = RerankPipeline(features, models, hash_user, opted_out=settings.opted_out_users(),
-                              budget_ms=settings.budget_ms, explain_threads=settings.explain_threads)  # fmt: skip
+    opted_out = settings.opted_out_users()
+    pipeline = RerankPipeline(features, models, hash_user, opted_out=opted_out, budget_ms=settings.budget_ms,
+                              request_ids=request_ids, explain_threads=settings.explain_threads)  # fmt: skip
+    guard = InteractionGuard(request_ids, RequestCounter(layout.landing / "_request_counts.sqlite",
+                                                         settings.max_events_per_request,
+                                                         settings.interactions_max_age_days), opted_out)  # fmt: skip
     sink = InteractionSink(LandingZone(layout.landing), features.store, hash_user, PushLock(layout.online_push_lock),
-                           lambda: features.manifest, on_user_update=features.invalidate_user)  # fmt: skip
+                           lambda: features.manifest, on_user_update=features.invalidate_user, guard=guard)  # fmt: skip
     return pipeline, JsonlLog(layout.served, "served"), sink
 
 
@@ -91,13 +106,26 @@ def _workers() -> int:
 @bentoml.asgi_app(app, path="/")
 class Reranker:
     def __init__(self) -> None:
+        from reranker.settings import Settings
         from serving.recording import ServedRecorder, StageMetrics
 
         self.pipeline, self.log, self.sink = build_pipeline()
+        self.preload = list(Settings().preload_models)
         self.recorder = ServedRecorder(self.log, self.sink.landing, StageMetrics())
         # BentoML leaves loggers outside its own at WARNING: the per-request line (version, variant, path) is INFO
         log.setLevel(logging.INFO)
         tune_gc()
+
+    def __is_ready__(self) -> bool:
+        """/readyz: ready once every preloaded model is loaded (tried again at each probe while it is not)."""
+        models = self.pipeline.models
+        for model_id in self.preload:
+            if not models.is_loaded(model_id):
+                try:
+                    models.variants(model_id)
+                except Exception:
+                    return False
+        return True
 
     @bentoml.on_shutdown
     def flush_logs(self) -> None:
@@ -132,7 +160,19 @@ def openapi() -> dict[str, Any]:
 app.openapi = openapi  # type: ignore[method-assign]
 
 
-@app.post("/rerank", response_model=RerankResponse, openapi_extra={"requestBody": _REQUEST_BODY})
+Reranker.add_asgi_middleware(StageAccess)  # type: ignore[attr-defined]
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The error answers a route documents (each a JSON body naming the field at fault)."""
+    described = {400: "Malformed header", 401: "No valid API key", 403: "The key lacks the scope or the model",
+                 404: "Model not registered", 413: "Body over the size limit",
+                 422: "Invalid request: the field at fault is named", 429: "Over the key's rate limit"}  # fmt: skip
+    return {code: {"model": ErrorBody, "description": described[code]} for code in codes}
+
+
+@app.post("/rerank", response_model=RerankResponse, openapi_extra={"requestBody": _REQUEST_BODY},
+          responses=_errors(400, 401, 403, 404, 413, 422, 429))  # fmt: skip
 async def rerank(body: Request, stage: Reranker = Depends(current_stage)) -> Response:
     """Rerank the candidates. With the model loaded, on the event loop rather than a pool thread: the work is
     CPU-bound under the GIL either way, and the hop cost more than it overlapped (p50 7.0 -> 5.7 ms, p99 under 8
@@ -140,6 +180,10 @@ async def rerank(body: Request, stage: Reranker = Depends(current_stage)) -> Res
     keeps serving. The response is serialized once, here (returned as a model, FastAPI would validate it again).
     What the stage records of the response (`serving.recording`) is done once the response is sent."""
     request = parse_rerank_request(await body.body())
+    key = api_key_of(body.scope)
+    if key is not None and not key.allows_model(request.model_id):
+        raise HTTPException(status_code=403, detail={"field": "model_id", "message": f"key {key.key_id} may not use "
+                                                     f"model {request.model_id!r}"})  # fmt: skip
     started = time.perf_counter()
     pipeline = stage.pipeline
     try:
@@ -156,8 +200,13 @@ async def rerank(body: Request, stage: Reranker = Depends(current_stage)) -> Res
                     background=BackgroundTask(stage.recorder.record_after, response, served, seconds))  # fmt: skip
 
 
-@app.post("/interactions", response_model=InteractionReceipt, status_code=202)
+@app.post("/interactions", response_model=InteractionReceipt, status_code=202,
+          responses=_errors(400, 401, 403, 413, 422, 429))  # fmt: skip
 def interactions(batch: InteractionBatch, stage: Reranker = Depends(current_stage)) -> InteractionReceipt:
     """Land interaction events for the next training and push the users' new counts to the online store (on a
-    pool thread: the landing is fsynced before the call returns)."""
-    return InteractionReceipt(**stage.sink.accept(batch.events))
+    pool thread: the landing is fsynced before the call returns). Each event must name the `request_id` of a list
+    the stage served to the same user; a batch with one that does not is refused whole (422 naming it)."""
+    try:
+        return InteractionReceipt(**stage.sink.accept(batch.events))
+    except InteractionRejected as exc:
+        raise HTTPException(status_code=422, detail={"field": exc.field, "message": str(exc)}) from exc

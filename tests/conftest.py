@@ -180,7 +180,7 @@ def stage(lake):
     layout, events, store = lake
     materialize(store, layout.feature_tables)
     layout.mlflow.mkdir(parents=True, exist_ok=True)
-    registry = Registry(layout.mlflow_uri)
+    registry = Registry(layout.mlflow_uri, create=True)
     plan = TrainPlan(model_id="serving", n_boot=100, folds=2, select_families=False,
                      gates=GatePolicy(min_lists=50, baselines=("rule_based",)))  # fmt: skip
     plan.train.num_boost_round = 30
@@ -190,7 +190,7 @@ def stage(lake):
     assert outcome.alias == "champion", outcome.gates
     features = OnlineFeatures(store, layout.feature_tables)
     cache = ModelCache(lambda: registry, lambda: features.manifest, canary_share=0.2, poll_seconds=3600)
-    pipeline = RerankPipeline(features, cache, hash_user=lambda u: u, budget_ms=5_000)
+    pipeline = RerankPipeline(features, cache, hash_user=lambda u: u, budget_ms=60_000)
     return pipeline, registry, events, store, outcome
 
 

@@ -77,7 +77,7 @@ def site(tmp_path_factory, world, synthetic_events):
     plan = TrainPlan(model_id=MODEL, n_boot=100, folds=2, select_families=False,
                      gates=GatePolicy(min_lists=50, baselines=("rule_based",)))  # fmt: skip
     plan.train.num_boost_round = 30
-    outcome = train_and_register(events, store, Registry(settings.tracking_uri()), plan, layout.feature_tables,
+    outcome = train_and_register(events, store, Registry(settings.tracking_uri(), create=True), plan, layout.feature_tables,
                                  {"segments.pkl": layout.feature_tables / "segments.pkl"}, layout.mlflow / "artifacts")  # fmt: skip
     assert outcome.alias == "champion"
     ingest(layout.raw / "later.parquet", layout, salt="s", hash_ids=False)

@@ -92,7 +92,8 @@ def test_promote_and_rollback_of_an_unknown_model_are_clear_errors(tmp_path):
     for args in (["models", "promote", "nope", "1"], ["models", "rollback", "nope"], ["promote", "nope", "1"],
                  ["rollback", "nope"]):  # fmt: skip
         result = runner.invoke(app, [*args, "--data-dir", str(tmp_path)])
-        assert result.exit_code == 2 and "not registered" in result.output
+        assert result.exit_code == 2 and "no MLflow database" in result.output  # never created in its place
+        assert not (tmp_path / "mlflow" / "mlflow.db").exists()
 
 
 def test_flows_run_ingest_without_a_path_is_a_clear_error(tmp_path):

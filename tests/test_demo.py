@@ -16,7 +16,9 @@ def test_demo_closes_the_loop_and_promotes_a_better_v2(tmp_path, prefect_harness
 
     settings = Settings(data_dir=tmp_path / "data")
 
-    result = run_demo(settings, DemoPlan(), progress=False, say=lambda m: None)
+    result = run_demo(
+        settings, DemoPlan(budget_ms=60_000, store_timeout_ms=60_000), progress=False, say=lambda m: None
+    )
     assert result["v2"] != result["v1"]
     truth = result["true_gain_per_list"]
     assert truth["canary"] > truth["champion"]  # v2 really is better for the simulated users

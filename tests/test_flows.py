@@ -154,7 +154,7 @@ def _canary_traffic(settings, world, n: int) -> pd.DataFrame:
     features = OnlineFeatures(store, layout.feature_tables)
     models = ModelCache(lambda: Registry(settings.tracking_uri()), lambda: features.manifest, canary_share=0.5,
                         poll_seconds=3600)  # fmt: skip
-    pipeline = RerankPipeline(features, models, settings.user_key, budget_ms=5_000)
+    pipeline = RerankPipeline(features, models, settings.user_key, budget_ms=60_000)
     served, landing = JsonlLog(layout.served, "served"), LandingZone(layout.landing)
     sink = InteractionSink(landing, store, settings.user_key, PushLock(layout.online_push_lock),
                            lambda: features.manifest)  # fmt: skip

@@ -194,3 +194,74 @@ def test_iso_timestamps_parse_whatever_freed_memory_holds():
             got = parse_timestamps(values.tail(n).reset_index(drop=True))
             assert got.notna().all() and got.iloc[0] == pd.Timestamp("2026-06-01T12:00:05Z")
     assert got.iloc[-1] == pd.Timestamp(1780315205, unit="s", tz="UTC")
+
+
+def test_a_file_of_garbage_is_quarantined_counted_and_keeps_no_raw_text(tmp_path, layout):
+    f = tmp_path / "garbage.jsonl"
+    f.write_text('not json at all, user alice@example.com\n{"broken": \n[1, 2]\n')
+    summary = run(f, layout)
+    assert (summary.rows_read, summary.quarantined, summary.added, summary.ok) == (3, 3, 0, False)
+    text = Path(summary.quarantine_path).read_text()
+    assert "alice@example.com" not in text and "_sha256" in text
+
+
+def test_an_event_id_is_landed_once_across_dates_and_files(tmp_path, layout):
+    first = write_jsonl(tmp_path / "a.jsonl", rows(3))
+    assert run(first, layout).added == 3
+    later = rows(3, timestamp="2026-01-05T10:00:00Z")  # the same event ids on another day (another partition)
+    assert run(write_jsonl(tmp_path / "b.jsonl", later), layout).already_present == 3
+    folder = tmp_path / "two"
+    folder.mkdir()
+    write_jsonl(folder / "x.jsonl", [{**r, "event_id": f"n{i}"} for i, r in enumerate(rows(4))])
+    write_jsonl(folder / "y.jsonl", [{**r, "event_id": f"n{i}", "timestamp": "2026-01-03T10:00:00Z"}
+                                     for i, r in enumerate(rows(2))])  # fmt: skip
+    summary = run(folder, layout)
+    assert (summary.added, summary.duplicates) == (4, 2)
+    lake = read_interactions(layout.interactions)
+    assert len(lake) == 7 and lake["event_id"].is_unique
+
+
+def test_over_long_lines_and_fields_are_quarantined_without_reading_them_whole(tmp_path, layout, monkeypatch):
+    import expectations.ingest as module
+
+    monkeypatch.setattr(module, "MAX_LINE_BYTES", 1000)
+    f = tmp_path / "long.jsonl"
+    long_line = json.dumps({**GOOD, "event_id": "big", "query": "q" * 5000})
+    f.write_text(json.dumps({**GOOD, "event_id": "ok"}) + "\n" + long_line + "\n"
+                 + json.dumps({**GOOD, "event_id": "x" * 300}) + "\n")  # fmt: skip
+    summary = run(f, layout)
+    assert (summary.added, summary.quarantined) == (1, 2)
+    reasons = " ".join(summary.reasons)
+    assert "line over 1000 bytes" in reasons and "event_id is over 256 characters" in reasons
+
+
+def test_a_second_ingest_waits_for_the_lock_or_says_it_is_busy(tmp_path, layout):
+    import fcntl
+
+    from expectations.ingest import IngestBusy
+
+    f = write_jsonl(tmp_path / "ok.jsonl", rows(2))
+    layout.lake.mkdir(parents=True, exist_ok=True)
+    with (layout.lake / ".ingest.lock").open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(IngestBusy, match="another ingest"):
+            ingest(f, layout, salt="test-salt", wait_seconds=0)
+    assert run(f, layout).added == 2  # the lock released: the next one proceeds
+
+
+def test_staging_left_by_a_killed_ingest_is_cleaned_by_the_next(tmp_path, layout):
+    stale = layout.staging / "deadbeef-12345678" / "date=2026-01-01"
+    stale.mkdir(parents=True)
+    (stale / "chunk-00001.parquet").write_bytes(b"half written")
+    run(write_jsonl(tmp_path / "ok.jsonl", rows(2)), layout)
+    assert not layout.staging.exists() or not any(layout.staging.iterdir())
+
+
+def test_data_docs_escape_what_the_log_carries(tmp_path, layout):
+    records = rows(3)
+    records[1] = {**records[1], "event_id": "<img src=x onerror=alert(1)>", "interaction_type": "<b>x</b>"}
+    records[2] = {**records[2], "event_id": "<img src=x onerror=alert(1)>"}
+    summary = run(write_jsonl(tmp_path / "xss.jsonl", records), layout)
+    pages = "".join(p.read_text(errors="replace") for p in Path(summary.data_docs).parent.rglob("*.html"))
+    assert "<img src=x onerror" not in pages and "<b>x</b>" not in pages
+    assert "&lt;b&gt;x&lt;/b&gt;" in pages or "&amp;lt;b&amp;gt;" in pages  # shown, escaped

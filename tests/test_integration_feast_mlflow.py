@@ -112,7 +112,7 @@ def registry(lake):
 
     layout, _, _ = lake
     layout.mlflow.mkdir(parents=True, exist_ok=True)
-    return Registry(layout.mlflow_uri)
+    return Registry(layout.mlflow_uri, create=True)
 
 
 def _plan():

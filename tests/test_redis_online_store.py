@@ -112,7 +112,7 @@ def test_redis_going_down_mid_traffic_serves_the_fallback_then_recovers(lake, st
     fs.materialize(store, tables)
     features = OnlineFeatures(store, tables, user_ttl_seconds=0)
     pipeline = RerankPipeline(features, ModelCache(lambda: registry, lambda: features.manifest, poll_seconds=3600),
-                              hash_user=lambda u: u, budget_ms=5_000)  # fmt: skip
+                              hash_user=lambda u: u, budget_ms=60_000)  # fmt: skip
     user = str(events["user_id"].value_counts().index[0])
     docs = events["document_id"].drop_duplicates().head(30).tolist()
     req = RerankRequest(model_id="serving", user_id=user, exploration_rate=0.0,
@@ -129,5 +129,18 @@ def test_redis_going_down_mid_traffic_serves_the_fallback_then_recovers(lake, st
         fs.materialize(store, tables)  # whatever the restart kept, the store is current again
         back = pipeline.rerank(req)[0]
         assert back.served_by is ServedBy.learned and "online_store_unavailable" not in back.reason_codes
+        # a stalled server (SIGSTOP): the read gives up at its socket timeout and the request falls back
+        import os
+        import signal
+
+        os.kill(server.pid, signal.SIGSTOP)
+        try:
+            stalled = pipeline.rerank(req)[0]
+            assert (
+                stalled.served_by is ServedBy.fallback and "online_store_unavailable" in stalled.reason_codes
+            )
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+        assert pipeline.rerank(req)[0].served_by is ServedBy.learned  # the next request reads again
     finally:
         server.shutdown()

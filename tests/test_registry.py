@@ -15,7 +15,7 @@ def test_a_registry_does_not_redirect_the_settings_of_later_ones(tmp_path: Path,
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     first = f"sqlite:///{tmp_path / 'first.db'}"
     before = mlflow.get_tracking_uri()
-    registry = Registry(first)
+    registry = Registry(first, create=True)
     assert mlflow.get_tracking_uri() == before  # creating a registry leaves MLflow's process-wide URIs alone
     with registry.active():
         assert (

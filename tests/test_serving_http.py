@@ -11,16 +11,21 @@ pytestmark = pytest.mark.integration
 def server(stage, lake):
     import httpx
 
-    from flows.demo import running_stage
+    from flows.demo import running_stage, stage_key
 
     layout, _, _ = lake
-    env = {"RERANKER_HASH_USER_IDS": "false", "RERANKER_PRELOAD_MODELS": '["serving"]',
+    # a budget no busy machine reaches: these tests check what is served, not how fast (benchmarks do that)
+    env = {"RERANKER_HASH_USER_IDS": "false", "RERANKER_BUDGET_MS": "60000", "RERANKER_STORE_TIMEOUT_MS": "60000", "RERANKER_PRELOAD_MODELS": '["serving"]',
            "MLFLOW_TRACKING_URI": layout.mlflow_uri}  # fmt: skip
-    with running_stage(layout.root, env) as base, httpx.Client(base_url=base, timeout=10) as client:
+    headers = stage_key(layout.root, "tests")
+    with (
+        running_stage(layout.root, env) as base,
+        httpx.Client(base_url=base, timeout=120, headers=headers) as client,
+    ):
         yield client
 
 
-def eventually(check, seconds: float = 10.0):
+def eventually(check, seconds: float = 120.0):
     """Served lists are flushed by a background thread (every second): poll for them."""
     deadline = time.monotonic() + seconds
     while True:
@@ -130,7 +135,11 @@ def test_interactions_land_for_training_and_update_the_online_store(server, lake
              "interaction_type": "click", "user_id": user, "document_id": clicked, "position": 1,
              "timestamp": "2026-06-01T12:00:05Z"}  # fmt: skip
     receipt = server.post("/interactions", json={"events": [click]})
-    assert receipt.status_code == 202 and receipt.json() == {"accepted": 1, "users_updated": 1}
+    assert receipt.status_code == 202 and receipt.json() == {
+        "accepted": 1,
+        "users_updated": 1,
+        "ignored_opted_out": 0,
+    }
     assert online_count() == (before[0] + 1, before[1] + 1)  # one more event, and a positive one
 
     bad = server.post("/interactions", json={"events": [{**click, "position": -1}]})
@@ -153,3 +162,85 @@ def test_interactions_land_for_training_and_update_the_online_store(server, lake
     }
     assert mine.set_index("document_id").loc[clicked, "label"] == 1.0
     assert mine["propensity"].between(0, 1, inclusive="right").all()
+
+
+def test_every_route_but_health_needs_a_key_with_its_scope(server, lake):
+    import httpx
+
+    from reranker.access import KeyStore, Scope
+
+    layout, events, _ = lake
+    base = str(server.base_url)
+    bare = httpx.Client(base_url=base, timeout=120)
+    for path in ("/livez", "/readyz"):
+        assert bare.get(path).status_code == 200
+    assert bare.post("/rerank", json=_body(events)).status_code == 401
+    assert bare.post("/interactions", json={"events": []}).status_code == 401
+    assert bare.get("/metrics").status_code == 401
+    wrong = bare.post("/rerank", json=_body(events), headers={"authorization": "Bearer rrk_nope_nope"})
+    assert wrong.status_code == 401 and wrong.json()["detail"]["field"] == "authorization"
+    assert wrong.headers["www-authenticate"] == "Bearer"
+
+    store = KeyStore(layout.keys)
+    key, token = store.create("ranker-only", [Scope.rerank], models=["serving"])
+    only = {"authorization": f"Bearer {token}"}
+
+    def admitted() -> None:  # the stage re-reads the key file within a second
+        assert bare.post("/rerank", json=_body(events), headers=only).status_code == 200
+
+    eventually(admitted)
+    assert bare.get("/metrics", headers=only).status_code == 403
+    assert bare.post("/interactions", json={"events": []}, headers=only).status_code == 403
+    other = bare.post("/rerank", json=_body(events, model_id="other"), headers=only)
+    assert other.status_code == 403 and other.json()["detail"]["field"] == "model_id"
+    store.revoke(key.key_id)
+
+    def refused() -> None:
+        assert bare.post("/rerank", json=_body(events), headers=only).status_code == 401
+
+    eventually(refused)
+
+
+def test_interactions_must_name_a_request_served_to_that_user(server, lake):
+    _, events, _ = lake
+    users = events["user_id"].value_counts().index
+    served = server.post("/rerank", json=_body(events, top_n=3)).json()
+    click = {"event_id": "forged-1", "request_id": "0" * 32, "interaction_type": "purchase", "user_id": users[0],
+             "document_id": served["results"][0]["document_id"], "timestamp": "2026-06-01T12:00:05Z"}  # fmt: skip
+    never_served = server.post("/interactions", json={"events": [click]})
+    assert (
+        never_served.status_code == 422 and never_served.json()["detail"]["field"] == "events[0].request_id"
+    )
+    someone_else = server.post("/interactions", json={"events": [{**click, "request_id": served["request_id"],
+                                                                  "user_id": users[1]}]})  # fmt: skip
+    assert someone_else.status_code == 422 and "this user" in someone_else.json()["detail"]["message"]
+    missing = server.post("/interactions", json={"events": [{**click, "request_id": None}]})
+    assert missing.status_code == 422
+    stored_key = server.post("/interactions", json={"events": [{**click, "user_id": "userkey:abc"}]})
+    assert stored_key.status_code == 422
+    as_stored = server.post("/rerank", json=_body(events, user_id="userkey:abc"))
+    assert as_stored.status_code == 422 and as_stored.json()["detail"][0]["loc"][-1] == "user_id"
+    flood = [{**click, "event_id": f"flood-{i}", "request_id": served["request_id"]} for i in range(101)]
+    replayed = server.post("/interactions", json={"events": flood})
+    assert replayed.status_code == 422 and "received its 100" in replayed.json()["detail"]["message"]
+    ok = server.post("/interactions", json={"events": flood[:3]})
+    assert ok.status_code == 202 and ok.json()["accepted"] == 3
+
+
+def test_hostile_bodies_get_4xx_and_scores_are_always_numbers(server, lake):
+    _, events, _ = lake
+    not_utf8 = server.post("/rerank", content=b'{"model_id": "serving", "user_id": "\xff\xfe"}',
+                           headers={"content-type": "application/json"})  # fmt: skip
+    assert not_utf8.status_code == 422
+    huge = server.post("/rerank", content=b"x" * 5_000_000, headers={"content-type": "application/json"})
+    assert huge.status_code == 413 and huge.json()["detail"]["field"] == "body"
+    body = _body(events, fallback="first_stage", user_id="never-seen")
+    del body["candidates"][2]["score"]
+    answered = server.post("/rerank", json=body)
+    assert answered.status_code == 200, answered.text
+    assert all(isinstance(r["score"], float) for r in answered.json()["results"])
+    many = _body(events)
+    many["candidates"][0]["features"] = {f"f{i}": 1.0 for i in range(10_000)}
+    assert server.post("/rerank", json=many).status_code == 422
+    spec = server.get("/openapi.json").json()["paths"]
+    assert {"401", "403", "404", "413", "422", "429"} <= set(spec["/rerank"]["post"]["responses"])

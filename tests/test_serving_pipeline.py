@@ -215,6 +215,74 @@ def test_unreachable_registry_serves_the_last_loaded_model_else_the_fallback(sta
     assert warm.rerank(request(events, known_user(events)))[0].served_by is ServedBy.learned
 
 
+def test_a_missing_or_emptied_registry_never_replaces_the_loaded_champion(stage, tmp_path):
+    import shutil
+    from dataclasses import replace
+
+    from models.registry import Registry, RegistryMissing
+
+    pipeline, registry, events, _, _ = stage
+    db = tmp_path / "copy" / "mlflow.db"
+    db.parent.mkdir()
+    shutil.copy(registry.tracking_uri.removeprefix("sqlite:///"), db)
+    uri = f"sqlite:///{db}"
+    cache = cache_of(pipeline, lambda: Registry(uri))
+    served = replace(pipeline, models=cache)
+    assert served.rerank(request(events, known_user(events)))[0].served_by is ServedBy.learned
+    moved = db.with_name("moved.db")
+    db.rename(moved)  # the database briefly missing: nothing is created in its place
+    with pytest.raises(RegistryMissing, match="no MLflow database"):
+        Registry(uri)
+    cache._registry = None
+    cache.refresh()
+    assert (
+        not db.exists()
+        and served.rerank(request(events, known_user(events)))[0].served_by is ServedBy.learned
+    )
+    empty = (
+        tmp_path / "empty.db"
+    )  # a registry answering with the model but no aliases (e.g. a botched promote)
+    shutil.copy(moved, empty)
+    emptied = Registry(f"sqlite:///{empty}")
+    for alias in emptied.aliases("serving"):
+        emptied.client.delete_registered_model_alias("serving", alias)
+    cache._registry = emptied
+    cache.refresh()
+    assert served.rerank(request(events, known_user(events)))[0].served_by is ServedBy.learned
+    moved.rename(db)  # restored: the next poll reconnects
+    cache._registry = None
+    cache.refresh()
+    assert cache.registry().tracking_uri == uri
+
+
+def test_unknown_model_ids_are_refused_from_memory_until_the_next_poll(stage):
+    from dataclasses import replace
+
+    from models.registry import ModelNotFound
+
+    pipeline, registry, events, _, _ = stage
+    calls = []
+
+    def counting():
+        calls.append(1)
+        return registry
+
+    cache = cache_of(pipeline, counting, poll_seconds=3600)
+    served = replace(pipeline, models=cache)
+    for _ in range(50):
+        with pytest.raises(ModelNotFound):
+            served.rerank(request(events, model_id="nope"))
+    exists_calls = []
+    original = registry.exists
+    registry.exists = lambda m: exists_calls.append(m) or original(m)
+    try:
+        with pytest.raises(ModelNotFound):
+            served.rerank(request(events, model_id="nope"))
+    finally:
+        registry.exists = original
+    assert exists_calls == []
+
+
 def test_exploration_logs_policy_probabilities(stage):
     pipeline, _, events, _, _ = stage
     user = known_user(events)
@@ -408,3 +476,43 @@ def test_a_missing_sqlite_online_database_is_an_unreachable_store_not_cold_users
         request(events, known_user(events), exploration_rate=0.0)
     )
     assert resp.served_by is ServedBy.fallback and resp.reason_codes == ["online_store_unavailable"]
+
+
+def test_a_locked_or_replaced_online_database_answers_in_budget_and_recovers(stage, tmp_path):
+    """A locked SQLite online store fails the read within the read timeout (not SQLite's 5 s), the circuit then
+    answers the fallback without touching the store, and a database file replaced in place is reopened."""
+    import shutil
+    import sqlite3
+    from dataclasses import replace
+
+    from serving.online_features import OnlineFeatures, StoreUnavailable
+
+    pipeline, _, events, store, _ = stage
+    user = known_user(events)
+    features = OnlineFeatures(store, pipeline.features.tables_dir, user_ttl_seconds=0, read_timeout=0.001,
+                              breaker_seconds=3600)  # fmt: skip
+    served = replace(pipeline, features=features)
+    assert features.user(user) is not None
+    path = features._user_read.path
+    locker = sqlite3.connect(path, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")  # a writer holding the database
+    try:
+        features._user_read._local.checked = 0.0
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            features.user(user)
+        with pytest.raises(StoreUnavailable):  # the circuit is open: no read at all
+            features.user(user)
+        resp, _ = served.rerank(request(events, user, exploration_rate=0.0))
+        assert resp.served_by is ServedBy.fallback and resp.reason_codes == ["online_store_unavailable"]
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    features._down_until = 0.0  # the probe after the pause (the test holds the clock still)
+    copy = tmp_path / "online.db"
+    shutil.copy(path, copy)
+    before = features.user(user).values.copy()
+    copy.replace(path)  # re-materialized into a new file, swapped in
+    features._user_read._local.checked = 0.0  # the once-a-second check is due
+    conn_before = features._user_read._local.conn
+    assert np.array_equal(features.user(user).values, before, equal_nan=True)
+    assert features._user_read._local.conn is not conn_before  # reopened on the new file

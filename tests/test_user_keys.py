@@ -14,8 +14,16 @@ def test_user_key_hashes_with_a_salt_and_passes_stored_keys_through():
 
 
 def test_series_form_matches_and_keeps_missing_ids_missing():
-    out = hash_user_id(pd.Series(["user-1", None, "userkey:abc"]), "salt")
-    assert out.iloc[0] == user_key("user-1", "salt") and pd.isna(out.iloc[1]) and out.iloc[2] == "abc"
+    key = user_key("user-2", "salt")
+    out = hash_user_id(pd.Series(["user-1", None, f"userkey:{key}"]), "salt")
+    assert out.iloc[0] == user_key("user-1", "salt") and pd.isna(out.iloc[1]) and out.iloc[2] == key
+
+
+def test_only_a_key_passes_as_stored_when_hashing():
+    """`userkey:alice@example.com` in a log is not a stored key: it is hashed like any other id, never kept raw."""
+    hashed = user_key("userkey:alice@example.com", "salt")
+    assert hashed != "alice@example.com" and len(hashed) == 16
+    assert user_key("userkey:ABCDEF0123456789", "salt") != "ABCDEF0123456789"
 
 
 def test_settings_follow_the_hashing_switch(tmp_path):

@@ -11,6 +11,7 @@ from reranker.cli import (
     features,
     flows,
     ingest,
+    keys,
     models,
     quickstart,
     serving,
@@ -25,6 +26,7 @@ app.add_typer(features.group, name="features")
 app.add_typer(experiments.group, name="experiment")
 app.add_typer(models.group, name="models")
 app.add_typer(users.group, name="users")
+app.add_typer(keys.group, name="keys")
 app.add_typer(flows.group, name="flows")
 app.command()(ingest.ingest)
 app.command()(training.train)
@@ -37,4 +39,17 @@ app.command()(flows.demo)
 app.command("promote")(models.models_promote)
 app.command("rollback")(models.models_rollback)
 
-__all__ = ["app"]
+
+def main() -> None:
+    """The console script: a setting that cannot be used is one line and exit 2, as every user error."""
+    from models.registry import RegistryMissing
+    from reranker.settings import SettingsError
+
+    try:
+        app()
+    except (SettingsError, RegistryMissing) as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise SystemExit(2) from None
+
+
+__all__ = ["app", "main"]

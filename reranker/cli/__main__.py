@@ -1,5 +1,5 @@
 """`python -m reranker.cli`: the same as the `reranker` command."""
 
-from reranker.cli import app
+from reranker.cli import main
 
-app()
+main()

@@ -24,6 +24,7 @@ class FlowName(StrEnum):
     canary = "canary"
     drift = "drift"
     retrain = "retrain"
+    retention = "retention"
 
 
 def prefect_settings(data_dir: Path | None) -> Settings:
@@ -43,6 +44,10 @@ def flows_run(
         Path | None, typer.Option(help="Document catalog Parquet (ingest, retrain).")
     ] = None,
     rounds: Annotated[int, typer.Option(help="Boosting rounds (train, retrain).", min=1)] = 150,
+    days: Annotated[
+        float | None,
+        typer.Option(help="Keep this many days (retention; default RERANKER_RETENTION_DAYS).", min=0.001),
+    ] = None,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -64,6 +69,10 @@ def flows_run(
         params["model_id"] = model_id
     if name in (FlowName.train, FlowName.retrain):
         params["rounds"] = rounds
+    if name is FlowName.retention:
+        if days is None and conf.retention_days is None:
+            fail("retention needs --days or RERANKER_RETENTION_DAYS")
+        params["days"] = days
     if name in (FlowName.ingest, FlowName.retrain) and path is not None:
         params["path"] = str(path.resolve())
         if documents is not None:

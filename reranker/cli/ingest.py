@@ -21,12 +21,13 @@ def ingest(
 ) -> None:
     """Validate interaction logs with Great Expectations and land good rows in the lake.
 
-    Exit codes: 0 all good; 1 some rows quarantined (good rows kept); 2 unreadable input (nothing written).
+    Exit codes: 0 all good; 1 some rows quarantined (good rows kept); 2 unreadable input (nothing written);
+    4 another ingest into the same lake kept its lock longer than an hour (nothing written).
     """
     existing_path(path, "file or directory")
     if documents is not None:
         existing_path(documents, "catalog file")
-    from expectations.ingest import IngestError
+    from expectations.ingest import IngestBusy, IngestError
     from expectations.ingest import ingest as run_ingest
     from reranker.featureset import FeatureSetError, check_catalog, load_feature_set
     from reranker.lake import read_catalog, upsert_documents
@@ -52,14 +53,18 @@ def ingest(
             catalog_notes = [f"warning: no feature set declared yet: `reranker features init --catalog {documents}` "
                              f"writes a starting one to {conf.feature_set_path}"]  # fmt: skip
     try:
-        summary = run_ingest(path, layout, **conf.ingest_options(), progress=not as_json)
+        summary = run_ingest(path, layout, **conf.ingest_options(), progress=not as_json,
+                             say=lambda m: typer.echo(m, err=True))  # fmt: skip
     except IngestError as exc:
         fail(str(exc))
+    except IngestBusy as exc:
+        fail(str(exc), code=4)
     payload = {**summary.to_dict(), "catalog_documents": n_docs, "catalog": catalog_notes}
     emit(payload, as_json)
     if not as_json:
         typer.echo(f"read {summary.rows_read:,} rows: {summary.added:,} added, {summary.already_present:,} already "
-                   f"in the lake, {summary.quarantined:,} quarantined ({summary.seconds:.1f}s)")  # fmt: skip
+                   f"in the lake, {summary.duplicates:,} repeated within this input, {summary.quarantined:,} "
+                   f"quarantined ({summary.seconds:.1f}s)")  # fmt: skip
         for reason, count in summary.reasons.items():
             typer.echo(f"  {count:>8,}  {reason}")
         for warning in summary.warnings:

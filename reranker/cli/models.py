@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from reranker.cli.output import DataDirOpt, JsonOpt, emit, fail, settings, table
+
+if TYPE_CHECKING:
+    from models.registry import Registry
 
 group = typer.Typer(help="Registered models: versions, aliases, tags.", no_args_is_help=True)
 
@@ -19,9 +22,7 @@ def models_list(
     as_json: JsonOpt = False,
 ) -> None:
     """Versions with their aliases, gate verdicts and key metrics."""
-    from models.registry import Registry
-
-    registry = Registry(settings(data_dir).tracking_uri())
+    registry = open_registry(data_dir)
     if not registry.exists(model_id):
         fail(f"model {model_id!r} is not registered")
     by_version: dict[str, list[str]] = {}
@@ -60,10 +61,20 @@ def models_rollback(
     move_alias(data_dir, as_json, "rollback", model_id, reason)
 
 
-def move_alias(data_dir: Path | None, as_json: bool, action: str, model_id: str, arg: str) -> None:
-    from models.registry import AliasError, ModelNotFound, Registry, promote, rollback
+def open_registry(data_dir: Path | None) -> Registry:
+    """The registry of the settings, or a one-line error when its database is missing (never created here)."""
+    from models.registry import Registry, RegistryMissing
 
-    registry = Registry(settings(data_dir).tracking_uri())
+    try:
+        return Registry(settings(data_dir).tracking_uri())
+    except RegistryMissing as exc:
+        fail(str(exc))
+
+
+def move_alias(data_dir: Path | None, as_json: bool, action: str, model_id: str, arg: str) -> None:
+    from models.registry import AliasError, ModelNotFound, promote, rollback
+
+    registry = open_registry(data_dir)
     try:
         aliases = (
             promote(registry, model_id, arg) if action == "promote" else rollback(registry, model_id, arg)

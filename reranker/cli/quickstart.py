@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from reranker.cli.features import apply_feast, build
 from reranker.cli.output import DataDirOpt, JsonOpt, Steps, emit, fail, settings
 from reranker.cli.training import explain_rejection, print_outcome, train_and_register
+
+if TYPE_CHECKING:
+    from reranker.settings import Settings
 
 
 def quickstart(
@@ -48,8 +52,9 @@ def quickstart(
     steps.done("materialize (online store)")
     outcome = train_and_register(conf, model_id, 150, steps)
     steps.done("train + evaluate + register")
+    key_file = first_key(conf)
     result = {**outcome.summary(), "ingest": summary.to_dict(), "steps": steps.laps,
-              "total_seconds": round(sum(steps.laps.values()), 1)}  # fmt: skip
+              "total_seconds": round(sum(steps.laps.values()), 1), "api_key_file": str(key_file)}  # fmt: skip
     emit(result, as_json)
     if not as_json:
         print_outcome(result)
@@ -57,6 +62,8 @@ def quickstart(
                    f"in {result['total_seconds']}s")  # fmt: skip
         typer.echo(f"MLflow UI:  uv run mlflow ui --backend-store-uri {conf.tracking_uri()}")
         typer.echo(f"Data Docs:  {summary.data_docs}")
+        typer.echo(f"API key:    {key_file.read_text().strip()}  (also in {key_file}; "
+                   "`reranker keys create` makes others)")  # fmt: skip
         typer.echo(
             f"serve it:   uv run reranker serve --port 3000{'' if data_dir is None else f' --data-dir {data_dir}'}"
         )
@@ -64,3 +71,19 @@ def quickstart(
         if not as_json:
             typer.secho(explain_rejection(model_id, outcome), fg=typer.colors.RED, err=True)
         raise typer.Exit(3)
+
+
+def first_key(conf: Settings) -> Path:
+    """The embedded default's first API key (all scopes), created once; its token kept beside the key file (mode
+    600) so the README's calls can read it. A production stage makes its own keys and keeps no token on disk."""
+    import os
+
+    from reranker.access import KeyStore, Scope
+
+    path = conf.layout.keys.with_name("quickstart-key")
+    if not path.exists():
+        _, token = KeyStore(conf.layout.keys).create("quickstart", [Scope.admin])
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(token + "\n")
+    return path

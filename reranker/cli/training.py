@@ -33,7 +33,7 @@ def training_inputs(conf: Settings) -> tuple[Any, Any, Any, Any]:
     except FeatureStoreError as exc:
         fail(str(exc))
     catalog = pd.read_parquet(layout.documents) if layout.documents.exists() else None
-    return events, store, Registry(conf.tracking_uri()), catalog
+    return events, store, Registry(conf.tracking_uri(), create=True), catalog
 
 
 def interval_rows(block: dict[str, dict[str, Any]], head: str, signed: bool) -> list[dict[str, Any]]:

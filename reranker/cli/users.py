@@ -21,7 +21,7 @@ def users_delete(
 ) -> None:
     """Remove a user's events and features: lake, offline feature tables, online store, quarantine, logs."""
     from feature_repo.store import FeatureStoreError, check_user_deletion, delete_online_user, open_store
-    from reranker.lake import delete_user_lines, delete_user_rows
+    from reranker.lake import Rewrite, plan_user_lines, plan_user_rows
 
     conf = settings(data_dir)
     layout = conf.layout
@@ -32,16 +32,25 @@ def users_delete(
             check_user_deletion(store)  # before anything is deleted: never half a user
         except FeatureStoreError as exc:
             fail(str(exc))
-    removed = {
-        "lake_events": delete_user_rows(layout.interactions, key),
-        "feature_table_rows": delete_user_rows(layout.feature_tables, key),
-        "quarantined_rows": delete_user_lines(layout.quarantine, key),
-        "served_list_log": delete_user_lines(layout.served, key),
-        "landing_zone": delete_user_lines(layout.landing, key),
-        "online_rows": 0,
-    }
-    if store is not None:
-        removed["online_rows"] = delete_online_user(store, key)
+    # plan every rewrite first (new files written beside the old ones): a failure here changes nothing
+    plans: dict[str, list[Rewrite]] = {}
+    try:
+        plans["lake_events"] = plan_user_rows(layout.interactions, key)
+        plans["feature_table_rows"] = plan_user_rows(layout.feature_tables, key)
+        plans["quarantined_rows"] = plan_user_lines(layout.quarantine, key, user_id)
+        plans["served_list_log"] = plan_user_lines(layout.served, key, user_id)
+        plans["landing_zone"] = plan_user_lines(layout.landing, key, user_id)
+    except Exception as exc:
+        for planned in plans.values():
+            for rewrite in planned:
+                rewrite.abandon()
+        fail(f"nothing deleted: planning the deletion failed ({type(exc).__name__}: {exc})")
+    removed = {where: sum(r.removed for r in planned) for where, planned in plans.items()}
+    # personalization stops first, then the files are replaced (each an atomic rename)
+    removed["online_rows"] = delete_online_user(store, key) if store is not None else 0
+    for planned in plans.values():
+        for rewrite in planned:
+            rewrite.commit()
     emit({"user_key": key, "removed": removed}, as_json)
     if not as_json:
         table(f"removed user {key}", [{"where": k, "rows": v} for k, v in removed.items()])
