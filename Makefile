@@ -1,15 +1,16 @@
-.PHONY: uv install quickstart test test-all lint ci bench bench-serve bench-serve-ab schema
+.PHONY: uv install quickstart test test-all lint ci bench bench-serve bench-serve-ab bench-faults schema
 UV ?= uv
 RUN = $(UV) run --frozen --extra scale
 uv: ; @command -v $(UV) >/dev/null || python3 -m pip install -q uv
 install: uv ; $(UV) sync --frozen --extra scale
 quickstart: install ; $(RUN) reranker quickstart
 test: install ; $(RUN) pytest -q
-test-all: install ; $(RUN) pytest -q -m ""
+test-all: install ; $(RUN) pytest -q -m "" --durations=25
 lint: install ; $(RUN) ruff check . && $(RUN) ruff format --check . && $(RUN) mypy && $(RUN) lint-imports
 ci: lint test-all
 bench: install ; $(RUN) python -m benchmarks.offline --sizes 100000 1000000
 schema: install ; $(RUN) reranker schema --out schemas/events.json
 bench-serve: install ; $(RUN) python -m benchmarks.serving
 bench-serve-ab: install ; $(RUN) python -m benchmarks.ab_serving --base $(BASE)
+bench-faults: install ; $(RUN) python -m benchmarks.faults
 bento-requirements: ; $(UV) export --frozen --no-dev --no-hashes --no-emit-project --extra scale | grep -v "^ *#" > infra/bento-requirements.txt

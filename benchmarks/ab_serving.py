@@ -60,7 +60,9 @@ def main() -> None:
                 procs.append(_start("serving.service:Reranker", port, env, cwd=tree))
                 urls[name] = f"http://127.0.0.1:{port}/rerank"
             latency: dict[str, list[float]] = {name: [] for name in urls}
-            headers = {"content-type": "application/json"}
+            from flows.demo import stage_key
+
+            headers = {"content-type": "application/json", **stage_key(data, "ab-benchmark")}
             with httpx.Client() as client:
                 for i in range(300 + args.requests):
                     for name, url in urls.items():

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -43,8 +44,10 @@ def provision(data_dir: Path, dataset: str) -> Path:
     """The benchmark's data, unless a model is already registered there: `reranker quickstart` (MovieLens), or the
     synthetic shop loaded, ingested, featured and trained."""
     data = data_dir.resolve()
-    if (data / "mlflow" / "mlflow.db").exists():
+    if (data / "mlflow" / "mlflow.db").exists() and (data / "secrets" / "user_id_salt").exists():
         return data
+    if data.exists():  # from a release before the data dir kept its own salt: its user keys would not match
+        shutil.rmtree(data)
     cli = [sys.executable, "-m", "reranker.cli"]
     where = ["--data-dir", str(data)]
     if dataset == "movielens":
@@ -207,6 +210,9 @@ def main() -> None:
     env = {**os.environ, "RERANKER_DATA_DIR": str(data), "BENTOML_HOME": str(data / "bentoml"),
            "OMP_WAIT_POLICY": "PASSIVE", "RERANKER_USER_CACHE_SECONDS": "0", "BENTOML_DO_NOT_TRACK": "true",
            "RERANKER_WORKERS": str(args.workers)}  # fmt: skip
+    from flows.demo import stage_key
+
+    HEADERS.update(stage_key(data, "benchmark"))  # authentication on, as in production
     stage_port, noop_port = _port(), _port()
     procs = [
         _start("serving.service:Reranker", stage_port, env),

@@ -34,6 +34,7 @@ import pandas as pd
 from flows.lifecycle import canary_analysis_flow, retrain_flow
 from models.canary import click_rate
 from reranker.featureset import BUNDLED, install_feature_set
+from reranker.lake import atomic_write_parquet
 from reranker.settings import Settings
 from reranker.synthetic import SyntheticWorld, WorldConfig, simulate_traffic, write_dataset
 
@@ -47,7 +48,10 @@ class DemoPlan:
     n_users: int = 500
     n_docs: int = 600
     bootstrap_days: int = 14
-    bootstrap_events: int = 20_000  # a young platform: v1 learns from a first log of ≈ 1,800 lists
+    bootstrap_events: int = 40_000  # a young platform: v1 learns from a first log of ≈ 3,600 lists
+    # the first log predates the caller sending each candidate's stock (request features): v1 cannot learn it, the
+    # stage logs it with every impression, so v2 can
+    bootstrap_request_features: bool = False
     traffic_requests: int = 10_000  # served by v1 alone, then logged for v2's training
     canary_requests: int = 10_000  # per canary round: served by v1 and v2 at once, then analysed
     canary_rounds: int = 3  # analyses at most; each reads a 1 - 0.05 / canary_rounds interval (Bonferroni)
@@ -55,9 +59,9 @@ class DemoPlan:
     clients: int = 4
     workers: int = 2  # stage worker processes (~90 requests/s here, against ~55 with one)
     rounds: int = 150
-    budget_ms: float = (
-        50.0  # the stage's scoring budget (tests raise it: a busy machine must not change what is served)
-    )
+    # the stage's budgets (tests raise them: a busy machine must not change what is served)
+    budget_ms: float = 50.0
+    store_timeout_ms: float = 20.0
 
 
 def _free_port() -> int:
@@ -167,6 +171,9 @@ def run_demo(settings: Settings, plan: DemoPlan, progress: bool = True, say: Any
                                                    days=plan.bootstrap_days - 1, start=start, n_candidates=30))  # fmt: skip
     raw = layout.raw / "demo"
     write_dataset(world, plan.bootstrap_events, raw, progress=progress)
+    if not plan.bootstrap_request_features:
+        for part in sorted((raw / "interactions").glob("part-*.parquet")):
+            atomic_write_parquet(pd.read_parquet(part).drop(columns=["features"], errors="ignore"), part)
     say(install_feature_set(BUNDLED / "synthetic.yaml", settings.feature_set_path, raw / "featureset.yaml"))
     lap("bootstrap log written")
     state = retrain_flow(model_id=plan.model_id, path=str(raw / "interactions"), documents=str(raw / "documents.parquet"),

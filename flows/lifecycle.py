@@ -161,6 +161,8 @@ def check_drift(settings: Settings, model_id: str, recent_days: float) -> dict[s
     if version is None:
         raise ValueError(f"model {model_id!r} has no champion: nothing to compare against")
     run_id = registry.client.get_model_version(model_id, version).run_id
+    if run_id is None:
+        raise ValueError(f"model {model_id!r} version {version} has no training run: no model card to read")
     card = ModelCard.model_validate(json.loads(Path(registry.client.download_artifacts(
         run_id, f"serving/{CARD_FILE}")).read_text()))  # fmt: skip
     window = (str(card.data_start), str(card.data_end))

@@ -54,7 +54,9 @@ class InteractionEvent(BaseModel):
     )
     value: float | None = Field(default=None, description="Rating, dwell seconds, order value, ...")
     score: float | None = Field(
-        default=None, description="Score the serving (or first-stage) ranker gave it."
+        default=None,
+        description="The candidate's first-stage score (the retriever's; training reads it as the first stage). "
+        "The stage logs the score the caller sent, not its own (that one is in the served-list log).",
     )
     timestamp: datetime
     model_version: str | None = Field(default=None, max_length=64)
@@ -79,6 +81,11 @@ class ServedItem(BaseModel):
     score: float
     propensity: float = Field(gt=0, le=1)
     features: dict[str, float] | None = Field(default=None, description="The candidate's request features.")
+    first_stage_score: float | None = Field(
+        default=None,
+        description="The candidate's first-stage score as the caller sent it (what the next training "
+        "learns from as the first stage; `score` is the served ranker's).",
+    )
 
 
 class ServedListEvent(BaseModel):

@@ -40,7 +40,8 @@ def impressions(event: ServedListEvent) -> list[InteractionEvent]:
     return [
         InteractionEvent(event_id=f"{event.request_id}-{item.position}-impression", request_id=event.request_id,
                          interaction_type=InteractionType.impression, user_id=event.user_id, document_id=item.document_id,
-                         query=event.query, position=item.position, propensity=item.propensity, score=item.score,
+                         query=event.query, position=item.position, propensity=item.propensity,
+                         score=item.first_stage_score,
                          timestamp=event.timestamp, model_version=event.model_version, variant=event.variant,
                          features=item.features, context=event.context)
         for item in event.items

@@ -80,17 +80,22 @@ class ServedList:
     propensities: list[float]
     context: dict[str, Any] | None = None
     features: list[dict[str, float]] | None = None  # each returned item's request features
+    first_stage: list[float | None] | None = (
+        None  # each returned item's first-stage score, as the caller sent it
+    )
 
     def event(self) -> ServedListEvent:
         features = self.features or [{}] * len(self.results)
+        first = self.first_stage or [None] * len(self.results)
         return ServedListEvent.model_validate({
             "request_id": self.request_id, "user_id": self.user_key, "query": self.query, "model_id": self.model_id,
             "model_version": self.model_version, "variant": self.variant, "served_by": self.served_by,
             "timestamp": self.timestamp, "exploration_rate": self.exploration_rate, "n_candidates": self.n_candidates,
             "context": self.context or None,
             "items": [{"document_id": r.document_id, "position": i, "score": r.score, "propensity": p,
-                       "features": f or None}
-                      for i, (r, p, f) in enumerate(zip(self.results, self.propensities, features, strict=True))],
+                       "features": f or None, "first_stage_score": fs}
+                      for i, (r, p, f, fs) in enumerate(zip(self.results, self.propensities, features, first,
+                                                            strict=True))],
         })  # fmt: skip
 
 
@@ -353,7 +358,8 @@ class RerankPipeline:
         })  # fmt: skip
         served = ServedList(request_id, user_key or "anonymous", req.query, req.model_id, version, variant_name,
                             served_by.value, now, eps, n, response.results, prop.tolist(),
-                            req.context or None, [features[i] for i in order.tolist()])  # fmt: skip
+                            req.context or None, [features[i] for i in order.tolist()],
+                            [req.candidates[i].score for i in order.tolist()])  # fmt: skip
         return response, served
 
     def _rng(self) -> np.random.Generator:
