@@ -194,8 +194,29 @@ def promote(registry: Registry, name: str, version: str) -> dict[str, str]:
     registry.set_alias(name, CHAMPION, version)
     if old is not None:
         registry.set_alias(name, PREVIOUS_CHAMPION, old)
+        registry.tag_version(name, version, {"promoted_from": old, "promoted_by": "reranker models promote"})
     if aliases.get(CANARY) == version:
         registry.delete_alias(name, CANARY)
+    return registry.aliases(name)
+
+
+def record_champion_move(registry: Registry, name: str, before: str, after: str) -> dict[str, str]:
+    """A `champion` moved outside `promote` (the MLflow UI, an MLflow client) is recorded as `promote` records it:
+    the old champion keeps `previous_champion` (unless the move was a `rollback`, which tags the version it left),
+    a `canary` that now points at the champion is cleared, and the new champion is tagged with how it came. Safe to
+    call again (every step checks the registry first)."""
+    aliases = registry.aliases(name)
+    if aliases.get(CHAMPION) != after or before == after:
+        return aliases  # moved again meanwhile, or nothing moved
+    left = registry.client.get_model_version(name, before).tags
+    if aliases.get(PREVIOUS_CHAMPION) != before and "rolled_back_reason" not in left:
+        registry.set_alias(name, PREVIOUS_CHAMPION, before)
+    if aliases.get(CANARY) == after:
+        registry.delete_alias(name, CANARY)
+    tags = registry.client.get_model_version(name, after).tags
+    if "promoted_from" not in tags:
+        registry.tag_version(name, after, {"promoted_from": before, "promoted_by": "outside reranker (MLflow UI or "
+                                           "client); recorded by the stage"})  # fmt: skip
     return registry.aliases(name)
 
 

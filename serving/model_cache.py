@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from feature_repo.inputs import InputPlan, InputsUnavailable
 from feature_repo.manifest import FeatureManifest
 from models.lambdarank import LambdaRankRanker
-from models.registry import CANARY, CHAMPION, LoadedModel, ModelNotFound, Registry
+from models.registry import CANARY, CHAMPION, LoadedModel, ModelNotFound, Registry, record_champion_move
 
 log = logging.getLogger("reranker.serving")
 
@@ -206,12 +206,28 @@ class ModelCache:
                 continue
             with self._lock:
                 current = self._states.get(model_id)
+            self._record_move(model_id, current, loaded)
             if current is not None and current.variants and not loaded.variants and not loaded.refused:
                 log.warning("registry answered no aliases for %s: keeping the loaded versions %s", model_id,
                             {n: v.model.version for n, v in current.variants.items()})  # fmt: skip
                 continue
             with self._lock:
                 self._states[model_id] = loaded
+
+    def _record_move(self, model_id: str, current: ModelState | None, loaded: ModelState) -> None:
+        """A champion that moved since the last poll, whoever moved it, is recorded as a promote records it."""
+        before = current.variants.get(CHAMPION) if current is not None else None
+        after = loaded.variants.get(CHAMPION)
+        if before is None or after is None or before.model.version == after.model.version:
+            return
+        try:
+            aliases = record_champion_move(
+                self.registry(), model_id, before.model.version, after.model.version
+            )
+            log.info("model %s: champion moved %s -> %s; aliases now %s", model_id, before.model.version,
+                     after.model.version, aliases)  # fmt: skip
+        except Exception as exc:  # recording is best effort: serving follows the alias either way
+            log.warning("model %s: could not record the champion move: %r", model_id, exc)
 
     def start(self) -> None:
         if self._thread is None:

@@ -22,6 +22,14 @@ def cache_of(pipeline, registry_fn, **kw):
     return ModelCache(registry_fn, lambda: pipeline.features.manifest, **kw)
 
 
+def copy_database(source, target):
+    """A consistent copy of a SQLite database (its write-ahead log included), by SQLite's backup API."""
+    import sqlite3
+
+    with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
+        src.backup(dst)
+
+
 def known_user(events):
     return events["user_id"].value_counts().index[0]
 
@@ -224,7 +232,7 @@ def test_a_missing_or_emptied_registry_never_replaces_the_loaded_champion(stage,
     pipeline, registry, events, _, _ = stage
     db = tmp_path / "copy" / "mlflow.db"
     db.parent.mkdir()
-    shutil.copy(registry.tracking_uri.removeprefix("sqlite:///"), db)
+    copy_database(registry.tracking_uri.removeprefix("sqlite:///"), db)
     uri = f"sqlite:///{db}"
     cache = cache_of(pipeline, lambda: Registry(uri))
     served = replace(pipeline, models=cache)
@@ -516,3 +524,67 @@ def test_a_locked_or_replaced_online_database_answers_in_budget_and_recovers(sta
     conn_before = features._user_read._local.conn
     assert np.array_equal(features.user(user).values, before, equal_nan=True)
     assert features._user_read._local.conn is not conn_before  # reopened on the new file
+
+
+def test_a_champion_moved_in_the_mlflow_ui_is_recorded_like_a_promote(stage, tmp_path):
+    """The UI moves an alias with MLflow's REST API (POST /api/2.0/mlflow/registered-models/alias): the stage follows
+    it and records it as `reranker models promote` would (previous_champion kept, a canary on the new champion
+    cleared, the version tagged), so `reranker models rollback` works after a UI promote."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    from dataclasses import replace
+
+    import httpx
+
+    from models.registry import CANARY, CHAMPION, PREVIOUS_CHAMPION, Registry, rollback
+
+    pipeline, registry, events, _, _ = stage
+    db = tmp_path / "mlflow.db"
+    copy_database(registry.tracking_uri.removeprefix("sqlite:///"), db)
+    uri = f"sqlite:///{db}"
+    copy = Registry(uri)
+    first = copy.aliases("serving")[CHAMPION]
+    mv = copy.client.get_model_version("serving", first)
+    with copy.active():  # MLflow resolves a `models:/` source through its process-wide URIs
+        second = str(copy.client.create_model_version("serving", mv.source, run_id=mv.run_id).version)
+    copy.set_alias("serving", CANARY, second)
+    cache = cache_of(pipeline, lambda: Registry(uri), poll_seconds=3600)
+    served = replace(pipeline, models=cache)
+    assert served.rerank(request(events, known_user(events)))[0].served_by is ServedBy.learned
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host",
+                               "127.0.0.1", "--port", str(port), "--workers", "1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 300
+        while True:  # readiness, not speed: wait as long as a busy machine needs
+            try:
+                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline and server.poll() is None, "mlflow server did not start"
+            time.sleep(1)
+        moved = httpx.post(f"{base}/api/2.0/mlflow/registered-models/alias",
+                           json={"name": "serving", "alias": CHAMPION, "version": second})  # fmt: skip
+        assert moved.status_code == 200, moved.text
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    cache.refresh()  # the stage's alias poll
+    aliases = copy.aliases("serving")
+    assert (
+        aliases.get(CHAMPION) == second and aliases.get(PREVIOUS_CHAMPION) == first and CANARY not in aliases
+    )
+    assert copy.client.get_model_version("serving", second).tags["promoted_from"] == first
+    assert served.rerank(request(events, known_user(events)))[0].model_version == second
+    assert rollback(copy, "serving", "tried in the UI")[CHAMPION] == first
+    cache.refresh()  # a rollback is not recorded as a promote: the version it left is not made previous_champion
+    assert PREVIOUS_CHAMPION not in copy.aliases("serving")
+    assert served.rerank(request(events, known_user(events)))[0].model_version == first
