@@ -15,10 +15,12 @@ def test_demo_closes_the_loop_and_promotes_a_better_v2(tmp_path, prefect_harness
     from reranker.settings import Settings
 
     settings = Settings(data_dir=tmp_path / "data")
+    # a smaller plan than the command's (6,000 requests a phase, not 10,000): v2's gain (it learns the candidates'
+    # stock, which the first log lacked: +0.02 clicks per item in the full plan) is wide enough for it; budgets no
+    # busy machine reaches, so that what is served does not depend on the machine's speed
+    plan = DemoPlan(traffic_requests=6_000, canary_requests=6_000, budget_ms=60_000, store_timeout_ms=60_000)
 
-    result = run_demo(
-        settings, DemoPlan(budget_ms=60_000, store_timeout_ms=60_000), progress=False, say=lambda m: None
-    )
+    result = run_demo(settings, plan, progress=False, say=lambda m: None)
     assert result["v2"] != result["v1"]
     truth = result["true_gain_per_list"]
     assert truth["canary"] > truth["champion"]  # v2 really is better for the simulated users
@@ -27,7 +29,7 @@ def test_demo_closes_the_loop_and_promotes_a_better_v2(tmp_path, prefect_harness
     assert result["aliases"] == {"champion": result["v2"], "previous_champion": result["v1"]}
     rates = result["click_rate"]
     assert rates["v2 during canary"]["mean"] > rates["v1 during canary"]["mean"]
-    assert rates["v1 during canary"]["requests"] > 3000 and rates["v2 during canary"]["requests"] > 3000
+    assert rates["v1 during canary"]["requests"] > 2000 and rates["v2 during canary"]["requests"] > 2000
     assert result["looks"][-1]["decision"] == "promote" and result["confidence"] == 1 - 0.05 / 3
     snips = result["greedy_policy_ips"]  # the off-policy estimate of each ranking without exploration agrees
     assert snips["canary"]["mean"] > snips["champion"]["mean"]
