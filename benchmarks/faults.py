@@ -131,7 +131,7 @@ def _locked(db: Path) -> Iterator[None]:
 
 
 def _online_db(data: Path) -> Path:
-    return next((data / "feast").rglob("online_store.db"))
+    return data / "feast" / "online.db"
 
 
 def _workers(stage: subprocess.Popen[str]) -> list[int]:
@@ -190,7 +190,7 @@ def main() -> None:
                                  lambda _: lock.pop().__exit__(None, None, None)))  # fmt: skip
 
         def replace_db() -> None:
-            copy = db.with_name("online_store.copy")
+            copy = db.with_name("online.copy")
             shutil.copy(db, copy)
             copy.replace(db)  # the same content in a new file: the old one is gone
 

@@ -27,6 +27,18 @@ def serve(
         or not (layout.feast / "feature_store.yaml").exists()
     ):
         fail("no features to serve yet: run `reranker quickstart` (or ingest + features apply + materialize)")
+    from reranker.access import KeyRing, KeyStore
+    from reranker.settings import SettingsError
+
+    try:
+        conf.request_ids()  # the salt: refused when it is the public example outside dev mode
+    except SettingsError as exc:
+        fail(str(exc))
+    ring = KeyRing(KeyStore(layout.keys))
+    ring.refresh()
+    if conf.auth and not len(ring):
+        fail("no API key yet: `reranker keys create --name NAME --scope rerank --scope interactions` (or "
+             "RERANKER_AUTH=false behind a gateway that authenticates)")  # fmt: skip
     env = {**os.environ, "RERANKER_DATA_DIR": str(conf.data_dir.resolve())}
     cmd = [
         sys.executable,
