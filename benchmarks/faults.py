@@ -166,12 +166,27 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="Length of each fault.")
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/reranker-bench/faults"))
     parser.add_argument("--skip-redis", action="store_true")
+    parser.add_argument("--only-redis", action="store_true", help="Only the Redis faults.")
     args = parser.parse_args()
     from flows.demo import stage_key
 
     data = provision(args.data_dir, "movielens")
     make = traffic(data, "movielens")
     headers = {"content-type": "application/json", **stage_key(data, "faults")}
+    results: list[dict[str, Any]] = (
+        [] if args.only_redis else _sqlite_faults(data, args.seconds, make, headers)
+    )
+    if not args.skip_redis:
+        results += _redis_faults(data, args.seconds, make)
+    RESULTS.mkdir(exist_ok=True)
+    name = "faults-redis.json" if args.only_redis else "faults.json"
+    (RESULTS / name).write_text(json.dumps({"seconds": args.seconds, "clients": 8, "results": results},
+                                           indent=2, default=str))  # fmt: skip
+    _table(results)
+
+
+def _sqlite_faults(data: Path, seconds: float, make: Any, headers: dict[str, str]) -> list[dict[str, Any]]:
+    """The embedded default's faults: the SQLite online store, a worker, the MLflow database."""
     results: list[dict[str, Any]] = []
     port = _port()
     stage = _stage(data, port, {})
@@ -186,7 +201,7 @@ def main() -> None:
             cm.__enter__()
             lock.append(cm)
 
-        results.append(run_fault("SQLite online store locked", flow, args.seconds, lock_db,
+        results.append(run_fault("SQLite online store locked", flow, seconds, lock_db,
                                  lambda _: lock.pop().__exit__(None, None, None)))  # fmt: skip
 
         def replace_db() -> None:
@@ -194,14 +209,14 @@ def main() -> None:
             shutil.copy(db, copy)
             copy.replace(db)  # the same content in a new file: the old one is gone
 
-        results.append(run_fault("online database replaced", flow, args.seconds, replace_db, lambda _: None))
+        results.append(run_fault("online database replaced", flow, seconds, replace_db, lambda _: None))
 
         def kill_worker() -> int:
             victims = _workers(stage)
             os.kill(victims[0], signal.SIGKILL)
             return victims[0]
 
-        results.append(run_fault("a worker SIGKILLed", flow, args.seconds, kill_worker, lambda _: None))
+        results.append(run_fault("a worker SIGKILLed", flow, seconds, kill_worker, lambda _: None))
 
         mlflow_db = data / "mlflow" / "mlflow.db"
 
@@ -223,19 +238,14 @@ def main() -> None:
             promote_result.update({k: v for k, v in handle.items() if k != "hidden"})
             promote_result["created_in_its_place"] = False
 
-        results.append(run_fault("MLflow database missing, promote attempted", flow, args.seconds, hide_registry,
+        results.append(run_fault("MLflow database missing, promote attempted", flow, seconds, hide_registry,
                                  restore_registry))  # fmt: skip
         results[-1]["promote"] = promote_result
     finally:
         flow.stop()
         stage.terminate()
         stage.wait(timeout=60)
-    if not args.skip_redis:
-        results += _redis_faults(data, args.seconds, make)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "faults.json").write_text(json.dumps({"seconds": args.seconds, "clients": 8, "results": results},
-                                                    indent=2, default=str))  # fmt: skip
-    _table(results)
+    return results
 
 
 def _redis_faults(data: Path, seconds: float, make: Any) -> list[dict[str, Any]]:

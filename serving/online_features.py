@@ -330,6 +330,13 @@ class ProviderUserRead:
         if store.config.online_store.type == "redis":  # a stalled Redis answers within the timeout, not never
             online = store._get_provider().online_store
             client = online._get_client(store.config.online_store)
+            # redis-py retries a failed call 3 times with backoff up to seconds by default: a stalled server then
+            # held a request ~6 s (measured by benchmarks/faults.py); a read is tried once, the fallback serves
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+
+            if hasattr(client, "set_retry"):
+                client.set_retry(Retry(NoBackoff(), 0))
             pool = getattr(client, "connection_pool", None)
             if pool is not None:
                 pool.connection_kwargs.update(socket_timeout=timeout, socket_connect_timeout=timeout)
