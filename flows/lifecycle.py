@@ -57,7 +57,21 @@ def _features_cache_key(context: Any, parameters: dict[str, Any]) -> str:
 # ---------------------------------------------------------------- tasks (one domain call each)
 
 
-@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def _transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry only what may pass on a second try (I/O, a busy lock): a user's mistake (a missing or unreadable
+    file, rejected rows) fails at once with its one-line message."""
+    from expectations.ingest import IngestError
+
+    try:
+        state.result()
+    except (IngestError, BatchRejected, FileNotFoundError, ValueError):
+        return False
+    except Exception:
+        return True
+    return False
+
+
+@task(retries=2, retry_delay_seconds=2, retry_condition_fn=_transient, cache_policy=NO_CACHE)
 def ingest_batch(
     settings: Settings, path: str, fail_on_quarantine: bool = True, documents: str | None = None
 ) -> dict[str, Any]:
