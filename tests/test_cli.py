@@ -171,3 +171,21 @@ def test_flow_paths_are_checked_before_any_work(tmp_path):
     result = runner.invoke(app, ["flows", "run", "retrain", "--path", str(tmp_path / "nope"), "--data-dir",
                                  str(tmp_path)])  # fmt: skip
     assert result.exit_code == 2 and "no such interaction file or folder" in result.output
+
+
+def test_keys_are_created_listed_and_revoked_and_bad_scopes_refused(tmp_path):
+    created = runner.invoke(app, ["keys", "create", "--name", "shop", "--scope", "rerank", "--model", "m1",
+                                  "--data-dir", str(tmp_path), "--json"])  # fmt: skip
+    assert created.exit_code == 0, created.output
+    key = first_json(created.output)
+    assert key["token"].startswith("rrk_") and key["scopes"] == "rerank" and key["models"] == "m1"
+    listed = runner.invoke(app, ["keys", "list", "--data-dir", str(tmp_path), "--json"])
+    assert key["token"] not in listed.output and first_json(listed.output)["key_id"] == key["key_id"]
+    revoked = runner.invoke(app, ["keys", "revoke", key["key_id"], "--data-dir", str(tmp_path), "--json"])
+    assert revoked.exit_code == 0 and first_json(revoked.output)["revoked_at"] != "-"
+    bad = runner.invoke(
+        app, ["keys", "create", "--name", "x", "--scope", "everything", "--data-dir", str(tmp_path)]
+    )
+    assert bad.exit_code == 2 and "unknown scope" in bad.output
+    unknown = runner.invoke(app, ["keys", "revoke", "nope", "--data-dir", str(tmp_path)])
+    assert unknown.exit_code == 2 and "no key" in unknown.output
