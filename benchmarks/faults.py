@@ -30,30 +30,14 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.serving import RESULTS, ROOT, _port, provision, traffic
+from benchmarks.serving import RESULTS, ROOT, _port, _start, provision, traffic
 
 
 def _stage(data: Path, port: int, extra: dict[str, str]) -> subprocess.Popen[str]:
-    import httpx
-
     env = {**os.environ, "RERANKER_DATA_DIR": str(data), "BENTOML_HOME": str(data / "bentoml"),
            "OMP_WAIT_POLICY": "PASSIVE", "RERANKER_USER_CACHE_SECONDS": "0", "RERANKER_ALIAS_POLL_SECONDS": "2",
            **extra}  # fmt: skip
-    log = (data / "fault-stage.log").open("a")
-    proc = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "serving.service:Reranker", "--port",
-                             str(port), "--host", "127.0.0.1"], cwd=ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None:
-            raise SystemExit("the stage died: see " + str(data / "fault-stage.log"))
-        time.sleep(1)
-    raise SystemExit("the stage was not ready in 600 s")
+    return _start("serving.service:Reranker", port, env, log=data / "fault-stage.log", ready_seconds=600)
 
 
 class Traffic:

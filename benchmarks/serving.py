@@ -96,13 +96,16 @@ def traffic(data: Path, dataset: str) -> Any:
     return body
 
 
-def _start(target: str, port: int, env: dict[str, str], cwd: Path = ROOT) -> subprocess.Popen[str]:
+def _start(target: str, port: int, env: dict[str, str], cwd: Path = ROOT, log: Path | None = None,
+           ready_seconds: float = 240) -> subprocess.Popen[str]:  # fmt: skip
+    """`bentoml serve target` on a loopback port, once /readyz answers 200; its output to `log` (appended) if given."""
     import httpx
 
+    out = log.open("a") if log is not None else subprocess.DEVNULL
     proc = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", target, "--port", str(port), "--host",
-                             "127.0.0.1"], cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)  # fmt: skip
-    deadline = time.monotonic() + 240
+                             "127.0.0.1"], cwd=cwd, env=env, stdout=out,
+                            stderr=subprocess.STDOUT if log is not None else subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + ready_seconds
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
@@ -110,8 +113,9 @@ def _start(target: str, port: int, env: dict[str, str], cwd: Path = ROOT) -> sub
         except httpx.HTTPError:
             time.sleep(0.5)
         if proc.poll() is not None:
-            raise SystemExit(f"{target} died: {proc.stderr.read()[-2000:]}")  # type: ignore[union-attr]
-    raise SystemExit(f"{target} not ready in 240 s")
+            said = log.read_text()[-2000:] if log is not None else proc.stderr.read()[-2000:]  # type: ignore[union-attr]
+            raise SystemExit(f"{target} died: {said}")
+    raise SystemExit(f"{target} not ready in {ready_seconds:.0f} s")
 
 
 HEADERS = {"content-type": "application/json"}
