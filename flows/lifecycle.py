@@ -229,15 +229,8 @@ def train_and_register_flow(
 ) -> dict[str, Any]:
     """Train, evaluate, gate and register; a passing model becomes the canary (champion if there is none)."""
     summary = train_model(_settings(data_dir), model_id, rounds, gates)
-    gate_rows = [
-        {"gate": k, "passed": g["passed"], "detail": g["detail"]} for k, g in summary["gates"].items()
-    ]
-    create_markdown_artifact(
-        key=f"{model_id.replace('_', '-')}-training",
-        markdown=f"# {model_id} v{summary['version']}: alias {summary['alias'] or 'none'}\n\n"
-        + _markdown_table(gate_rows),
-        description="gates of the latest training run",
-    )
+    create_markdown_artifact(key=f"{model_id.replace('_', '-')}-training", markdown=summary["report"],
+                             description="evaluation report of the latest training run (also in MLflow)")  # fmt: skip
     return summary
 
 

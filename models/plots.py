@@ -1,9 +1,11 @@
-"""Plots a person would rather look at than read: metric vs k against baselines, feature importance."""
+"""Plots a person would rather look at than read, sized for MLflow's artifact viewer (about 900 px wide): the paired
+differences the gates read, per k, with their intervals; the inputs that weigh most, under their declared names."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from models.evaluation import EvaluationReport
@@ -18,31 +20,67 @@ def _pyplot():  # type: ignore[no-untyped-def]
     return plt
 
 
-def metrics_vs_k(report: EvaluationReport, path: Path) -> Path:
+def paired_differences(report: EvaluationReport, path: Path) -> Path:
+    """One panel per metric (NDCG, and IPW-DCG on logged lists): each paired difference learned - other at each k,
+    a point with its 95% interval; above the zero line the learned model ranks better."""
     plt = _pyplot()
-    names = sorted({m.split("@")[0] for ms in report.metrics.values() for m in ms})
-    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.4))
-    for ax, metric in zip(axes, names, strict=True):
-        for ranker, ms in report.metrics.items():
-            ks = sorted(int(m.split("@")[1]) for m in ms if m.startswith(metric + "@"))
-            ivs = [ms[f"{metric}@{k}"] for k in ks]
-            ax.plot(ks, [iv.mean for iv in ivs], marker="o", label=ranker)
-            ax.fill_between(ks, [iv.low for iv in ivs], [iv.high for iv in ivs], alpha=0.15)
-        ax.set_title(f"{metric.upper()}@k ({report.n_lists} lists)")
-        ax.set_xlabel("k")
-    axes[0].legend()
-    fig.tight_layout()
+    metrics = [
+        m
+        for m in ("ndcg", "ipw_dcg")
+        if any(k.startswith(m + "@") for d in report.differences.values() for k in d)
+    ]
+    pairs = list(report.differences)
+    fig, axes = plt.subplots(len(metrics), 1, figsize=(8, 3.2 * len(metrics) + 0.8), squeeze=False)
+    for ax, metric in zip(axes[:, 0], metrics, strict=True):
+        ks = sorted(
+            {
+                int(k.split("@")[1])
+                for d in report.differences.values()
+                for k in d
+                if k.startswith(metric + "@")
+            }
+        )
+        x = np.arange(len(ks))
+        width = 0.8 / max(len(pairs), 1)
+        for i, pair in enumerate(pairs):
+            ivs = [report.differences[pair].get(f"{metric}@{k}") for k in ks]
+            have = [j for j, iv in enumerate(ivs) if iv is not None and not np.isnan(iv.mean)]
+            if not have:
+                continue
+            mean = np.array([ivs[j].mean for j in have])  # type: ignore[union-attr]
+            low = np.array([ivs[j].low for j in have])  # type: ignore[union-attr]
+            high = np.array([ivs[j].high for j in have])  # type: ignore[union-attr]
+            ax.errorbar(x[have] - 0.4 + width * (i + 0.5), mean, yerr=[mean - low, high - mean], fmt="o", capsize=4, color=f"C{i}",
+                        label=pair)  # fmt: skip
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        ax.set_xticks(x, [f"@{k}" for k in ks])
+        ax.set_xlabel("cut-off k")
+        ax.set_ylabel(f"{metric.upper().replace('_', '-')} difference")
+        ax.set_title(
+            f"{metric.upper().replace('_', '-')}: paired differences, 95% intervals ({report.n_lists:,} lists)"
+        )
+        ax.grid(axis="y", alpha=0.3)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 2), frameon=False)
+    fig.tight_layout(rect=(0, 0.1 if len(labels) > 2 else 0.06, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
 
-def feature_importance(importance: pd.Series, path: Path, top: int = 25) -> Path:
+def feature_importance(
+    importance: pd.Series, path: Path, labels: dict[str, str] | None = None, top: int = 20
+) -> Path:
+    """The `top` inputs by share of LightGBM gain, labelled by `labels` (input name -> declared label)."""
     plt = _pyplot()
-    top_imp = importance.head(top)[::-1]
-    fig, ax = plt.subplots(figsize=(7, 0.28 * len(top_imp) + 1))
-    ax.barh(top_imp.index, top_imp.to_numpy())
-    ax.set_title("LightGBM gain importance")
+    total = float(importance.sum()) or 1.0
+    top_imp = (importance.head(top) / total)[::-1]
+    names = [(labels or {}).get(str(n), str(n)) for n in top_imp.index]
+    fig, ax = plt.subplots(figsize=(8, 0.32 * len(top_imp) + 1.2))
+    ax.barh(names, top_imp.to_numpy() * 100)
+    ax.set_xlabel("share of gain (%)")
+    ax.set_title(f"Inputs that weigh most (top {len(top_imp)} of {len(importance)})")
+    ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 CHAMPION = "champion"
 CANARY = "canary"
@@ -69,6 +69,27 @@ def _set_mlflow_uris(tracking: str, registry: str) -> None:
             os.environ[key] = value
 
 
+def require_database(tracking_uri: str) -> None:
+    """Raises RegistryMissing when `tracking_uri` names a SQLite database that does not exist."""
+    path = sqlite_path(tracking_uri)
+    if path is not None and not path.exists():
+        raise RegistryMissing(f"no MLflow database at {path}: train a model first (`reranker train`), or restore "
+                              "the database if it was moved")  # fmt: skip
+
+
+class AliasStore(Protocol):
+    """What promotion and rollback need of a registry: `Registry` (MLflow's client) or, for the quick commands,
+    `models.registry_tables.RegistryTables` (MLflow's tables)."""
+
+    def exists(self, name: str) -> bool: ...
+    def aliases(self, name: str) -> dict[str, str]: ...
+    def versions(self, name: str) -> list[Any]: ...
+    def version_tags(self, name: str, version: str) -> dict[str, str]: ...
+    def set_alias(self, name: str, alias: str, version: str) -> None: ...
+    def delete_alias(self, name: str, alias: str) -> None: ...
+    def tag_version(self, name: str, version: str, tags: dict[str, Any]) -> None: ...
+
+
 class Registry:
     def __init__(self, tracking_uri: str, create: bool = False) -> None:
         """`create`: may make a new SQLite database (training does, for the first model); everything else
@@ -76,10 +97,8 @@ class Registry:
         working on an empty one made in its place."""
         from mlflow import MlflowClient
 
-        path = sqlite_path(tracking_uri)
-        if path is not None and not create and not path.exists():
-            raise RegistryMissing(f"no MLflow database at {path}: train a model first (`reranker train`), or restore "
-                                  "the database if it was moved")  # fmt: skip
+        if not create:
+            require_database(tracking_uri)
 
         # the client is bound to this store; MLflow's process-wide URIs are left alone (fluent calls go through
         # `active()`), so creating a registry never redirects another one's fluent calls
@@ -128,6 +147,9 @@ class Registry:
         found = self.client.search_model_versions(f"name = '{name}'")
         return sorted(found, key=lambda mv: int(mv.version))
 
+    def version_tags(self, name: str, version: str) -> dict[str, str]:
+        return dict(self.client.get_model_version(name, version).tags)
+
     def set_alias(self, name: str, alias: str, version: str) -> None:
         self.client.set_registered_model_alias(name, alias, version)
 
@@ -138,6 +160,12 @@ class Registry:
     def tag_version(self, name: str, version: str, tags: dict[str, Any]) -> None:
         for key, value in tags.items():
             self.client.set_model_version_tag(name, version, key, str(value)[:5000])
+
+    def describe_version(self, name: str, version: str, description: str) -> None:
+        """The version's description in the registry UI (MLflow keeps up to 5,000 characters)."""
+        if len(description) > 5000:
+            description = description[:4900] + "\n\n… (the whole report: the run's `evaluation/summary.md`)"
+        self.client.update_model_version(name, version, description=description)
 
     def copy_version(self, name: str, version: str) -> str:
         """A new version of `name` with the same model as `version` (its source is a logged model, which MLflow
@@ -180,7 +208,7 @@ class AliasError(ValueError):
     pass
 
 
-def promote(registry: Registry, name: str, version: str) -> dict[str, str]:
+def promote(registry: AliasStore, name: str, version: str) -> dict[str, str]:
     """`champion` moves to version; the old champion keeps `previous_champion`; a canary promoted loses `canary`."""
     if not registry.exists(name):
         raise ModelNotFound(f"model {name!r} is not registered")
@@ -200,7 +228,7 @@ def promote(registry: Registry, name: str, version: str) -> dict[str, str]:
     return registry.aliases(name)
 
 
-def record_champion_move(registry: Registry, name: str, before: str, after: str) -> dict[str, str]:
+def record_champion_move(registry: AliasStore, name: str, before: str, after: str) -> dict[str, str]:
     """A `champion` moved outside `promote` (the MLflow UI, an MLflow client) is recorded as `promote` records it:
     the old champion keeps `previous_champion` (unless the move was a `rollback`, which tags the version it left),
     a `canary` that now points at the champion is cleared, and the new champion is tagged with how it came. Safe to
@@ -208,19 +236,19 @@ def record_champion_move(registry: Registry, name: str, before: str, after: str)
     aliases = registry.aliases(name)
     if aliases.get(CHAMPION) != after or before == after:
         return aliases  # moved again meanwhile, or nothing moved
-    left = registry.client.get_model_version(name, before).tags
+    left = registry.version_tags(name, before)
     if aliases.get(PREVIOUS_CHAMPION) != before and "rolled_back_reason" not in left:
         registry.set_alias(name, PREVIOUS_CHAMPION, before)
     if aliases.get(CANARY) == after:
         registry.delete_alias(name, CANARY)
-    tags = registry.client.get_model_version(name, after).tags
+    tags = registry.version_tags(name, after)
     if "promoted_from" not in tags:
         registry.tag_version(name, after, {"promoted_from": before, "promoted_by": "outside reranker (MLflow UI or "
                                            "client); recorded by the stage"})  # fmt: skip
     return registry.aliases(name)
 
 
-def rollback(registry: Registry, name: str, reason: str) -> dict[str, str]:
+def rollback(registry: AliasStore, name: str, reason: str) -> dict[str, str]:
     """`champion` goes back to `previous_champion`; the version rolled back is tagged with the reason."""
     aliases = registry.aliases(name)
     if not aliases and not registry.exists(name):
@@ -236,7 +264,7 @@ def rollback(registry: Registry, name: str, reason: str) -> dict[str, str]:
     return registry.aliases(name)
 
 
-def reject_canary(registry: Registry, name: str, reason: str) -> dict[str, str]:
+def reject_canary(registry: AliasStore, name: str, reason: str) -> dict[str, str]:
     """The `canary` alias is removed (serving stops sending it traffic) and the version tagged with the reason."""
     version = registry.aliases(name).get(CANARY)
     if version is None:

@@ -92,6 +92,7 @@ class TrainOutcome:
     card: ModelCard
     data: dict[str, Any]
     seconds: dict[str, float]
+    report_text: str = ""  # the evaluation summary (markdown), as MLflow shows it
 
     @property
     def passed(self) -> bool:
@@ -123,6 +124,7 @@ class TrainOutcome:
             "data": self.data,
             "seconds": self.seconds,
             "run_id": self.run_id,
+            "report": self.report_text,
         }
 
 
@@ -373,12 +375,18 @@ def register(
     serving_files: dict[str, Path],
     artifact_root: Path | None,
     lists: pd.DataFrame | None = None,
-) -> tuple[str, str | None, str]:
-    """Log the run and the model, register a version, tag it and give it an alias if it passed the gates."""
+    test_window: tuple[str, str] | None = None,
+) -> tuple[str, str | None, str, str]:
+    """Log the run and the model, register a version, tag it and give it an alias if it passed the gates; also the
+    evaluation summary (`models.report`) as the run's and the version's description. Returns the version, its alias,
+    the run id and the summary."""
     import mlflow
     from mlflow.data.pandas_dataset import from_pandas
 
+    from models.report import input_label, logged_metrics, summary_markdown
+
     experiment_id = registry.experiment(plan.model_id, artifact_root)
+    importance = model.importance()
     champion_before = registry.aliases(plan.model_id).get(CHAMPION)
     reason = failure_reason(card.gates)
     with (
@@ -390,18 +398,9 @@ def register(
                            "feature_set_version": card.feature_set_version, "inputs": len(card.inputs),
                            "fallback": card.fallback, **{f"lgb_{k}": v for k, v in plan.train.params.items()},
                            **{f"protocol_{k}": v for k, v in vars(plan.protocol).items()}})  # fmt: skip
-        for ranker, ms in report.metrics.items():
-            for m, iv in ms.items():
-                key = m.replace("@", "_at_")
-                mlflow.log_metrics({f"{ranker}.{key}": iv.mean, f"{ranker}.{key}.low": iv.low,
-                                    f"{ranker}.{key}.high": iv.high})  # fmt: skip
-        for pair, ms in report.differences.items():
-            name = pair.replace(" - ", "_minus_")
-            for m, iv in ms.items():
-                key = m.replace("@", "_at_")
-                mlflow.log_metrics({f"{name}.{key}": iv.mean, f"{name}.{key}.low": iv.low,
-                                    f"{name}.{key}.high": iv.high})  # fmt: skip
-        mlflow.log_metric("n_lists", report.n_lists)
+        gate_metric = plan.gates.logged_metric if card.metrics.get(f"learned.{plan.gates.logged_metric}") is not None \
+            else plan.gates.metric  # fmt: skip
+        mlflow.log_metrics(logged_metrics(report, gate_metric))
         if lists is not None:  # lineage: the training lists (keys and labels) as the run's input dataset
             keys = lists[["list_id", "user_id", "document_id", "event_timestamp", "label"]]
             mlflow.log_input(from_pandas(keys, name="training_lists", targets="label"), context="training")
@@ -409,11 +408,12 @@ def register(
                          "feature_set": f"{card.feature_set} {card.feature_set_version}",
                          "gates_passed": str(reason is None)})  # fmt: skip
         with tempfile.TemporaryDirectory() as tmp:
-            from models.plots import feature_importance, metrics_vs_k
+            from models.plots import feature_importance, paired_differences
 
             plots = Path(tmp)
-            metrics_vs_k(report, plots / "metrics_vs_k.png")
-            feature_importance(model.importance(), plots / "feature_importance.png")
+            paired_differences(report, plots / "paired_differences.png")
+            feature_importance(importance, plots / "feature_importance.png",
+                               {i.name: input_label(i) for i in card.inputs})  # fmt: skip
             (plots / "evaluation.json").write_text(json.dumps(report.to_dict(), indent=2))
             mlflow.log_artifacts(str(plots), artifact_path="evaluation")
             serving = Path(tmp) / "serving"
@@ -429,6 +429,10 @@ def register(
                                          registered_model_name=plan.model_id)  # fmt: skip
         version = str(info.registered_model_version)
         run_id = run.info.run_id
+        alias = None if reason is not None else CHAMPION if champion_before is None else CANARY
+        summary = summary_markdown(card, report, version, alias, reason, importance, test_window)
+        mlflow.log_text(summary, "evaluation/summary.md")
+        mlflow.set_tag("mlflow.note.content", summary)  # the run's description in the UI
     tags = {
         **{
             "metric." + k.replace("@", "_at_").replace(" - ", "_minus_"): f"{v:.4f}"
@@ -443,14 +447,13 @@ def register(
         "n_lists": report.n_lists,
         **{f"gate.{k}": g.tag() for k, g in card.gates.items()},
     }
-    alias = None
-    if reason is None:
-        alias = CHAMPION if champion_before is None else CANARY
+    if alias is not None:
         registry.set_alias(plan.model_id, alias, version)
     else:
         tags["rejected_reason"] = reason
     registry.tag_version(plan.model_id, version, tags)
-    return version, alias, run_id
+    registry.describe_version(plan.model_id, version, summary)
+    return version, alias, run_id, summary
 
 
 @dataclass
@@ -571,12 +574,13 @@ def train_and_register(
             "families": [vars(c) for c in ev.families]}  # fmt: skip
     t = time.perf_counter()
     say("registering in MLflow")
-    version, alias, run_id = register(registry, plan, final, ev.report, card, serving_files, artifact_root,
-                                      lists=data.frame)  # fmt: skip
+    test_window = (ev.folds[0]["fold_start"], str(card.data_end)) if ev.folds else None
+    version, alias, run_id, report_text = register(registry, plan, final, ev.report, card, serving_files,
+                                                   artifact_root, lists=data.frame, test_window=test_window)  # fmt: skip
     seconds["register"] = time.perf_counter() - t
     return TrainOutcome(plan.model_id, version, alias, ev.gates, ev.report,
                         ev.champion.version if ev.champion else None, run_id, card, info,
-                        {k: round(v, 2) for k, v in seconds.items()})  # fmt: skip
+                        {k: round(v, 2) for k, v in seconds.items()}, report_text)  # fmt: skip
 
 
 def gate_summary(gates: dict[str, GateVerdict]) -> str:

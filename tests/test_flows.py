@@ -131,7 +131,7 @@ def _register_shuffled(settings) -> str:
     frame = ev.data.frame.copy()
     frame["label"] = np.random.default_rng(0).permutation(frame["label"].to_numpy())
     model, _ = train_lambdarank(frame, ev.data.X, ev.data.features, plan.train)
-    version, alias, _ = register(registry, plan, model, ev.report, make_card(plan, ev, True),
+    version, alias, _, _ = register(registry, plan, model, ev.report, make_card(plan, ev, True),
                                  {"segments.pkl": settings.layout.feature_tables / "segments.pkl"}, None)  # fmt: skip
     assert alias == CANARY
     return version

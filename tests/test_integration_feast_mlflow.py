@@ -144,9 +144,22 @@ def test_register_champion_then_canary_then_reject_a_worse_model(lake, registry)
     assert first.passed and first.alias == CHAMPION
     run = registry.client.get_run(first.run_id)
     assert [d.dataset.name for d in run.inputs.dataset_inputs] == ["training_lists"]  # lineage in the UI
-    assert {"learned.ndcg_at_10", "learned.ndcg_at_10.low", "learned_minus_rule_based.ndcg_at_10.low"} <= set(
-        run.data.metrics
+    metrics = run.data.metrics
+    assert {
+        "ndcg_at_10.learned",
+        "ndcg_at_10.rule_based",
+        "ipw_dcg_at_10.learned_minus_rule_based.low",
+    } <= set(metrics)
+    assert len(metrics) <= 40 and all(round(v, 4) == v for v in metrics.values())  # few, named, rounded
+    summary = run.data.tags["mlflow.note.content"]  # the run's description in the UI
+    assert summary == first.report_text and summary.startswith(
+        f"# synthetic v{first.version}: alias **champion**"
     )
+    assert "| learned - rule_based |" in summary and "✅ pass **beats rule based**" in summary
+    assert registry.client.get_model_version("synthetic", first.version).description == summary
+    artifacts = {f.path for f in registry.client.list_artifacts(first.run_id, "evaluation")}
+    assert {"evaluation/summary.md", "evaluation/paired_differences.png", "evaluation/feature_importance.png",
+            "evaluation/evaluation.json"} <= artifacts  # fmt: skip
     second = train(events)
     assert second.alias == CANARY and registry.aliases("synthetic") == {
         CHAMPION: first.version,
@@ -168,6 +181,10 @@ def test_register_champion_then_canary_then_reject_a_worse_model(lake, registry)
     assert aliases[CHAMPION] == first.version and third.version not in aliases.values()
     version = registry.client.get_model_version("synthetic", third.version)
     assert "beats_rule_based" in version.tags["rejected_reason"]
+    assert (
+        third.report_text.startswith(f"# synthetic v{third.version}: **rejected**")
+        and "❌ fail" in third.report_text
+    )
     assert version.tags["feature_set"].startswith("synthetic_shop ") and "data_window" in version.tags
     assert first.card.feature_set == "synthetic_shop" and first.card.inputs and first.card.gates
 
