@@ -2,7 +2,7 @@
 UV ?= uv
 RUN = $(UV) run --frozen --extra scale
 uv: ; @command -v $(UV) >/dev/null || python3 -m pip install -q uv
-install: uv ; $(UV) sync --frozen --extra scale
+install: uv ; $(UV) sync --frozen --extra scale --compile-bytecode && $(UV) run --frozen --no-sync python -m compileall -q -j 0 -o 1 .venv/lib >/dev/null 2>&1 || true
 quickstart: install ; $(RUN) reranker quickstart
 test: install ; $(RUN) pytest -q
 test-all: install ; $(RUN) pytest -q -m "" --durations=25

@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from reranker.launch import stage_command, stage_env
+
 RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).resolve().parents[1]
 LGBM = "lightgbm predict 100 rows"
@@ -102,8 +104,7 @@ def _start(target: str, port: int, env: dict[str, str], cwd: Path = ROOT, log: P
     import httpx
 
     out = log.open("a") if log is not None else subprocess.DEVNULL
-    proc = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", target, "--port", str(port), "--host",
-                             "127.0.0.1"], cwd=cwd, env=env, stdout=out,
+    proc = subprocess.Popen(stage_command("127.0.0.1", port, target), cwd=cwd, env=stage_env(env), stdout=out,
                             stderr=subprocess.STDOUT if log is not None else subprocess.PIPE, text=True)  # fmt: skip
     deadline = time.monotonic() + ready_seconds
     while time.monotonic() < deadline:

@@ -369,7 +369,9 @@ def _ingest(
                     if raw.empty:
                         continue
                     raw = raw.reset_index(drop=True)
-                    good, bad = _validate_chunk(raw, validator, salt, hash_ids, summary)
+                    good, bad = _validate_chunk(raw, validator, salt, hash_ids, summary,
+                                                f"{file.name} rows {summary.rows_read - len(raw) - len(unparseable)}-"
+                                                f"{summary.rows_read - 1}")  # fmt: skip
                     for why in bad.values():
                         reasons.update(why)
                     _write_quarantine(qfh, raw, bad, file.name, salt if hash_ids else None)
@@ -444,13 +446,18 @@ def _new_events(
 
 
 def _validate_chunk(
-    raw: pd.DataFrame, validator: InteractionValidator, salt: str, hash_ids: bool, summary: IngestSummary
+    raw: pd.DataFrame,
+    validator: InteractionValidator,
+    salt: str,
+    hash_ids: bool,
+    summary: IngestSummary,
+    batch: str = "batch",
 ) -> tuple[pd.DataFrame, dict[int, list[str]]]:
     typed, parse_errors, warnings = parse_chunk(raw, salt, hash_ids)
     for w in warnings:
         if w not in summary.warnings:
             summary.warnings.append(w)
-    report = validator.validate(typed)
+    report = validator.validate(typed, batch)
     failed: dict[int, list[str]] = {}
     if report.table_failures:
         failed = {int(i): list(report.table_failures) for i in typed.index}

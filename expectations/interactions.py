@@ -138,8 +138,12 @@ class InteractionValidator:
             self.context, build_suite(now, future_skew_seconds), f"{SUITE}_ingest"
         )
 
-    def validate(self, frame: pd.DataFrame) -> ValidationReport:
-        result = self.checkpoint.run(batch_parameters={"dataframe": escaped(frame)})
+    def validate(self, frame: pd.DataFrame, batch: str = "batch") -> ValidationReport:
+        """`batch` names the run in the Data Docs (the file and chunk it came from)."""
+        from great_expectations.core.run_identifier import RunIdentifier
+
+        result = self.checkpoint.run(batch_parameters={"dataframe": escaped(frame)},
+                                     run_id=RunIdentifier(run_name=batch[:200]))  # fmt: skip
         report = ValidationReport(rows=len(frame))
         for run in result.run_results.values():
             for res in run.results:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +34,7 @@ from flows.lifecycle import canary_analysis_flow, retrain_flow
 from models.canary import click_rate
 from reranker.featureset import BUNDLED, install_feature_set
 from reranker.lake import atomic_write_parquet
+from reranker.launch import stage_command, stage_env
 from reranker.settings import Settings
 from reranker.synthetic import SyntheticWorld, WorldConfig, simulate_traffic, write_dataset
 
@@ -92,8 +92,7 @@ def running_stage(data_dir: Path, settings_env: dict[str, str], ready_seconds: f
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "stage.log"
     log_file = log_path.open("a")
-    proc = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "serving.service:Reranker", "--host",
-                             "127.0.0.1", "--port", str(port)], cwd=ROOT, env=env, stdout=log_file,
+    proc = subprocess.Popen(stage_command("127.0.0.1", port), cwd=ROOT, env=stage_env(env), stdout=log_file,
                             stderr=subprocess.STDOUT, text=True)  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:

@@ -71,7 +71,8 @@ def _transient(task: Any, task_run: Any, state: Any) -> bool:
     return False
 
 
-@task(retries=2, retry_delay_seconds=2, retry_condition_fn=_transient, cache_policy=NO_CACHE)
+@task(retries=2, retry_delay_seconds=2, retry_condition_fn=_transient, cache_policy=NO_CACHE,
+      task_run_name="ingest {path}")  # fmt: skip
 def ingest_batch(
     settings: Settings, path: str, fail_on_quarantine: bool = True, documents: str | None = None
 ) -> dict[str, Any]:
@@ -83,6 +84,10 @@ def ingest_batch(
         upsert_documents(settings.layout.documents, read_catalog(Path(documents)))
 
     summary = ingest(Path(path), settings.layout, **settings.ingest_options())
+    get_run_logger().info("%s: %d rows read, %d added, %d already in the lake, %d duplicates, %d quarantined%s; "
+                          "Data Docs: %s", path, summary.rows_read, summary.added, summary.already_present,
+                          summary.duplicates, summary.quarantined,
+                          f" ({summary.reasons})" if summary.quarantined else "", summary.data_docs)  # fmt: skip
     report = summary.to_dict()
     if summary.quarantined and fail_on_quarantine:
         raise BatchRejected(
@@ -92,7 +97,7 @@ def ingest_batch(
     return report
 
 
-@task(cache_key_fn=_features_cache_key, persist_result=True)
+@task(cache_key_fn=_features_cache_key, persist_result=True, task_run_name="build features")
 def build_features(settings: Settings) -> dict[str, Any]:
     """Offline feature tables from the lake, Feast apply, incremental materialization to the online store.
     Cached on the lake's fingerprint: an unchanged lake is not rebuilt, across restarts too."""
@@ -102,15 +107,18 @@ def build_features(settings: Settings) -> dict[str, Any]:
     layout = settings.layout
     build = build_from_lake(layout, load_feature_set(settings.feature_set_path), settings.seed)
     store = apply(layout.feast, layout.feature_tables, settings.feast_redis, settings.feast_registry)
-    return {
+    result = {
         "rows": build.rows,
         "feature_set": build.feature_set,
         "version": build.feature_set_version,
         "materialize": materialize(store, layout.feature_tables, incremental=True),
     }
+    get_run_logger().info("features %s %s: %s rows per table; materialized: %s", build.feature_set,
+                          build.feature_set_version, build.rows, result["materialize"])  # fmt: skip
+    return result
 
 
-@task(cache_policy=NO_CACHE)
+@task(cache_policy=NO_CACHE, task_run_name="train {model_id}")
 def train_model(
     settings: Settings, model_id: str, rounds: int, policy: dict[str, Any] | None
 ) -> dict[str, Any]:
@@ -134,10 +142,15 @@ def train_model(
                                  Registry(settings.tracking_uri(), create=True), plan, layout.feature_tables,
                                  serving_files(layout.feature_tables), layout.mlflow / "artifacts", catalog=catalog,
                                  say=logger.info)  # fmt: skip
+    learned = outcome.report.metrics["learned"].get("ndcg@10")
+    logger.info("%s v%s: %s (NDCG@10 %s on %d test lists; gates: %s)", model_id, outcome.version,
+                f"alias {outcome.alias}" if outcome.alias else "no alias (failed gates)",
+                f"{learned.mean:.4f}" if learned else "-", outcome.report.n_lists,
+                ", ".join(f"{k} {g.status.value}" for k, g in outcome.gates.items()))  # fmt: skip
     return outcome.summary()
 
 
-@task(cache_policy=NO_CACHE)
+@task(cache_policy=NO_CACHE, task_run_name="canary analysis {model_id}")
 def analyze_canary(settings: Settings, model_id: str, confidence: float | None = None) -> dict[str, Any]:
     """Canary vs champion on the traffic both served; promote or roll back (or wait for more traffic)."""
     from models.canary import CanaryPolicy, analyze, apply_decision, read_served_lists
@@ -157,7 +170,7 @@ def analyze_canary(settings: Settings, model_id: str, confidence: float | None =
     return {**report.to_dict(), "aliases_after": after}
 
 
-@task(cache_policy=NO_CACHE)
+@task(cache_policy=NO_CACHE, task_run_name="drift check {model_id}")
 def check_drift(settings: Settings, model_id: str, recent_days: float) -> dict[str, Any]:
     """Recent interactions against the champion's training window (Great Expectations, with Data Docs)."""
     import json

@@ -53,7 +53,10 @@ class ModelCard(BaseModel):
     lists: int
     rows: int
     dataset_digest: str
-    sources: dict[str, int] = Field(default_factory=dict, description="training lists per source")
+    sources: dict[str, int] = Field(default_factory=dict, description="lists built per source")
+    positive_lists: dict[str, int] = Field(
+        default_factory=dict, description="of those, lists with a positive (trained on), per source"
+    )
     position_aware: bool = False
     dropped_families: list[str] = Field(
         default_factory=list, description="left out: the validation ranked better without"

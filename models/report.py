@@ -79,7 +79,8 @@ def summary_markdown(
     outcome = (f"**rejected**: {rejected}" if rejected else
                f"alias **{alias}**" if alias else "no alias")  # fmt: skip
     lines = [f"# {card.model_id} v{version or '?'}: {outcome}", ""]
-    sources = ", ".join(f"{n:,} {s}" for s, n in card.sources.items()) or "-"
+    sources = ", ".join(f"{n:,} {s}" + (f" ({card.positive_lists.get(s, 0):,} with a positive)" if card.positive_lists
+                                         else "") for s, n in card.sources.items()) or "-"  # fmt: skip
     lines += [
         f"- **Training data:** {_when(card.data_start)} .. {_when(card.data_end)} · {card.lists:,} lists with a positive ({card.rows:,} rows) · "
         f"lists built per source: {sources}",

@@ -466,6 +466,7 @@ class ProcedureEvaluation:
     champion: LoadedModel | None
     folds: list[dict[str, Any]]
     sources: dict[str, int]
+    positive_lists: dict[str, int]
     propensities: Propensities | None
     fallback: tuple[Literal["first_stage", "rule_based"], str]
     families: list[FamilyCheck]
@@ -495,10 +496,10 @@ def evaluate_procedure(events: pd.DataFrame, store: Any, registry: Registry, pla
         raise TrainingError(f"none of the {all_lists} lists built from the lake ({sources}) has a positive "
                             "(a click, purchase or rating >= 4): post the users' interactions to /interactions "
                             "(or ingest them), then train again")  # fmt: skip
-    kept = lists.groupby("source")["list_id"].nunique().to_dict() if "source" in lists else {}
+    positives = {str(k): int(v) for k, v in lists.groupby("source")["list_id"].nunique().items()}
     say(
         "lists: "
-        + ", ".join(f"{kept.get(s, 0):,} of {n:,} {s} lists have a positive" for s, n in sources.items())
+        + ", ".join(f"{positives.get(s, 0):,} of {n:,} {s} lists have a positive" for s, n in sources.items())
     )
     seconds["lists"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -527,7 +528,7 @@ def evaluate_procedure(events: pd.DataFrame, store: Any, registry: Registry, pla
     fallback = choose_fallback(report, logged)
     seconds["evaluate"] = time.perf_counter() - t
     return ProcedureEvaluation(
-        data, report, gates, champion, folds, sources, propensities, fallback, checks, seconds
+        data, report, gates, champion, folds, sources, positives, propensities, fallback, checks, seconds
     )
 
 
@@ -543,7 +544,7 @@ def make_card(plan: TrainPlan, ev: ProcedureEvaluation, position_aware: bool) ->
                      feature_set_version=data.manifest.version, inputs=list(data.inputs),
                      encodings=used_encodings(list(data.inputs), data.manifest), data_start=start.to_pydatetime(),
                      data_end=end.to_pydatetime(), lists=data.n_lists, rows=len(data.frame),
-                     dataset_digest=data.digest(), sources=ev.sources, position_aware=position_aware,
+                     dataset_digest=data.digest(), sources=ev.sources, positive_lists=ev.positive_lists, position_aware=position_aware,
                      fallback=ev.fallback[0], fallback_reason=ev.fallback[1], gates=ev.gates, metrics=metrics,
                      dropped_families=[c.family for c in ev.families if c.dropped],
                      code_version=code_version(), trained_at=datetime.now(UTC))  # fmt: skip
@@ -570,6 +571,7 @@ def train_and_register(
     card = make_card(plan, ev, fit["position_aware"])
     info = {"window": card.window, "digest": card.dataset_digest, "lists": data.n_lists, "rows": len(data.frame),
             "folds": ev.folds, "position_aware": fit["position_aware"], "sources": ev.sources,
+            "positive_lists": ev.positive_lists,
             "propensities": ev.propensities.to_dict() if ev.propensities else None,
             "families": [vars(c) for c in ev.families]}  # fmt: skip
     t = time.perf_counter()

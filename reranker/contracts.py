@@ -29,6 +29,9 @@ class InteractionType(StrEnum):
 POSITIVE_TYPES = frozenset({InteractionType.click, InteractionType.add_to_cart, InteractionType.purchase})
 POSITIVE_RATING = 4.0
 
+# A user id already in stored form (e.g. landed by the serving stage): never hashed again, never accepted from callers.
+STORED_KEY_PREFIX = "userkey:"
+
 
 class InteractionEvent(BaseModel):
     """One thing a user did with one document (or one impression of it)."""

@@ -17,6 +17,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from reranker.contracts import STORED_KEY_PREFIX
+
 LAKE_SCHEMA = pa.schema(
     [
         ("event_id", pa.string()),
@@ -37,9 +39,6 @@ LAKE_SCHEMA = pa.schema(
     ]
 )
 LAKE_COLUMNS = LAKE_SCHEMA.names
-
-
-STORED_KEY_PREFIX = "userkey:"  # a value already in stored form (e.g. landed by the serving stage)
 
 
 def user_key(user_id: str, salt: str | None) -> str:

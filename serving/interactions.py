@@ -28,9 +28,9 @@ import pandas as pd
 
 from feature_repo.manifest import FeatureManifest
 from feature_repo.transforms import positive_flags
-from reranker.contracts import InteractionEvent, InteractionType, ServedListEvent
-from reranker.lake import STORED_KEY_PREFIX
+from reranker.contracts import STORED_KEY_PREFIX, InteractionEvent, InteractionType, ServedListEvent
 from reranker.request_ids import RequestIds
+from serving.errors import InteractionRejected
 from serving.served_log import JsonlLog
 
 log = logging.getLogger("reranker.serving")
@@ -90,14 +90,6 @@ class PushLock:
                     yield
                 finally:
                     fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-class InteractionRejected(ValueError):
-    """A posted interaction the stage does not take (answered 422 naming the field; nothing of the batch lands)."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
 
 
 class RequestCounter:

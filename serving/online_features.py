@@ -389,9 +389,10 @@ class SqliteUserRead:
         self._prefix = self._key(self.config, "")[
             :-4
         ]  # the serialized key without the value's length and bytes
-        assert self._prefix + struct.pack("<I", 1) + b"x" == self._key(self.config, "x"), (
-            "Feast's key format changed"
-        )
+        if self._prefix + struct.pack("<I", 1) + b"x" != self._key(self.config, "x"):
+            raise RuntimeError(
+                "Feast's entity key format changed: the direct SQLite read no longer matches it"
+            )
         self._local = threading.local()
         self.timeout = timeout
 

@@ -40,6 +40,7 @@ from reranker.contracts import ServedListEvent
 from reranker.exploration import epsilon_greedy_slots
 from reranker.exploration import warm_up as warm_up_exploration
 from reranker.request_ids import RequestIds
+from serving.errors import UnknownFeatures
 from serving.explanations import summarize
 from serving.explanations import warm_up as warm_up_explanations
 from serving.model_cache import ModelCache, RegistryUnavailable, Variant
@@ -52,14 +53,6 @@ from serving.schemas import (
     ServedBy,
     UnknownFeaturePolicy,
 )
-
-
-class UnknownFeatures(ValueError):
-    """A request names features the model or the feature set does not know; `field` is where."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from reranker.contracts import InteractionEvent
-from reranker.lake import STORED_KEY_PREFIX
+from reranker.contracts import STORED_KEY_PREFIX, InteractionEvent
 
 # bounds on what one request may carry (a body is also capped in bytes: RERANKER_MAX_BODY_BYTES)
 Name = Annotated[str, StringConstraints(min_length=1, max_length=128)]

@@ -10,22 +10,32 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from typing import Any
 
 import bentoml
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.openapi.utils import get_openapi
 from starlette.background import BackgroundTask
 
 from models.registry import ModelNotFound
+from serving import api_docs
 from serving.access import StageAccess, api_key_of
-from serving.interactions import InteractionRejected
-from serving.pipeline import UnknownFeatures
+from serving.errors import InteractionRejected, UnknownFeatures
 from serving.request_body import parse_rerank_request
 from serving.schemas import ErrorBody, InteractionBatch, InteractionReceipt, RerankRequest, RerankResponse
 
-app = FastAPI(title="reranker", description="Learned reranking stage: POST /rerank")
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("reranker")
+    except PackageNotFoundError:
+        return "0"
+
+
+app = FastAPI(
+    title="reranker", description=api_docs.DESCRIPTION, version=_version(), docs_url=None, redoc_url=None
+)
 
 
 def build_pipeline():  # type: ignore[no-untyped-def]
@@ -140,45 +150,28 @@ async def current_stage() -> Reranker:
     return bentoml.get_current_service()  # type: ignore[no-any-return]
 
 
-_REQUEST_BODY = {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RerankRequest"}}}}  # fmt: skip
-
-
-def openapi() -> dict[str, Any]:
-    """FastAPI's spec, with the /rerank request body it does not see (the route reads the bytes itself)."""
-    if app.openapi_schema is None:
-        spec = get_openapi(
-            title=app.title, version=app.version, description=app.description, routes=app.routes
-        )
-        request = RerankRequest.model_json_schema(ref_template="#/components/schemas/{model}")
-        schemas = spec.setdefault("components", {}).setdefault("schemas", {})
-        schemas.update(request.pop("$defs", {}))
-        schemas["RerankRequest"] = request
-        app.openapi_schema = spec
-    return app.openapi_schema
-
-
-app.openapi = openapi  # type: ignore[method-assign]
+@app.get("/docs", include_in_schema=False)
+async def docs() -> Response:
+    """Swagger UI from the stage's own assets: renders with no network."""
+    return api_docs.swagger_page(app.title)
 
 
 Reranker.add_asgi_middleware(StageAccess)  # type: ignore[attr-defined]
 
 
-def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """The error answers a route documents (each a JSON body naming the field at fault)."""
-    described = {400: "Malformed header", 401: "No valid API key", 403: "The key lacks the scope or the model",
-                 404: "Model not registered", 413: "Body over the size limit",
-                 422: "Invalid request: the field at fault is named", 429: "Over the key's rate limit"}  # fmt: skip
-    return {code: {"model": ErrorBody, "description": described[code]} for code in codes}
+_RERANK_RESPONSES = {200: {"content": {"application/json": {"example": api_docs.RERANK_RESPONSE_EXAMPLE}}},
+                     **api_docs.error_responses(ErrorBody, 400, 401, 403, 404, 413, 422, 429)}  # fmt: skip
 
 
-@app.post("/rerank", response_model=RerankResponse, openapi_extra={"requestBody": _REQUEST_BODY},
-          responses=_errors(400, 401, 403, 404, 413, 422, 429))  # fmt: skip
+@app.post("/rerank", response_model=RerankResponse, summary="Rerank candidates for a user",
+          description=api_docs.RERANK_DESCRIPTION, responses=_RERANK_RESPONSES,
+          openapi_extra={"requestBody": api_docs.request_body(RerankRequest, api_docs.RERANK_EXAMPLE)})  # fmt: skip
 async def rerank(body: Request, stage: Reranker = Depends(current_stage)) -> Response:
-    """Rerank the candidates. With the model loaded, on the event loop rather than a pool thread: the work is
-    CPU-bound under the GIL either way, and the hop cost more than it overlapped (p50 7.0 -> 5.7 ms, p99 under 8
-    clients 318 -> 80 ms). A model still to load (registry I/O, seconds) is loaded on a pool thread, so the loop
-    keeps serving. The response is serialized once, here (returned as a model, FastAPI would validate it again).
-    What the stage records of the response (`serving.recording`) is done once the response is sent."""
+    # With the model loaded, on the event loop rather than a pool thread: the work is CPU-bound under the GIL either
+    # way, and the hop cost more than it overlapped (p50 7.0 -> 5.7 ms, p99 under 8 clients 318 -> 80 ms). A model
+    # still to load (registry I/O, seconds) is loaded on a pool thread, so the loop keeps serving. The response is
+    # serialized once, here (returned as a model, FastAPI would validate it again). What the stage records of the
+    # response (`serving.recording`) is done once the response is sent.
     request = parse_rerank_request(await body.body())
     key = api_key_of(body.scope)
     if key is not None and not key.allows_model(request.model_id):
@@ -200,12 +193,17 @@ async def rerank(body: Request, stage: Reranker = Depends(current_stage)) -> Res
                     background=BackgroundTask(stage.recorder.record_after, response, served, seconds))  # fmt: skip
 
 
-@app.post("/interactions", response_model=InteractionReceipt, status_code=202,
-          responses=_errors(400, 401, 403, 413, 422, 429))  # fmt: skip
+_INTERACTIONS_RESPONSES = {
+    202: {"content": {"application/json": {"example": api_docs.INTERACTIONS_RESPONSE_EXAMPLE}}},
+    **api_docs.error_responses(ErrorBody, 400, 401, 403, 413, 422, 429),
+}
+
+
+@app.post("/interactions", response_model=InteractionReceipt, status_code=202, summary="Log clicks, purchases, …",
+          description=api_docs.INTERACTIONS_DESCRIPTION, responses=_INTERACTIONS_RESPONSES,
+          openapi_extra={"requestBody": {"content": {"application/json": {"example": api_docs.INTERACTIONS_EXAMPLE}}}})  # fmt: skip
 def interactions(batch: InteractionBatch, stage: Reranker = Depends(current_stage)) -> InteractionReceipt:
-    """Land interaction events for the next training and push the users' new counts to the online store (on a
-    pool thread: the landing is fsynced before the call returns). Each event must name the `request_id` of a list
-    the stage served to the same user; a batch with one that does not is refused whole (422 naming it)."""
+    # On a pool thread: the landing is fsynced before the call returns.
     try:
         return InteractionReceipt(**stage.sink.accept(batch.events))
     except InteractionRejected as exc:

@@ -274,3 +274,37 @@ def test_generated_requests_get_no_server_error_and_conform_to_the_spec(server, 
 
     check()
     assert len(seen) >= examples // 2 and max(seen) < 500
+
+
+def test_api_docs_render_offline_from_the_stage_own_assets(server):
+    """/docs and BentoML's index page load every script and stylesheet from the stage itself (no CDN), and both specs
+    they read define the /rerank request whole, with the README's real example."""
+    import json
+    import re
+    from urllib.parse import urljoin
+
+    from serving.api_docs import RERANK_EXAMPLE
+
+    bare = {"authorization": ""}  # the docs are open: fetched without a key
+    for page, spec_path in (("/docs", "/openapi.json"), ("/", "/docs.json")):
+        html = server.get(page, headers=bare)
+        assert html.status_code == 200, page
+        assets = re.findall(r'(?:src|href)="([^"]+\.(?:js|css))"', html.text)
+        assert any(a.endswith("swagger-ui-bundle.js") for a in assets) and any(
+            a.endswith(".css") for a in assets
+        )
+        for asset in assets:
+            assert "://" not in asset and not asset.startswith("//"), f"{page} loads {asset} from elsewhere"
+            got = server.get(urljoin(f"{server.base_url}{page}", asset), headers=bare)
+            assert got.status_code == 200 and len(got.content) > 100, (page, asset, got.status_code)
+        spec = server.get(spec_path, headers=bare).json()
+        body = spec["paths"]["/rerank"]["post"]["requestBody"]["content"]["application/json"]
+        assert {"model_id", "candidates", "top_n"} <= set(body["schema"]["properties"]), spec_path
+        assert body["example"] == RERANK_EXAMPLE
+        text = json.dumps(spec)
+        defined = {f"#/components/schemas/{name}" for name in spec.get("components", {}).get("schemas", {})}
+        assert set(re.findall(r'"\$ref": "([^"]+)"', text)) <= defined, (
+            f"{spec_path} refers to undefined schemas"
+        )
+    description = server.get("/openapi.json").json()["paths"]["/rerank"]["post"]["description"]
+    assert description.startswith("Rerank 1-1,000 candidates") and "p50" not in description

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -39,19 +38,10 @@ def serve(
     if conf.auth and not len(ring):
         fail("no API key yet: `reranker keys create --name NAME --scope rerank --scope interactions` (or "
              "RERANKER_AUTH=false behind a gateway that authenticates)")  # fmt: skip
-    env = {**os.environ, "RERANKER_DATA_DIR": str(conf.data_dir.resolve())}
-    cmd = [
-        sys.executable,
-        "-m",
-        "bentoml",
-        "serve",
-        "serving.service:Reranker",
-        "--host",
-        host,
-        "--port",
-        str(port),
-    ]
-    raise typer.Exit(subprocess.call(cmd, env=env))
+    from reranker.launch import stage_command, stage_env
+
+    env = stage_env(os.environ, RERANKER_DATA_DIR=str(conf.data_dir.resolve()))
+    raise typer.Exit(subprocess.call(stage_command(host, port), env=env))
 
 
 def schema(
