@@ -61,7 +61,9 @@ def time_to_ready(root: Path, data_dir: Path, plain: bool, limit: float = 600) -
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data-dir", type=Path, default=Path("data"))
     parser.add_argument("--base-root", type=Path, required=True)
     parser.add_argument("--base-plain", action="store_true")

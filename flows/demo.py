@@ -79,6 +79,14 @@ def stage_key(data_dir: Path, name: str = "demo") -> dict[str, str]:
     return {"authorization": f"Bearer {token}"}
 
 
+def prefect_ui(prefect_home: Path, api_url: str | None) -> str:
+    """Where the flow runs can be watched: the server behind PREFECT_API_URL (its UI is the same address without
+    `/api`), else how to start one over this data dir's Prefect database."""
+    if api_url:
+        return api_url.rstrip("/").removesuffix("/api")
+    return f"PREFECT_HOME={prefect_home} uv run prefect server start  (then http://127.0.0.1:4200)"
+
+
 @contextmanager
 def running_stage(data_dir: Path, settings_env: dict[str, str], ready_seconds: float = 600) -> Iterator[str]:
     """`bentoml serve` of the stage over `data_dir` on a free loopback port, with these extra environment variables
@@ -247,7 +255,7 @@ def run_demo(settings: Settings, plan: DemoPlan, progress: bool = True, say: Any
             v: float(learned[learned["variant"] == v]["true_gain"].mean()) for v in ("champion", "canary")
         },
         "seconds": timings,
-        "mlflow_ui": f"mlflow ui --backend-store-uri {settings.tracking_uri()}",
-        "prefect_ui": f"PREFECT_HOME={layout.prefect} prefect server start  (then http://127.0.0.1:4200)",
+        "mlflow_ui": f"uv run mlflow ui --backend-store-uri {settings.tracking_uri()}",
+        "prefect_ui": prefect_ui(layout.prefect, os.environ.get("PREFECT_API_URL")),
     }
     return result

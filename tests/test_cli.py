@@ -189,3 +189,10 @@ def test_keys_are_created_listed_and_revoked_and_bad_scopes_refused(tmp_path):
     assert bad.exit_code == 2 and "unknown scope" in bad.output
     unknown = runner.invoke(app, ["keys", "revoke", "nope", "--data-dir", str(tmp_path)])
     assert unknown.exit_code == 2 and "no key" in unknown.output
+
+
+def test_the_prefect_ui_address_follows_the_api_url(tmp_path):
+    from flows.demo import prefect_ui
+
+    assert prefect_ui(tmp_path, "http://10.0.0.5:4300/api/") == "http://10.0.0.5:4300"
+    assert prefect_ui(tmp_path, None).startswith(f"PREFECT_HOME={tmp_path} uv run prefect server start")
