@@ -99,12 +99,16 @@ def traffic(data: Path, dataset: str) -> Any:
 
 
 def _start(target: str, port: int, env: dict[str, str], cwd: Path = ROOT, log: Path | None = None,
-           ready_seconds: float = 240) -> subprocess.Popen[str]:  # fmt: skip
-    """`bentoml serve target` on a loopback port, once /readyz answers 200; its output to `log` (appended) if given."""
+           ready_seconds: float = 240, optimized: bool = True) -> subprocess.Popen[str]:  # fmt: skip
+    """`bentoml serve target` on a loopback port, once /readyz answers 200; its output to `log` (appended) if given.
+    `optimized=False`: started as releases before `reranker.launch` did (plain Python, the environment as given)."""
     import httpx
 
     out = log.open("a") if log is not None else subprocess.DEVNULL
-    proc = subprocess.Popen(stage_command("127.0.0.1", port, target), cwd=cwd, env=stage_env(env), stdout=out,
+    command = stage_command("127.0.0.1", port, target)
+    if not optimized:
+        command.remove("-O")
+    proc = subprocess.Popen(command, cwd=cwd, env=stage_env(env) if optimized else env, stdout=out,
                             stderr=subprocess.STDOUT if log is not None else subprocess.PIPE, text=True)  # fmt: skip
     deadline = time.monotonic() + ready_seconds
     while time.monotonic() < deadline:

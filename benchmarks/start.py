@@ -21,43 +21,26 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.serving import _port
-from reranker.launch import stage_command, stage_env
+from benchmarks.serving import _port, _start
+from reranker.launch import SERVICE
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def time_to_ready(root: Path, data_dir: Path, plain: bool, limit: float = 600) -> float:
-    import httpx
-
-    port = _port()
     env = {**os.environ, "RERANKER_DATA_DIR": str(data_dir), "PYTHONPATH": str(root),
            "BENTOML_HOME": str(data_dir / "bentoml")}  # fmt: skip
     if plain:
-        command = [sys.executable, "-m", "bentoml", "serve", "serving.service:Reranker", "--host", "127.0.0.1",
-                   "--port", str(port)]  # fmt: skip
         env["PYTHONPYCACHEPREFIX"] = tempfile.mkdtemp(prefix="no-pyc-")
-    else:
-        command, env = stage_command("127.0.0.1", port), stage_env(env)
     started = time.monotonic()
-    proc = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = _start(SERVICE, _port(), env, cwd=root, ready_seconds=limit, optimized=not plain)
+    seconds = time.monotonic() - started
+    proc.terminate()
     try:
-        while time.monotonic() - started < limit:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                    return time.monotonic() - started
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None:
-                raise SystemExit(f"the stage at {root} exited {proc.returncode} before it was ready")
-            time.sleep(0.1)
-        raise SystemExit(f"the stage at {root} was not ready in {limit:.0f} s")
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    return seconds
 
 
 def main() -> None:
