@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from reranker.launch import stage_command, stage_env
+from reranker.launch import stage_command, stage_env, wait_ready
 
 RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,25 +102,18 @@ def _start(target: str, port: int, env: dict[str, str], cwd: Path = ROOT, log: P
            ready_seconds: float = 240, optimized: bool = True) -> subprocess.Popen[str]:  # fmt: skip
     """`bentoml serve target` on a loopback port, once /readyz answers 200; its output to `log` (appended) if given.
     `optimized=False`: started as releases before `reranker.launch` did (plain Python, the environment as given)."""
-    import httpx
-
     out = log.open("a") if log is not None else subprocess.DEVNULL
     command = stage_command("127.0.0.1", port, target)
     if not optimized:
         command.remove("-O")
     proc = subprocess.Popen(command, cwd=cwd, env=stage_env(env) if optimized else env, stdout=out,
                             stderr=subprocess.STDOUT if log is not None else subprocess.PIPE, text=True)  # fmt: skip
-    deadline = time.monotonic() + ready_seconds
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.5)
-        if proc.poll() is not None:
-            said = log.read_text()[-2000:] if log is not None else proc.stderr.read()[-2000:]  # type: ignore[union-attr]
-            raise SystemExit(f"{target} died: {said}")
-    raise SystemExit(f"{target} not ready in {ready_seconds:.0f} s")
+    said = (lambda: log.read_text()) if log is not None else (lambda: proc.stderr.read())  # type: ignore[union-attr]
+    try:
+        wait_ready(proc, f"http://127.0.0.1:{port}", ready_seconds, said)
+    except RuntimeError as e:
+        raise SystemExit(f"{target}: {e}") from None
+    return proc
 
 
 HEADERS = {"content-type": "application/json"}

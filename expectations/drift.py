@@ -170,7 +170,12 @@ def check_drift(
     checkpoint = dataframe_checkpoint(
         context, build_suite(reference, recent, policy), f"{SUITE}_check", "SUMMARY"
     )
-    result = checkpoint.run(batch_parameters={"dataframe": recent})
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    ref_w, recent_w = _window(reference_events), _window(recent_events)
+    run_name = (f"{recent_w['rows']} recent events {recent_w['from'][:10]}..{recent_w['to'][:10]}"
+                f" vs reference {ref_w['from'][:10]}..{ref_w['to'][:10]}")  # fmt: skip
+    result = checkpoint.run(batch_parameters={"dataframe": recent}, run_id=RunIdentifier(run_name=run_name))
     checks = []
     for run in result.run_results.values():
         for res in run.results:
@@ -182,8 +187,7 @@ def check_drift(
                 observed = round(observed, 4)
             checks.append(DriftCheck(cfg.type, cfg.kwargs.get("column", ""), bool(res.success), observed,
                                      _expected(cfg)))  # fmt: skip
-    return DriftReport(any(not c.success for c in checks), _window(reference_events), _window(recent_events),
-                       checks, str(data_docs(context)))  # fmt: skip
+    return DriftReport(any(not c.success for c in checks), ref_w, recent_w, checks, str(data_docs(context)))
 
 
 def split_windows(

@@ -34,7 +34,7 @@ from flows.lifecycle import canary_analysis_flow, retrain_flow
 from models.canary import click_rate
 from reranker.featureset import BUNDLED, install_feature_set
 from reranker.lake import atomic_write_parquet
-from reranker.launch import stage_command, stage_env
+from reranker.launch import stage_command, stage_env, wait_ready
 from reranker.settings import Settings
 from reranker.synthetic import SyntheticWorld, WorldConfig, simulate_traffic, write_dataset
 
@@ -91,8 +91,6 @@ def prefect_ui(prefect_home: Path, api_url: str | None) -> str:
 def running_stage(data_dir: Path, settings_env: dict[str, str], ready_seconds: float = 600) -> Iterator[str]:
     """`bentoml serve` of the stage over `data_dir` on a free loopback port, with these extra environment variables
     (RERANKER_* settings, MLFLOW_TRACKING_URI); yields its base URL, stops it on exit. Its log: <data_dir>/stage.log."""
-    import httpx
-
     port = _free_port()
     data_dir = data_dir.resolve()
     env = {**os.environ, "RERANKER_DATA_DIR": str(data_dir), "BENTOML_HOME": str(data_dir / "bentoml"),
@@ -104,18 +102,7 @@ def running_stage(data_dir: Path, settings_env: dict[str, str], ready_seconds: f
                             stderr=subprocess.STDOUT, text=True)  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + ready_seconds
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None:
-                raise RuntimeError(f"the stage exited: {log_path.read_text()[-3000:]}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the stage did not become ready in {ready_seconds:.0f} s")
-            time.sleep(1)
+        wait_ready(proc, base, ready_seconds, log_path.read_text)
         yield base
     finally:
         proc.terminate()

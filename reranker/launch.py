@@ -9,8 +9,10 @@ here. `make install` writes the optimized bytecode the workers then load (`compi
 
 from __future__ import annotations
 
+import subprocess
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 
 SERVICE = "serving.service:Reranker"
 
@@ -22,3 +24,24 @@ def stage_command(host: str, port: int, target: str = SERVICE) -> list[str]:
 def stage_env(base: Mapping[str, str], **settings: str) -> dict[str, str]:
     """`base` (usually os.environ) with these settings, in optimized mode for the workers BentoML starts too."""
     return {**base, **settings, "PYTHONOPTIMIZE": "1"}
+
+
+def wait_ready(
+    proc: subprocess.Popen[str], base_url: str, ready_seconds: float, said: Callable[[], str]
+) -> None:
+    """Return once `base_url`/readyz answers 200; RuntimeError with what the process said (`said()`) if it exits
+    first, or once `ready_seconds` have passed."""
+    import httpx
+
+    deadline = time.monotonic() + ready_seconds
+    while True:
+        try:
+            if httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(f"the stage exited ({proc.returncode}): {said()[-3000:]}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the stage did not become ready in {ready_seconds:.0f} s")
+        time.sleep(0.5)

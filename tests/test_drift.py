@@ -29,7 +29,12 @@ def test_same_world_does_not_drift(halves, world, tmp_path: Path):
     assert {"expect_column_kl_divergence_to_be_less_than", "expect_column_values_to_not_be_null",
             "expect_column_mean_to_be_between"} <= kinds  # fmt: skip
     assert {c.column for c in report.checks} >= {"interaction_type", "category", "position", "score", "label"}
-    assert Path(report.data_docs).exists()
+    index = Path(report.data_docs).read_text()
+    assert "recent events" in index and "__none__" not in index  # the run is named by its windows
+    assert (
+        "vendor/js/vega.min.js"
+        in next(Path(report.data_docs).parent.glob("validations/**/*.html")).read_text()
+    )
 
 
 def test_shifted_signals_drift_and_say_which(halves, world, tmp_path: Path):

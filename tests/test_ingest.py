@@ -1,6 +1,7 @@
 """Bad input: each case gets a clear report, good rows are kept, nothing is duplicated, nothing partial."""
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -265,3 +266,25 @@ def test_data_docs_escape_what_the_log_carries(tmp_path, layout):
     pages = "".join(p.read_text(errors="replace") for p in Path(summary.data_docs).parent.rglob("*.html"))
     assert "<img src=x onerror" not in pages and "<b>x</b>" not in pages
     assert "&lt;b&gt;x&lt;/b&gt;" in pages or "&amp;lt;b&amp;gt;" in pages  # shown, escaped
+
+
+def test_data_docs_load_nothing_from_the_internet(tmp_path, layout):
+    """Every script, stylesheet, font and image a page loads is a file of the site (readable with no network),
+    and the index's table of validation runs has its data and the library that draws it."""
+    summary = run(write_jsonl(tmp_path / "ok.jsonl", rows(5)), layout)
+    index = Path(summary.data_docs)
+    pages = list(index.parent.rglob("*.html"))
+    assert len(pages) >= 2
+    for page in pages:
+        text = page.read_text()
+        refs = re.findall(r'<(?:script|img|link)\b[^>]*?(?:src|href)="([^"]+)"', text)
+        assert refs, page
+        for ref in refs:
+            assert not re.match(r"(?:https?:)?//", ref), f"{page.name} loads {ref}"
+            assert (page.parent / ref.split("?")[0]).resolve().is_file(), f"{page.name}: {ref} missing"
+        assert "integrity=" not in text
+    index_text = index.read_text()
+    assert "vendor/js/bootstrap-table.min.js" in index_text and "ok.jsonl rows 0-4" in index_text
+    css = index.parent / "static/vendor/css/all.min.css"
+    for font in re.findall(r"url\(([^)]+\.woff2)\)", css.read_text()):
+        assert (css.parent / font).resolve().is_file(), font
