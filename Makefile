@@ -1,4 +1,4 @@
-.PHONY: uv install quickstart test test-all lint ci bench bench-serve bench-serve-ab bench-faults schema
+.PHONY: uv install quickstart test test-all lint ci bench bench-scale bench-serve bench-serve-ab bench-faults schema
 UV ?= uv
 RUN = $(UV) run --frozen --extra scale
 uv: ; @command -v $(UV) >/dev/null || python3 -m pip install -q uv
@@ -9,6 +9,7 @@ test-all: install ; $(RUN) pytest -q -m "" --durations=25
 lint: install ; $(RUN) ruff check . && $(RUN) ruff format --check . && $(RUN) mypy && $(RUN) lint-imports
 ci: lint test-all
 bench: install ; $(RUN) python -m benchmarks.offline --sizes 100000 1000000
+bench-scale: install ; $(RUN) python -m benchmarks.offline --sizes 100000 1000000 3000000 10000000 --engines local ray --out scale
 schema: install ; $(RUN) reranker schema --out schemas/events.json
 bench-serve: install ; $(RUN) python -m benchmarks.serving
 bench-serve-ab: install ; $(RUN) python -m benchmarks.ab_serving --base $(BASE)

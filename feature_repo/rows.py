@@ -45,6 +45,18 @@ class RowBlock:
         return RowBlock(self.docs[rows], self.users[lists], self.extras[rows], self.first_stage[rows], new_starts,
                         self.now_days[lists])  # fmt: skip
 
+    @staticmethod
+    def concat(blocks: list[RowBlock]) -> RowBlock:
+        """The blocks one after the other (their lists in order)."""
+        if len(blocks) == 1:
+            return blocks[0]
+        offsets = np.cumsum([0] + [b.n_rows for b in blocks[:-1]])
+        starts = np.concatenate([b.list_starts[:-1] + o for b, o in zip(blocks, offsets, strict=True)]
+                                + [np.array([offsets[-1] + blocks[-1].n_rows])]).astype(np.int64)  # fmt: skip
+        return RowBlock(np.concatenate([b.docs for b in blocks]), np.concatenate([b.users for b in blocks]),
+                        np.concatenate([b.extras for b in blocks]), np.concatenate([b.first_stage for b in blocks]),
+                        starts, np.concatenate([b.now_days for b in blocks]))  # fmt: skip
+
     def compute(self, plan: Any) -> np.ndarray:
         return plan.compute(
             self.docs, self.users, self.extras, self.first_stage, self.list_starts, self.now_days

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -35,6 +36,7 @@ from feature_repo.transforms import (
     user_affinities,
     user_history,
 )
+from reranker.engine import RayCluster, prepare_ray_process
 from reranker.featureset import DocumentKind, FeatureSet, check_catalog
 from reranker.lake import atomic_write_parquet
 from reranker.settings import Layout
@@ -47,8 +49,8 @@ registry:
 online_store:
 {online_store}
 offline_store:
-  type: duckdb
-entity_key_serialization_version: 3
+{offline_store}
+{batch_engine}entity_key_serialization_version: 3
 """
 SEGMENTS = "segments.pkl"
 MATERIALIZED = "materialized.json"
@@ -215,10 +217,12 @@ def load_segments(directory: Path) -> SegmentModel | None:
     return pickle.loads(path.read_bytes()) if path.exists() else None  # written by the build
 
 
-def write_config(repo_dir: Path, redis: str | None = None, registry: str | None = None) -> Path:
-    """feature_store.yaml: the local provider and DuckDB offline store; the online store is SQLite under `repo_dir`,
-    or Redis at `redis` (Feast's connection string: host:port[,db=N][,password=...][,ssl=true]); the registry a file
-    under `repo_dir`, or the SQL database at `registry` (a SQLAlchemy URL, e.g. postgresql+psycopg://...)."""
+def write_config(repo_dir: Path, redis: str | None = None, registry: str | None = None,
+                 ray: RayCluster | None = None) -> Path:  # fmt: skip
+    """feature_store.yaml: the local provider; the online store SQLite under `repo_dir`, or Redis at `redis` (Feast's
+    connection string: host:port[,db=N][,password=...][,ssl=true]); the registry a file under `repo_dir`, or the SQL
+    database at `registry` (a SQLAlchemy URL, e.g. postgresql+psycopg://...); point-in-time joins in DuckDB, or with
+    `ray` on Feast's Ray offline store, which also materializes (`ray.engine`), on that cluster."""
     repo_dir.mkdir(parents=True, exist_ok=True)
     if registry:
         registry_yaml = f"  registry_type: sql\n  path: {json.dumps(registry)}\n  cache_ttl_seconds: 60"
@@ -228,26 +232,46 @@ def write_config(repo_dir: Path, redis: str | None = None, registry: str | None 
         online = f"  type: redis\n  connection_string: {json.dumps(redis)}"
     else:
         online = f"  type: sqlite\n  path: {(repo_dir / 'online.db').resolve()}"
+    offline, engine = "  type: duckdb", ""
+    if ray is not None:
+        staging = (repo_dir / "ray_staging").resolve()
+        options = _yaml_block(ray.feast_options(), 2)
+        offline = f"  type: ray\n  storage_path: {staging}\n  enable_ray_logging: false\n{options}"
+        # SQLite takes one writer at a time; Redis takes parallel writes
+        engine = (f"batch_engine:\n  type: ray.engine\n  staging_location: {staging}\n"
+                  f"  write_concurrency: {8 if redis else 1}\n{options}\n")  # fmt: skip
     path = repo_dir / "feature_store.yaml"
     tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text(CONFIG_YAML.format(registry=registry_yaml, online_store=online))
+    tmp.write_text(CONFIG_YAML.format(registry=registry_yaml, online_store=online, offline_store=offline,
+                                      batch_engine=engine))  # fmt: skip
     tmp.replace(path)
     return path
+
+
+def _yaml_block(values: dict[str, Any], indent: int) -> str:
+    import yaml
+
+    text = yaml.safe_dump(values, default_flow_style=False, sort_keys=True).rstrip("\n")
+    return "\n".join(" " * indent + line for line in text.splitlines())
 
 
 def open_store(repo_dir: Path) -> Any:
     from feast import FeatureStore
 
-    if not (repo_dir / "feature_store.yaml").exists():
+    config = repo_dir / "feature_store.yaml"
+    if not config.exists():
         raise FeatureStoreError(f"no feature_store.yaml in {repo_dir}: run `reranker features apply` first")
+    if "\n  type: ray\n" in config.read_text():
+        prepare_ray_process()
     return FeatureStore(repo_path=str(repo_dir))
 
 
-def apply(repo_dir: Path, tables_dir: Path, redis: str | None = None, registry: str | None = None) -> Any:
+def apply(repo_dir: Path, tables_dir: Path, redis: str | None = None, registry: str | None = None,
+          ray: RayCluster | None = None) -> Any:  # fmt: skip
     """Render the config (see `write_config`), then register the build's entities, views and feature service;
     views the feature set no longer declares are removed."""
     manifest = FeatureManifest.read(tables_dir)
-    write_config(repo_dir, redis, registry)
+    write_config(repo_dir, redis, registry, ray)
     store = open_store(repo_dir)
     objects = build_objects(tables_dir, manifest)
     keep = {o.name for o in objects}
@@ -341,14 +365,34 @@ def historical_features(store: Any, entity_rows: pd.DataFrame, manifest: Feature
             parts.append(pd.DataFrame({n: [None] * len(ask) for n in names}))
             continue
         got = store.get_historical_features(
-            entity_df=distinct, features=refs, full_feature_names=True
+            entity_df=distinct.assign(_ask=np.arange(len(distinct))), features=refs, full_feature_names=True
         ).to_df()
-        if len(got) != len(distinct):
+        asked = np.sort(got["_ask"].to_numpy()) if "_ask" in got else None
+        if asked is None or not np.array_equal(asked, np.arange(len(distinct))):
             raise FeatureStoreError(f"feature retrieval returned {len(got)} rows for {len(distinct)} asked")
-        got["event_timestamp"] = pd.to_datetime(got["event_timestamp"], utc=True).dt.as_unit("us")
-        spread = pairs.merge(got, on=[key, "event_timestamp"], how="left", validate="many_to_one")
+        # Answers are matched to questions by the row number they carry: engines return rows in their own order
+        # and some (Ray's) with the time at another resolution.
+        answers = distinct.join(_as_duckdb_answers(got.set_index("_ask")[names].sort_index()))
+        spread = pairs.merge(answers, on=[key, "event_timestamp"], how="left", validate="many_to_one")
         parts.append(spread[names].reset_index(drop=True))
     return pd.concat(parts, axis=1)
+
+
+def _as_duckdb_answers(frame: pd.DataFrame) -> pd.DataFrame:
+    """List-valued features the way DuckDB returns them, whichever engine answered. Ray returns an entity with no
+    row as an empty list (DuckDB: None; the builds never store an empty list, so it is taken as missing) and a
+    one-element list as a 0-d array."""
+    for column in frame.columns:
+        values = frame[column]
+        if values.dtype != object:
+            continue
+        arrays = values.map(lambda v: isinstance(v, list | np.ndarray)).to_numpy(bool)
+        if not arrays.any():
+            continue
+        fixed = [v if not is_array else None if np.size(v) == 0 else v.reshape(1) if np.ndim(v) == 0 else v
+                 for v, is_array in zip(values, arrays, strict=True)]  # fmt: skip
+        frame[column] = pd.Series(fixed, index=frame.index, dtype=object)
+    return frame
 
 
 def user_entity_key(user_key: str) -> Any:

@@ -106,7 +106,13 @@ def build_features(settings: Settings) -> dict[str, Any]:
 
     layout = settings.layout
     build = build_from_lake(layout, load_feature_set(settings.feature_set_path), settings.seed)
-    store = apply(layout.feast, layout.feature_tables, settings.feast_redis, settings.feast_registry)
+    store = apply(
+        layout.feast,
+        layout.feature_tables,
+        settings.feast_redis,
+        settings.feast_registry,
+        settings.ray_cluster(),
+    )
     result = {
         "rows": build.rows,
         "feature_set": build.feature_set,
@@ -134,7 +140,12 @@ def train_model(
     layout = settings.layout
     layout.mlflow.mkdir(parents=True, exist_ok=True)
     plan = TrainPlan.create(
-        model_id, settings.seed, rounds, settings.train_threads, GatePolicy(**(policy or {}))
+        model_id,
+        settings.seed,
+        rounds,
+        settings.train_threads,
+        GatePolicy(**(policy or {})),
+        settings.ray_cluster(),
     )
     catalog = pd.read_parquet(layout.documents) if layout.documents.exists() else None
     logger = get_run_logger()

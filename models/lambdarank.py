@@ -13,6 +13,7 @@ import pandas as pd
 from models.compiled_trees import CompiledTrees
 from models.ranker import feature_matrix
 from models.tree_shap import LeafTables, TooDeep
+from reranker.engine import RayCluster
 
 DEFAULT_PARAMS: dict[str, Any] = {
     "objective": "lambdarank",
@@ -101,6 +102,7 @@ class TrainConfig:
     position_aware: bool = True
     position_bias_regularization: float = 0.0
     params: dict[str, Any] = field(default_factory=dict)
+    ray: RayCluster | None = None  # set: fitted by Ray Train on this cluster (models.distributed)
 
 
 def _dataset(
@@ -133,9 +135,17 @@ def train_lambdarank(
     params = {**DEFAULT_PARAMS, **config.params, "num_threads": config.threads, "seed": config.seed}
     if use_position:
         params["lambdarank_position_bias_regularization"] = config.position_bias_regularization
-    dtrain = _dataset(train, X, features, label, use_position)
-    booster = lgb.train(params, dtrain, num_boost_round=config.num_boost_round)
+    if config.ray is not None:
+        from models.distributed import train_on_ray
+
+        booster = train_on_ray(
+            train, X, features, label, params, config.num_boost_round, use_position, config.ray
+        )
+    else:
+        booster = lgb.train(params, _dataset(train, X, features, label, use_position),
+                            num_boost_round=config.num_boost_round)  # fmt: skip
     info = {
+        "engine": "ray" if config.ray is not None else "local",
         "position_aware": use_position,
         "num_trees": booster.num_trees(),
         "params": params,

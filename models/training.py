@@ -41,6 +41,7 @@ from models.ranker import FirstStageRanker
 from models.registry import CANARY, CHAMPION, PIP_REQUIREMENTS, LoadedModel, Registry
 from models.rule_based import RuleBasedRanker
 from models.training_set import TrainingSet, build_training_set
+from reranker.engine import RayCluster
 
 # max_depth 5: TreeSHAP explanations cost O(trees x leaves x depth^2); on MovieLens depth 5 kept NDCG@10 within
 # 0.004 of unlimited depth (0.294 vs 0.297) at about half the explanation time of serving.
@@ -71,12 +72,12 @@ class TrainPlan:
     validation_from_quantile: float = 0.4  # validation lists: from here to the test period
 
     @classmethod
-    def create(
-        cls, model_id: str, seed: int, rounds: int, threads: int, gates: GatePolicy | None = None
-    ) -> TrainPlan:
-        """The plan the entry points (CLI, flows) run: default evaluation, these boosting rounds and threads."""
+    def create(cls, model_id: str, seed: int, rounds: int, threads: int, gates: GatePolicy | None = None,
+               ray: RayCluster | None = None) -> TrainPlan:  # fmt: skip
+        """The plan the entry points (CLI, flows) run: default evaluation, these boosting rounds and threads, on the
+        local engine or Ray Train on `ray`."""
         plan = cls(model_id=model_id, seed=seed, gates=gates or GatePolicy())
-        plan.train.num_boost_round, plan.train.threads = rounds, threads
+        plan.train.num_boost_round, plan.train.threads, plan.train.ray = rounds, threads, ray
         return plan
 
 

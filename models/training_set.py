@@ -4,6 +4,8 @@ model inputs by the same kernel serving runs (`feature_repo.inputs`)."""
 from __future__ import annotations
 
 import hashlib
+import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,7 +14,7 @@ import pandas as pd
 
 from feature_repo.inputs import InputPlan, ModelInput, default_inputs
 from feature_repo.manifest import Encodings, FeatureManifest
-from feature_repo.rows import RowBlock, block_from_frame
+from feature_repo.rows import RowBlock, block_from_frame, list_starts_of
 from feature_repo.store import historical_features
 from feature_repo.text import TextIndex
 
@@ -76,14 +78,28 @@ class TrainingSet:
 
 
 def build_training_set(store: Any, lists: pd.DataFrame, manifest: FeatureManifest, text: TextIndex | None,
-                       inputs: list[ModelInput] | None = None) -> TrainingSet:  # fmt: skip
+                       inputs: list[ModelInput] | None = None, chunk_rows: int = 500_000,
+                       progress: Callable[[int, int], None] | None = None) -> TrainingSet:  # fmt: skip
     """Point-in-time features of each list row; same rows, lists contiguous in their first-appearance order.
-    `inputs`: default every input the build supplies."""
+    `inputs`: default every input the build supplies. The join runs on chunks of whole lists of about `chunk_rows`
+    rows (each row's answer depends on that row alone, so chunks give the same set): memory holds one chunk's raw
+    values (object columns, the big part) beside the numeric blocks of all. `progress(rows done, rows)`."""
     order = pd.Categorical(lists["list_id"], categories=pd.unique(lists["list_id"]), ordered=True)
     lists = lists.assign(_o=order.codes, _i=np.arange(len(lists))).sort_values(["_o", "_i"], kind="stable")
     lists = lists.drop(columns=["_o", "_i"]).reset_index(drop=True)
-    raw = historical_features(store, lists, manifest)
-    block = block_from_frame(lists, raw, manifest, text)
+    starts = list_starts_of(lists["list_id"])
+    bounds = [0]
+    for start in starts[1:-1]:
+        if start - bounds[-1] >= chunk_rows:
+            bounds.append(int(start))
+    bounds.append(len(lists))
+    blocks = []
+    for a, b in itertools.pairwise(bounds):
+        chunk = lists.iloc[a:b].reset_index(drop=True)
+        blocks.append(block_from_frame(chunk, historical_features(store, chunk, manifest), manifest, text))
+        if progress is not None:
+            progress(b, len(lists))
+    block = RowBlock.concat(blocks)
     inputs = inputs if inputs is not None else default_inputs(manifest)
     X = block.compute(InputPlan.build(inputs, manifest))
     keep = [c for c in LIST_COLUMNS if c in lists]

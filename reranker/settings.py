@@ -12,12 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
+    from reranker.engine import RayCluster
     from reranker.request_ids import RequestIds
 
 PUBLIC_SALT = "reranker-default-salt"  # the salt of earlier releases, public in their code: refused
@@ -102,6 +103,22 @@ class Settings(BaseSettings):
         default=None,
         description="SQL database for Feast's registry (SQLAlchemy URL, e.g. postgresql+psycopg://...); unset: a file.",
     )
+    engine: Literal["local", "ray"] = Field(
+        default="local",
+        description="Where the offline work runs: local (DuckDB joins, LightGBM threads) or ray (Feast's Ray offline "
+        "store and materialization engine, Ray Train for LightGBM).",
+    )
+    ray_address: str | None = Field(
+        default=None,
+        description="A Ray cluster to join (ray://host:10001 or host:6379); unset: start a local one.",
+    )
+    ray_num_cpus: int = Field(
+        default=2, ge=1, description="CPUs of the local Ray cluster (Ray's default: all)."
+    )
+    ray_object_store_mb: int = Field(
+        default=1024, ge=64, description="Shared memory of the local Ray cluster (Ray's default: 30% of RAM)."
+    )
+    ray_workers: int = Field(default=2, ge=1, description="Ray Train workers (LightGBM machines) per fit.")
     user_cache_seconds: float = Field(
         default=5.0,
         ge=0,
@@ -161,6 +178,15 @@ class Settings(BaseSettings):
     @property
     def feature_set_path(self) -> Path:
         return self.feature_set if self.feature_set is not None else self.layout.feature_set
+
+    def ray_cluster(self) -> RayCluster | None:
+        """The Ray cluster the offline work runs on, or None on the local engine."""
+        if self.engine != "ray":
+            return None
+        from reranker.engine import RayCluster
+
+        return RayCluster(self.ray_address, self.ray_num_cpus, self.ray_object_store_mb, self.ray_workers,
+                          (self.data_dir / "ray").resolve())  # fmt: skip
 
     def user_key(self, user_id: str) -> str:
         """The stored form of a user id under these settings (hashed unless hashing is off)."""

@@ -202,3 +202,25 @@ def test_registered_model_reloads_with_its_serving_artifacts(lake, registry):
         registry.load("no-such-model")
     with pytest.raises(ModelNotFound, match="no alias"):
         registry.load("synthetic", "nonexistent-alias")
+
+
+def test_training_set_built_in_chunks_equals_the_one_built_whole(lake):
+    """Memory is bounded by joining whole lists a chunk at a time; the set must not change."""
+    from feature_repo.text import TextIndex
+    from models.lists import RetrievalProtocol, relevant_lists
+    from models.training import build_lists
+    from models.training_set import build_training_set
+
+    layout, events, store = lake
+    manifest, text = manifest_of(layout), TextIndex.load(layout.feature_tables)
+    lists = relevant_lists(build_lists(events, RetrievalProtocol())[0])
+    lists = lists[lists["list_id"].isin(lists["list_id"].drop_duplicates().head(300))]
+    seen: list[tuple[int, int]] = []
+    whole = build_training_set(store, lists, manifest, text)
+    parts = build_training_set(
+        store, lists, manifest, text, chunk_rows=1_000, progress=lambda a, b: seen.append((a, b))
+    )
+    assert len(seen) >= 3 and seen[-1] == (len(lists), len(lists))
+    assert whole.digest() == parts.digest()
+    np.testing.assert_array_equal(whole.block.list_starts, parts.block.list_starts)
+    np.testing.assert_array_equal(whole.X, parts.X)

@@ -81,7 +81,13 @@ def apply_feast(conf: Settings, steps: Steps | None = None) -> Any:
 
     if steps:
         steps.say("registering entities, views and the feature service with Feast")
-    return apply(conf.layout.feast, conf.layout.feature_tables, conf.feast_redis, conf.feast_registry)
+    return apply(
+        conf.layout.feast,
+        conf.layout.feature_tables,
+        conf.feast_redis,
+        conf.feast_registry,
+        conf.ray_cluster(),
+    )
 
 
 @group.command("init")

@@ -1,0 +1,104 @@
+"""LambdaRank on a Ray cluster: Ray Train's LightGBM trainer runs our own `lgb.train` on each worker (LightGBM's
+data-parallel learner across them), so `group` and `position` are kept (Dask's ranker has no `position`). Each
+worker keeps the lists whose number falls to it (list number modulo workers): no list is split across machines."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from reranker.engine import RayCluster
+
+
+def list_numbers(frame: pd.DataFrame) -> np.ndarray:
+    """Each row's list, numbered 0.. in order of appearance (rows of a list are contiguous)."""
+    return pd.factorize(frame["list_id"], sort=False)[0].astype(np.int64)
+
+
+def shard_rows(list_no: np.ndarray, rank: int, world: int) -> np.ndarray:
+    """The rows worker `rank` of `world` trains on: whole lists, every `world`-th one."""
+    return np.flatnonzero(list_no % world == rank)
+
+
+def _fit_on_worker(config: dict[str, Any]) -> None:
+    """The loop each Ray Train worker runs: its lists from the dataset, one `lgb.train` among the workers."""
+    import ray.train
+    from ray.train.lightgbm import RayTrainReportCallback, get_network_params
+
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    parts = []
+    for batch in ray.train.get_dataset_shard("train").iter_batches(batch_size=65_536, batch_format="numpy"):
+        mine = batch["list_no"] % world == rank
+        parts.append({k: v[mine] for k, v in batch.items()})
+    rows = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    order = np.lexsort((rows["row"], rows["list_no"]))  # lists contiguous, rows in list order
+    rows = {k: v[order] for k, v in rows.items()}
+    sizes = np.diff(np.flatnonzero(np.r_[True, np.diff(rows["list_no"]) != 0, True]))
+    X = (
+        np.stack(list(rows["X"])) if rows["X"].dtype == object else rows["X"]
+    )  # Arrow lists arrive as arrays of rows
+    data = lgb.Dataset(np.ascontiguousarray(X, dtype=np.float32), label=rows["label"], group=sizes,
+                       position=rows["position"].astype(np.int32) if config["use_position"] else None,
+                       feature_name=config["features"], free_raw_data=True)  # fmt: skip
+    params = {**config["params"], **get_network_params(), "tree_learner": "data", "pre_partition": True,
+              "num_threads": 1}  # fmt: skip
+    lgb.train(params, data, num_boost_round=config["rounds"],
+              callbacks=[RayTrainReportCallback(frequency=0, checkpoint_at_end=True)])  # fmt: skip
+
+
+def train_on_ray(frame: pd.DataFrame, X: np.ndarray, features: list[str], label: str, params: dict[str, Any],
+                 rounds: int, use_position: bool, cluster: RayCluster) -> lgb.Booster:  # fmt: skip
+    """The booster LightGBM's data-parallel learner fits on `cluster.workers` Ray Train workers."""
+    cluster.start()  # before Ray is imported here (see reranker.engine.prepare_ray_process)
+    import ray.train
+    from ray.train.lightgbm import LightGBMTrainer, RayTrainReportCallback
+
+    columns = {
+        "list_no": list_numbers(frame),
+        "row": np.arange(len(frame), dtype=np.int64),
+        "label": frame[label].to_numpy(dtype=np.float64),
+        "position": frame["position"].to_numpy(dtype=np.int64)
+        if use_position
+        else np.zeros(len(frame), np.int64),
+        "X": np.ascontiguousarray(X, dtype=np.float32),
+    }
+    dataset = _dataset(columns)
+    storage = cluster.storage or Path(tempfile.mkdtemp(prefix="reranker-ray-"))
+    storage.mkdir(parents=True, exist_ok=True)
+    trainer = LightGBMTrainer(
+        _fit_on_worker,
+        train_loop_config={
+            "params": params,
+            "rounds": rounds,
+            "features": features,
+            "use_position": use_position,
+        },
+        scaling_config=ray.train.ScalingConfig(num_workers=cluster.workers, resources_per_worker={"CPU": 1}),
+        run_config=ray.train.RunConfig(storage_path=str(storage.resolve()), name="lambdarank"),
+        datasets={"train": dataset},
+        dataset_config=ray.train.DataConfig(
+            datasets_to_split=[]
+        ),  # every worker sees all; keeps its own lists
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"Ray Train ended without a model: {result.error}")
+    return RayTrainReportCallback.get_model(result.checkpoint)
+
+
+def _dataset(columns: dict[str, np.ndarray]) -> Any:
+    import pyarrow as pa
+    import ray.data
+
+    X = columns["X"]
+    table = pa.table({
+        **{k: v for k, v in columns.items() if k != "X"},
+        "X": pa.FixedSizeListArray.from_arrays(pa.array(X.reshape(-1)), X.shape[1]),
+    })  # fmt: skip
+    return ray.data.from_arrow(table)

@@ -1,0 +1,57 @@
+"""The engine the offline work runs on: `local` (this process: DuckDB for Feast's point-in-time joins, LightGBM's
+own threads) or `ray` (Feast's Ray offline store and materialization engine, Ray Train for LightGBM), chosen by
+`RERANKER_ENGINE`. Ray is started capped (by default it takes every CPU and all memory), or joined at
+`RERANKER_RAY_ADDRESS`."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+Engine = Literal["local", "ray"]
+
+
+@dataclass(frozen=True)
+class RayCluster:
+    address: str | None = None  # None: a local cluster this process starts
+    num_cpus: int = 2  # of a local cluster
+    object_store_mb: int = 1024  # of a local cluster: Ray's shared memory for datasets in flight
+    workers: int = 2  # Ray Train workers (LightGBM machines), one CPU each
+    storage: Path | None = None  # Ray Train's run directory (checkpoints: the model at the end)
+
+    def start(self) -> None:
+        """Start (or join) the cluster once per process."""
+        prepare_ray_process()
+        import ray
+
+        if ray.is_initialized():
+            return
+        options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                                   "logging_level": "ERROR", "configure_logging": True}  # fmt: skip
+        if self.address:
+            ray.init(address=self.address, **options)
+        else:
+            ray.init(num_cpus=self.num_cpus, object_store_memory=self.object_store_mb * 2**20, **options)
+
+    def feast_options(self) -> dict[str, Any]:
+        """What Feast's `ray` offline store and `ray.engine` batch engine are configured with."""
+        conf: dict[str, Any] = {"ray_address": self.address} if self.address else {
+            "ray_conf": {"num_cpus": self.num_cpus, "object_store_memory": self.object_store_mb * 2**20,
+                         "include_dashboard": False}}  # fmt: skip
+        return conf
+
+
+def prepare_ray_process() -> None:
+    """Before Ray is first imported in a process: Ray re-runs a driver started by `uv run` through `uv run` in each
+    worker, which resolves the project afresh (without the extras) and the workers die; they run this interpreter."""
+    os.environ["RAY_ENABLE_UV_RUN_RUNTIME_ENV"] = "0"
+    os.environ.setdefault("RAY_DISABLE_IMPORT_WARNING", "1")
+
+
+def stop() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()

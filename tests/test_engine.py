@@ -1,0 +1,74 @@
+"""The engine setting: what RERANKER_ENGINE=ray renders for Feast and how the lists are sharded for Ray Train."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from feature_repo.rows import RowBlock
+from feature_repo.store import write_config
+from models.distributed import list_numbers, shard_rows
+from reranker.engine import RayCluster
+from reranker.settings import Settings
+
+
+def test_local_is_the_default_and_ray_is_capped(tmp_path: Path, monkeypatch):
+    assert Settings(data_dir=tmp_path).ray_cluster() is None
+    monkeypatch.setenv("RERANKER_ENGINE", "ray")
+    monkeypatch.setenv("RERANKER_RAY_NUM_CPUS", "2")
+    cluster = Settings(data_dir=tmp_path).ray_cluster()
+    assert cluster is not None and cluster.address is None and cluster.num_cpus == 2 and cluster.workers == 2
+    monkeypatch.setenv("RERANKER_ENGINE", "spark")
+    with pytest.raises(ValueError, match="engine"):
+        Settings(data_dir=tmp_path)
+
+
+def test_feature_store_yaml_on_ray_uses_the_ray_offline_store_and_engine(tmp_path: Path):
+    local = yaml.safe_load(write_config(tmp_path / "a").read_text())
+    assert local["offline_store"] == {"type": "duckdb"} and "batch_engine" not in local
+    config = yaml.safe_load(
+        write_config(tmp_path / "b", ray=RayCluster(num_cpus=2, object_store_mb=512)).read_text()
+    )
+    assert config["offline_store"]["type"] == "ray" and config["batch_engine"]["type"] == "ray.engine"
+    for part in (config["offline_store"], config["batch_engine"]):
+        assert part["ray_conf"] == {
+            "num_cpus": 2,
+            "object_store_memory": 512 * 2**20,
+            "include_dashboard": False,
+        }
+    assert config["batch_engine"]["write_concurrency"] == 1  # SQLite online store: one writer
+    joined = yaml.safe_load(write_config(tmp_path / "c", redis="r:6379", ray=RayCluster(address="ray://h:10001"))
+                            .read_text())  # fmt: skip
+    assert (
+        joined["offline_store"]["ray_address"] == "ray://h:10001"
+        and "ray_conf" not in joined["offline_store"]
+    )
+    assert joined["batch_engine"]["write_concurrency"] == 8
+
+
+def test_each_worker_gets_whole_lists_and_every_row_once():
+    frame = pd.DataFrame({"list_id": np.repeat(["b", "a", "c", "d", "e"], [3, 1, 4, 2, 5])})
+    numbers = list_numbers(frame)
+    assert numbers.tolist() == [0, 0, 0, 1, 2, 2, 2, 2, 3, 3, 4, 4, 4, 4, 4]
+    shards = [shard_rows(numbers, rank, 2) for rank in range(2)]
+    assert sorted(np.concatenate(shards).tolist()) == list(range(len(frame)))
+    for rows in shards:
+        for lid in frame["list_id"].iloc[rows].unique():  # a list is whole where it is
+            assert set(np.flatnonzero(frame["list_id"] == lid)) <= set(rows.tolist())
+
+
+def test_row_blocks_concatenate_as_one_block():
+    rng = np.random.default_rng(0)
+
+    def block(sizes):
+        n = sum(sizes)
+        return RowBlock(rng.random((n, 3)), rng.random((len(sizes), 2)), rng.random((n, 1)), rng.random(n),
+                        np.r_[0, np.cumsum(sizes)].astype(np.int64), rng.random(len(sizes)))  # fmt: skip
+
+    a, b = block([2, 3]), block([4])
+    both = RowBlock.concat([a, b])
+    assert both.list_starts.tolist() == [0, 2, 5, 9] and both.n_rows == 9
+    np.testing.assert_array_equal(both.take_lists(np.array([2])).docs, b.docs)
+    np.testing.assert_array_equal(both.take_lists(np.array([0, 1])).users, a.users)
