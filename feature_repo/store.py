@@ -238,7 +238,9 @@ def write_config(repo_dir: Path, redis: str | None = None, registry: str | None 
         options = _yaml_block(ray.feast_options(), 2)
         offline = f"  type: ray\n  storage_path: {staging}\n  enable_ray_logging: false\n{options}"
         # SQLite takes one writer at a time; Redis takes parallel writes
-        engine = (f"batch_engine:\n  type: ray.engine\n  staging_location: {staging}\n"
+        # tasks at once: Feast's default (12) waits for CPUs a 2-CPU cluster never frees
+        parallel = ray.num_cpus if ray.address is None else 12
+        engine = (f"batch_engine:\n  type: ray.engine\n  staging_location: {staging}\n  max_workers: {parallel}\n"
                   f"  write_concurrency: {8 if redis else 1}\n{options}\n")  # fmt: skip
     path = repo_dir / "feature_store.yaml"
     tmp = path.with_suffix(".yaml.tmp")

@@ -10,7 +10,7 @@ import yaml
 from feature_repo.rows import RowBlock
 from feature_repo.store import write_config
 from models.distributed import list_numbers, shard_rows
-from reranker.engine import RayCluster
+from reranker.engine import RUNTIME_ENV, RayCluster
 from reranker.settings import Settings
 
 
@@ -37,14 +37,16 @@ def test_feature_store_yaml_on_ray_uses_the_ray_offline_store_and_engine(tmp_pat
             "num_cpus": 2,
             "object_store_memory": 512 * 2**20,
             "include_dashboard": False,
+            "runtime_env": RUNTIME_ENV,
         }
+    assert config["batch_engine"]["max_workers"] == 2  # no more tasks at once than the cluster has CPUs
     assert config["batch_engine"]["write_concurrency"] == 1  # SQLite online store: one writer
     joined = yaml.safe_load(write_config(tmp_path / "c", redis="r:6379", ray=RayCluster(address="ray://h:10001"))
                             .read_text())  # fmt: skip
-    assert (
-        joined["offline_store"]["ray_address"] == "ray://h:10001"
-        and "ray_conf" not in joined["offline_store"]
-    )
+    assert joined["offline_store"]["ray_address"] == "ray://h:10001"
+    assert joined["offline_store"]["ray_conf"] == {
+        "runtime_env": RUNTIME_ENV
+    }  # the fix and optimized workers
     assert joined["batch_engine"]["write_concurrency"] == 8
 
 
@@ -72,3 +74,50 @@ def test_row_blocks_concatenate_as_one_block():
     assert both.list_starts.tolist() == [0, 2, 5, 9] and both.n_rows == 9
     np.testing.assert_array_equal(both.take_lists(np.array([2])).docs, b.docs)
     np.testing.assert_array_equal(both.take_lists(np.array([0, 1])).users, a.users)
+
+
+def test_the_vectorized_point_in_time_join_answers_as_feasts_row_loop():
+    """feature_repo.ray_join replaces Feast's row-by-row fallback: same answers, on keyed rows, missing keys,
+    times before any feature row, list-valued features and ties at the same time."""
+    from feast.infra.offline_stores.contrib.ray_offline_store.ray import RayDataProcessor
+
+    from feature_repo.ray_join import point_in_time_join
+
+    t = pd.Timestamp("2026-01-01", tz="UTC")
+    features = pd.DataFrame({
+        "doc": ["a", "a", "b", "b", "c"],
+        "event_timestamp": [t, t + pd.Timedelta(days=2), t, t + pd.Timedelta(days=1), t + pd.Timedelta(days=5)],
+        "price": [1.0, 2.0, 3.0, 4.0, 5.0],
+        "tags": [["x"], ["x", "y"], ["z"], ["w"], ["v"]],
+    })  # fmt: skip
+    batch = pd.DataFrame({
+        "document_id": ["a", "a", "b", "c", "zz", "b"],
+        "event_timestamp": [t + pd.Timedelta(days=1), t + pd.Timedelta(days=3), t + pd.Timedelta(days=1),
+                            t + pd.Timedelta(days=1), t, t - pd.Timedelta(days=1)],
+        "_ask": range(6),
+    }, index=[10, 11, 12, 13, 14, 15])  # fmt: skip
+    args = (batch, features, ["document_id"], ["doc"], "event_timestamp", ["price", "tags"])
+    theirs = RayDataProcessor._manual_point_in_time_join(None, *args)
+    mine = point_in_time_join(None, *args)
+    assert list(mine.index) == list(theirs.index) and list(mine.columns) == list(theirs.columns)
+    assert mine["price"].tolist()[:3] == theirs["price"].tolist()[:3] == [1.0, 2.0, 4.0]
+    assert mine["price"].iloc[3:].isna().all() and theirs["price"].iloc[3:].isna().all()
+    assert [list(v) for v in mine["tags"]] == [list(v) for v in theirs["tags"]]
+
+
+def test_the_worker_hook_patches_feast_when_it_is_imported_and_not_before():
+    """Ray runs `install` in every worker; it must not import Feast itself (seconds per worker) and must patch it
+    once a task imports it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from feature_repo.ray_join import FEAST_RAY, install, point_in_time_join\n"
+        "install()\n"
+        "assert 'feast' not in sys.modules\n"
+        "from feast.infra.offline_stores.contrib.ray_offline_store.ray import RayDataProcessor\n"
+        "assert RayDataProcessor._manual_point_in_time_join is point_in_time_join\n"
+    )
+    run = subprocess.run([sys.executable, "-O", "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
