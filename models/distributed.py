@@ -14,6 +14,8 @@ import pandas as pd
 
 from reranker.engine import RayCluster
 
+MODEL_FILE = "model.txt"
+
 
 def list_numbers(frame: pd.DataFrame) -> np.ndarray:
     """Each row's list, numbered 0.. in order of appearance (rows of a list are contiguous)."""
@@ -28,7 +30,7 @@ def shard_rows(list_no: np.ndarray, rank: int, world: int) -> np.ndarray:
 def _fit_on_worker(config: dict[str, Any]) -> None:
     """The loop each Ray Train worker runs: its lists from the dataset, one `lgb.train` among the workers."""
     import ray.train
-    from ray.train.lightgbm import RayTrainReportCallback, get_network_params
+    from ray.train.lightgbm import get_network_params
 
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
@@ -48,8 +50,15 @@ def _fit_on_worker(config: dict[str, Any]) -> None:
                        feature_name=config["features"], free_raw_data=True)  # fmt: skip
     params = {**config["params"], **get_network_params(), "tree_learner": "data", "pre_partition": True,
               "num_threads": 1}  # fmt: skip
-    lgb.train(params, data, num_boost_round=config["rounds"],
-              callbacks=[RayTrainReportCallback(frequency=0, checkpoint_at_end=True)])  # fmt: skip
+    booster = lgb.train(params, data, num_boost_round=config["rounds"])
+    # One report at the end (every worker takes part: it is a barrier); Ray's LightGBM callback reports after every
+    # round, ≈ 2 s each here, which was most of a fit's time.
+    with tempfile.TemporaryDirectory() as directory:
+        checkpoint = None
+        if rank == 0:
+            booster.save_model(str(Path(directory) / MODEL_FILE))
+            checkpoint = ray.train.Checkpoint.from_directory(directory)
+        ray.train.report({"trees": booster.num_trees()}, checkpoint=checkpoint)
 
 
 def train_on_ray(frame: pd.DataFrame, X: np.ndarray, features: list[str], label: str, params: dict[str, Any],
@@ -57,7 +66,7 @@ def train_on_ray(frame: pd.DataFrame, X: np.ndarray, features: list[str], label:
     """The booster LightGBM's data-parallel learner fits on `cluster.workers` Ray Train workers."""
     cluster.start()  # before Ray is imported here (see reranker.engine.prepare_ray_process)
     import ray.train
-    from ray.train.lightgbm import LightGBMTrainer, RayTrainReportCallback
+    from ray.train.lightgbm import LightGBMTrainer
 
     columns = {
         "list_no": list_numbers(frame),
@@ -79,7 +88,9 @@ def train_on_ray(frame: pd.DataFrame, X: np.ndarray, features: list[str], label:
             "features": features,
             "use_position": use_position,
         },
-        scaling_config=ray.train.ScalingConfig(num_workers=cluster.workers, resources_per_worker={"CPU": 1}),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=cluster.workers, resources_per_worker={"CPU": cluster.cpu_per_worker()}
+        ),
         run_config=ray.train.RunConfig(storage_path=str(storage.resolve()), name="lambdarank"),
         datasets={"train": dataset},
         dataset_config=ray.train.DataConfig(
@@ -89,7 +100,8 @@ def train_on_ray(frame: pd.DataFrame, X: np.ndarray, features: list[str], label:
     result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"Ray Train ended without a model: {result.error}")
-    return RayTrainReportCallback.get_model(result.checkpoint)
+    with result.checkpoint.as_directory() as directory:
+        return lgb.Booster(model_file=str(Path(directory) / MODEL_FILE))
 
 
 def _dataset(columns: dict[str, np.ndarray]) -> Any:

@@ -40,6 +40,14 @@ class RayCluster:
         else:
             ray.init(num_cpus=self.num_cpus, object_store_memory=self.object_store_mb * 2**20, **options)
 
+    def cpu_per_worker(self) -> float:
+        """Ray Train's CPU request per worker: on a local cluster the workers together leave one CPU free for the
+        Ray Data tasks that feed them (taking every CPU, they would wait for their data forever); each LightGBM
+        machine runs one thread either way."""
+        if self.address:
+            return 1.0
+        return max(0.25, min(1.0, (self.num_cpus - 1) / self.workers))
+
     def feast_options(self) -> dict[str, Any]:
         """What Feast's `ray` offline store and `ray.engine` batch engine are configured with."""
         if self.address:
