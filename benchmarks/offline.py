@@ -198,7 +198,11 @@ def main() -> None:
                 if engine == "ray" and name == "features" and "local" not in args.engines:
                     _run("features", size, root, "local")  # the tables the Ray run reads
                 bar.set_postfix_str(f"{size:,} {engine} {name}")
-                result = _run(name, size, root, engine)
+                try:
+                    result = _run(name, size, root, engine)
+                except SystemExit as failed:  # recorded; the other stages and sizes still run and are written
+                    bar.write(str(failed)[-1500:])
+                    result = {"error": str(failed)[-500:]}
                 results[engine if name in ENGINE_STAGES else args.engines[0]].setdefault(str(size), {})[
                     name
                 ] = result
@@ -218,6 +222,9 @@ def main() -> None:
     for engine, sizes in results.items():
         for size, stages in sizes.items():
             for name, r in stages.items():
+                if "error" in r:
+                    table.add_row(engine, f"{int(size):,}", name, "failed", "-", "-", r["error"][-60:], "-")
+                    continue
                 base = r.get("baseline_seconds")
                 extra = (f"{r['events_per_s']:,.0f} ev/s" if "events_per_s" in r else
                          f"{r['rows']:,} rows" if "rows" in r else
@@ -250,7 +257,7 @@ def _plot(results: dict[str, Any], path: Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     for engine, sizes in results.items():
         for name in STAGES:
-            points = [(int(s), st[name]) for s, st in sizes.items() if name in st]
+            points = [(int(s), st[name]) for s, st in sizes.items() if name in st and "error" not in st[name]]
             if not points:
                 continue
             xs = [p[0] for p in points]

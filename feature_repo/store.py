@@ -342,7 +342,10 @@ def historical_features(store: Any, entity_rows: pd.DataFrame, manifest: Feature
     if entity_rows.empty:
         raise FeatureStoreError("no entity rows to retrieve features for")
     ask = entity_rows[["user_id", "document_id", "event_timestamp"]].reset_index(drop=True)
-    ask["event_timestamp"] = pd.to_datetime(ask["event_timestamp"], utc=True).dt.as_unit("us")
+    # Asked at whole seconds: Ray's store resolves times to seconds and then drops pairs it sees twice (two rows of
+    # one key in the same second: 30 in 500,000 lost at 1M events). The feature builds write snapshots at day
+    # boundaries, so the floor never moves a row across one, and it can only make the join stricter.
+    ask["event_timestamp"] = pd.to_datetime(ask["event_timestamp"], utc=True).dt.floor("s").dt.as_unit("us")
     ask["_epoch"] = manifest.epoch_of(ask["event_timestamp"]).dt.as_unit("us")
     if "query_document" in manifest.views:
         queries = (
