@@ -140,7 +140,8 @@ def stage(name: str, size: int, root: Path, engine: str = "local") -> dict[str, 
         store = open_store(feast_dir)
         manifest = FeatureManifest.read(layout.feature_tables)
         t = time.perf_counter()
-        data = build_training_set(store, lists, manifest, TextIndex.load(layout.feature_tables))
+        data = build_training_set(store, lists, manifest, TextIndex.load(layout.feature_tables),
+                                  chunk_rows=1_000_000 if ray else 100_000)  # fmt: skip
         out["seconds"] = time.perf_counter() - t
         out["rows"], out["inputs"] = len(data.frame), len(data.features)
         (root / f"training_set-{engine}.pkl").write_bytes(pickle.dumps((data.frame, data.X, data.features)))

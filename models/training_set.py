@@ -78,11 +78,11 @@ class TrainingSet:
 
 
 def build_training_set(store: Any, lists: pd.DataFrame, manifest: FeatureManifest, text: TextIndex | None,
-                       inputs: list[ModelInput] | None = None, chunk_rows: int = 500_000,
+                       inputs: list[ModelInput] | None = None, chunk_rows: int = 100_000,
                        progress: Callable[[int, int], None] | None = None) -> TrainingSet:  # fmt: skip
     """Point-in-time features of each list row; same rows, lists contiguous in their first-appearance order.
     `inputs`: default every input the build supplies. The join runs on chunks of whole lists of about `chunk_rows`
-    rows (each row's answer depends on that row alone, so chunks give the same set): memory holds one chunk's raw
+    rows (≈ 1 GB of raw answers per 100,000 rows here; on Ray, whose every call costs minutes, use larger chunks) (each row's answer depends on that row alone, so chunks give the same set): memory holds one chunk's raw
     values (object columns, the big part) beside the numeric blocks of all. `progress(rows done, rows)`."""
     order = pd.Categorical(lists["list_id"], categories=pd.unique(lists["list_id"]), ordered=True)
     lists = lists.assign(_o=order.codes, _i=np.arange(len(lists))).sort_values(["_o", "_i"], kind="stable")
