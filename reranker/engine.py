@@ -6,6 +6,7 @@ own threads) or `ray` (Feast's Ray offline store and materialization engine, Ray
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -61,6 +62,8 @@ def prepare_ray_process() -> None:
     worker, which resolves the project afresh (without the extras) and the workers die; they run this interpreter."""
     os.environ["RAY_ENABLE_UV_RUN_RUNTIME_ENV"] = "0"
     os.environ.setdefault("RAY_DISABLE_IMPORT_WARNING", "1")
+    # Feast's Ray store calls a Ray Data API Ray deprecates, once per view read: not the user's to act on
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"feast\.infra\.ray_initializer")
 
 
 def stop() -> None:
