@@ -92,6 +92,3 @@ class _PatchOnImport:
 def _exec_and_patch(exec_module: Any, module: Any) -> None:
     exec_module(module)
     _patch(module)
-
-
-HOOK = "feature_repo.ray_join.install"
