@@ -12,6 +12,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from feature_repo.rows import list_starts_of
 from reranker.engine import RayCluster
 
 MODEL_FILE = "model.txt"
@@ -36,12 +37,12 @@ def _fit_on_worker(config: dict[str, Any]) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     parts = []
     for batch in ray.train.get_dataset_shard("train").iter_batches(batch_size=65_536, batch_format="numpy"):
-        mine = batch["list_no"] % world == rank
+        mine = shard_rows(batch["list_no"], rank, world)
         parts.append({k: v[mine] for k, v in batch.items()})
     rows = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     order = np.lexsort((rows["row"], rows["list_no"]))  # lists contiguous, rows in list order
     rows = {k: v[order] for k, v in rows.items()}
-    sizes = np.diff(np.flatnonzero(np.r_[True, np.diff(rows["list_no"]) != 0, True]))
+    sizes = np.diff(list_starts_of(pd.Series(rows["list_no"])))
     X = (
         np.stack(list(rows["X"])) if rows["X"].dtype == object else rows["X"]
     )  # Arrow lists arrive as arrays of rows

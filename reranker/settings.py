@@ -12,10 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from reranker.engine import Engine
 
 if TYPE_CHECKING:
     from reranker.engine import RayCluster
@@ -103,7 +105,7 @@ class Settings(BaseSettings):
         default=None,
         description="SQL database for Feast's registry (SQLAlchemy URL, e.g. postgresql+psycopg://...); unset: a file.",
     )
-    engine: Literal["local", "ray"] = Field(
+    engine: Engine = Field(
         default="local",
         description="Where the offline work runs: local (DuckDB joins, LightGBM threads) or ray (Feast's Ray offline "
         "store and materialization engine, Ray Train for LightGBM).",
