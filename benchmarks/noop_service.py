@@ -37,9 +37,11 @@ _CANNED = RerankResponse(
     request_id="0" * 32, model_id="reranker", model_version="1", variant="champion", served_by=ServedBy.learned,
     reason="ok", reason_codes=[],
     results=[RerankResult(document_id=f"d{i}", content=None, score=1.0 - i / 10,
-                          learned_rerank=LearnedRerank(personalization_score=0.1, exploration_boost=0.0, user_segment=1,
-                                                       top_features=[FeatureContribution(name=f"f{j}", contribution=0.1)
-                                                                     for j in range(3)]))
+                          learned_rerank=LearnedRerank(
+                              personalization_score=0.1, exploration_boost=0.0, user_segment="drama_fan",
+                              user_segment_id=1, top_features=[f"f{j}:1-2" for j in range(3)],
+                              top_feature_contributions=[FeatureContribution(name=f"f{j}", value="1-2",
+                                                                             contribution=0.1) for j in range(3)]))
              for i in range(10)],
 ).model_dump_json()  # fmt: skip
 

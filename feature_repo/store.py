@@ -160,15 +160,17 @@ def build_tables(events: pd.DataFrame, catalog: pd.DataFrame, tables_dir: Path, 
     if fs.affinities:
         save("user_affinity", "user", profiles, dict.fromkeys(fs.affinities, "Array(Float64)"))
     n_segments = 0
+    segment_names: list[str] = []
     if fs.user is not None and not profiles.empty:
         fit_until = pd.to_datetime(events["timestamp"], utc=True).quantile(segment_fit_quantile)
         fit_rows = profiles[profiles["event_timestamp"] <= fit_until]
         segments = SegmentModel.fit(
-            fit_rows if len(fit_rows) else profiles, fs.affinities, fs.user.segments, seed
+            fit_rows if len(fit_rows) else profiles, fs.affinities, fs.user.segments, seed, encodings
         )
         (tables_dir / SEGMENTS).write_bytes(pickle.dumps(segments))
         save("user_segment", "user", profiles.assign(segment=segments.assign(profiles)), {"segment": "Int64"})
         n_segments = segments.n_segments
+        segment_names = list(segments.names)
     epochs: list[pd.Timestamp] = []
     if fs.collaborative is not None:
         cfg = fs.collaborative
@@ -199,7 +201,7 @@ def build_tables(events: pd.DataFrame, catalog: pd.DataFrame, tables_dir: Path, 
     manifest = FeatureManifest(feature_set=fs, encodings=encodings, documents=documents, views=views,
                                epochs=[e.to_pydatetime() for e in epochs], data_start=ts.min().to_pydatetime(),
                                data_end=ts.max().to_pydatetime(), built_at=datetime.now(UTC), rows=rows,
-                               segments=n_segments)  # fmt: skip
+                               segments=n_segments, segment_names=segment_names)  # fmt: skip
     manifest.write(tables_dir)
     from feature_repo.inputs import available_inputs
 

@@ -2,7 +2,7 @@
 scopes, a rate limit per key, a cap on the request body.
 
 - `/livez`, `/readyz`, `/healthz` and the API docs (`/docs`, `/openapi.json`, BentoML's index page) are open.
-- `POST /rerank` needs the `rerank` scope, `POST /interactions` `interactions`, `GET /metrics` `metrics`; every other
+- `POST /rerank` and `POST /pipeline` need the `rerank` scope, `POST /interactions` `interactions`, `GET /metrics` `metrics`; every other
   route `admin` (which also grants the others). Per-model access is checked by the /rerank route (the model id is
   in the body).
 - 401 without a valid key (`Authorization: Bearer rrk_…`), 403 for a key without the scope, 429 over the key's rate
@@ -29,7 +29,12 @@ ASGIApp = Callable[[Message, Receive, Send], Awaitable[None]]
 OPEN_PATHS = {"/livez", "/readyz", "/healthz", "/docs", "/openapi.json", "/docs.json", "/",
               "/docs/oauth2-redirect"}  # fmt: skip
 OPEN_PREFIXES = ("/static_content/",)
-ROUTE_SCOPES = {"/rerank": Scope.rerank, "/interactions": Scope.interactions, "/metrics": Scope.metrics}
+ROUTE_SCOPES = {
+    "/rerank": Scope.rerank,
+    "/pipeline": Scope.rerank,
+    "/interactions": Scope.interactions,
+    "/metrics": Scope.metrics,
+}
 
 
 def required_scope(path: str) -> Scope | None:

@@ -7,6 +7,8 @@ serves itself (BentoML, a package from the registry, bundles them under /static_
 from __future__ import annotations
 
 import copy
+import json
+from pathlib import Path
 from typing import Any
 
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -33,6 +35,15 @@ Rerank 1-1,000 candidates for `user_id` and return the best `top_n`, each with i
 (`learned_rerank`: personalization score, exploration boost, user segment and the inputs that moved it most).
 Candidate `features` and request `features` must be declared in the model's feature set (unknown names: 422, or
 ignored with `unknown_features: "ignore"`); missing ones are ranked with what is available."""
+
+PIPELINE_DESCRIPTION = """\
+Run the seed's stages over the candidates you send: `stages` is a list of `{stage_type, stage_id, parameters}`
+(`structured_filter`, `rerank` (BM25/TF-IDF), `learned_rerank` (as POST /rerank), `mmr`, `business_rules`;
+`semantic_search` / `hybrid_search` stand for your own retrieval, whose results are the `candidates`), parameters
+may name `inputs` as `{{INPUT.name}}`. Conditions address a candidate's `document_id`, `content`, `score`,
+`features.<name>` and `metadata.<name>` (sent, else the catalog's). Business rules (pin, boost, bury, cap) apply after
+the last sort stage and before exploration; the response reports each stage (`stages`: candidates in and out, time)
+and each rule's effect (`rules`), and each result the rules that placed it."""
 
 INTERACTIONS_DESCRIPTION = """\
 Land interaction events (clicks, purchases, …) for the next training and update the users' online counts at once.
@@ -77,6 +88,41 @@ RERANK_RESPONSE_EXAMPLE = {
                                              {"name": "engagement.positives_7d_share", "contribution": 0.147695}]}},
     ],
 }  # fmt: skip
+
+EXAMPLES_DIR = Path(__file__).parent / "examples"
+
+
+def pipeline_examples() -> dict[str, dict[str, Any]]:
+    """The seed's three pipelines (`serving/examples/*.json`): name -> {description, stages}."""
+    return {p.stem: json.loads(p.read_text()) for p in sorted(EXAMPLES_DIR.glob("*.json"))}
+
+
+PIPELINE_EXAMPLE = {
+    "inputs": {
+        "query": "wireless headphones",
+        "user_id": "u17",
+        "model_id": "shop",
+        "categories": ["audio"],
+        "promoted": "p42",
+    },
+    "candidates": [
+        {
+            "document_id": "p42",
+            "content": "Acme wireless headphones",
+            "score": 0.93,
+            "features": {"in_stock": 1},
+            "metadata": {"brand": "acme"},
+        },
+        {
+            "document_id": "p7",
+            "content": "Zeta over-ear wireless headphones",
+            "score": 0.88,
+            "features": {"in_stock": 1},
+        },
+        {"document_id": "p19", "content": "Acme earbuds", "score": 0.71, "features": {"in_stock": 0}},
+    ],
+    "stages": json.loads((EXAMPLES_DIR / "ecommerce_product_ranking.json").read_text())["stages"],
+}
 
 INTERACTIONS_EXAMPLE = {
     "events": [

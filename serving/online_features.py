@@ -50,6 +50,13 @@ class DocumentTable:
     index: dict[str, int]  # document id -> row (the manifest's document order)
     matrix: np.ndarray  # (documents + 1) x doc_layout; the last row all NaN (an unknown document's row, -1)
     neighbours: tuple[np.ndarray, np.ndarray, np.ndarray]  # CSR by row: indptr, neighbour rows, similarities
+    # each catalog attribute's stored values by row (strings, lists of strings, numbers; the last None): what the
+    # pipeline's filters, rules and diversity read as `metadata.<name>`
+    attributes: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def attribute(self, name: str, rows: np.ndarray) -> list[Any]:
+        column = self.attributes.get(name)
+        return [None] * len(rows) if column is None else column[rows].tolist()
 
     def rows(self, document_ids: list[str]) -> np.ndarray:
         found = self.index.get
@@ -112,6 +119,22 @@ def _online_frame(store: Any, refs: list[str], key: str, keys: list[str], batch:
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[key])
 
 
+def _attributes(raw: pd.DataFrame, manifest: FeatureManifest) -> dict[str, np.ndarray]:
+    """The catalog attributes as stored (arrays of lists as lists), by document row, with a trailing None."""
+    out: dict[str, np.ndarray] = {}
+    for name in manifest.feature_set.documents:
+        col = f"document_attributes__{name}"
+        if col not in raw:
+            continue
+        values = [v.tolist() if isinstance(v, np.ndarray) else None if v is None or (isinstance(v, float) and
+                  np.isnan(v)) else v for v in raw[col].tolist()]  # fmt: skip
+        column = np.empty(len(values) + 1, dtype=object)
+        column[:-1] = values
+        column[-1] = None
+        out[name] = column
+    return out
+
+
 def load_state(store: Any, tables_dir: Path) -> FeatureState:
     stamp = _stamp(tables_dir)
     manifest = FeatureManifest.read(tables_dir)
@@ -127,7 +150,7 @@ def load_state(store: Any, tables_dir: Path) -> FeatureState:
         neighbours = (indptr, indices.astype(np.int64), sims.astype(np.float64))
     else:
         neighbours = (np.zeros(len(manifest.documents) + 1, np.int64), np.zeros(0, np.int64), np.zeros(0))
-    documents = DocumentTable(manifest.doc_index(), padded, neighbours)
+    documents = DocumentTable(manifest.doc_index(), padded, neighbours, _attributes(raw, manifest))
     query_stats = None
     keys_path = tables_dir / "query_document_keys.parquet"
     if "query_document" in specs and keys_path.exists():

@@ -36,12 +36,13 @@ from feature_repo.text import warm_up as warm_up_text
 from feature_repo.transforms import normalize_query
 from models.ranker import FirstStageRanker
 from models.rule_based import RuleBasedRanker
+from models.static_rerank import StaticRanker
 from reranker.contracts import ServedListEvent
 from reranker.exploration import epsilon_greedy_slots
 from reranker.exploration import warm_up as warm_up_exploration
 from reranker.request_ids import RequestIds
 from serving.errors import UnknownFeatures
-from serving.explanations import summarize
+from serving.explanations import InputLabel, feature_strings, input_labels, top_inputs
 from serving.explanations import warm_up as warm_up_explanations
 from serving.model_cache import ModelCache, RegistryUnavailable, Variant
 from serving.online_features import FeatureState, OnlineFeatures, UserRow
@@ -136,6 +137,23 @@ class Inputs:
 
 
 @dataclass
+class Scored:
+    """A request's candidates scored by the path that serves them, before exploration."""
+
+    user_key: str | None
+    now: datetime
+    scores: np.ndarray  # finite, one per candidate
+    served_by: ServedBy
+    reason: list[str]
+    codes: list[str]
+    variant: Variant | None
+    X: np.ndarray | None  # the model's inputs (learned path)
+    user: UserRow | None
+    state: FeatureState | None
+    features: list[dict[str, float]]  # each candidate's request features, as checked
+
+
+@dataclass
 class RerankPipeline:
     features: OnlineFeatures | None
     models: ModelCache
@@ -147,6 +165,8 @@ class RerankPipeline:
     explain_threads: int = 2  # for models too deep for the SHAP tables, LightGBM's pred_contrib on both cores
     _local: threading.local = field(default_factory=threading.local, repr=False)
     _rules: dict[str, tuple[RuleBasedRanker, InputPlan]] = field(default_factory=dict, repr=False)
+    _input_labels: dict[tuple[int, int], list[InputLabel]] = field(default_factory=dict, repr=False)
+    static: StaticRanker = field(default_factory=StaticRanker)
 
     def __post_init__(self) -> None:
         """Compile the request's kernels now (or load them from numba's cache), not in the first request."""
@@ -223,11 +243,10 @@ class RerankPipeline:
                        query_vectors=[state.query_vector(query)], present=present)  # fmt: skip
         return Inputs(docs, users, extra, first_stage, np.array([now.timestamp() / 86400.0]))
 
-    def rerank(self, req: RerankRequest) -> tuple[RerankResponse, ServedList]:
+    def score(self, req: RerankRequest) -> Scored:
+        """The request's candidates scored by the path that serves them (learned, fallback or unranked), before
+        exploration: what `rerank` orders, and what a pipeline's `learned_rerank` stage hands to the next stage."""
         user_key = self.hash_user(req.user_id) if req.user_id else None
-        request_id = (
-            self.request_ids.issue(user_key or "") if self.request_ids is not None else uuid.uuid4().hex
-        )
         reason: list[str] = []
         codes: list[str] = []
         try:
@@ -303,7 +322,11 @@ class RerankPipeline:
         else:
             choice = req.fallback or (Fallback(variant.model.card.fallback) if variant is not None else
                                       Fallback.first_stage)  # fmt: skip
-            if choice is Fallback.rule_based and inputs is not None and state is not None:
+            if choice is Fallback.rerank:
+                scores = self.static.score_request(
+                    req.query, [c.content for c in req.candidates], first_stage
+                )
+            elif choice is Fallback.rule_based and inputs is not None and state is not None:
                 rule, plan = self._rule(state)
                 scores = rule.score_matrix(inputs.compute(plan))
             else:
@@ -311,49 +334,96 @@ class RerankPipeline:
                     reason.append("rule-based fallback needs the online store: first-stage order")
                 scores = FirstStageRanker().score_matrix(first_stage[:, None])
             served_by = ServedBy.fallback
-        scores = _finite(scores)
-        deterministic = np.argsort(-scores, kind="stable")
+        return Scored(
+            user_key, now, _finite(scores), served_by, reason, codes, variant, X, user, state, features
+        )
+
+    def rerank(self, req: RerankRequest) -> tuple[RerankResponse, ServedList]:
+        scored = self.score(req)
+        n = len(req.candidates)
         k = min(req.top_n, n)
-        eps = req.exploration_rate if served_by is not ServedBy.unranked else 0.0
+        eps = req.exploration_rate if scored.served_by is not ServedBy.unranked else 0.0
         if eps > 0:
-            slots, propensity = epsilon_greedy_slots(scores[None, :], k, eps, self._rng())
+            slots, propensity = epsilon_greedy_slots(scored.scores[None, :], k, eps, self._rng())
             order, prop = slots[0], propensity[0]
         else:
-            order, prop = deterministic[:k], np.ones(k)
-        rank_of = np.empty(n, dtype=int)
-        rank_of[deterministic] = np.arange(n)
-        contribs = (
-            self._explain(variant, X, order)
-            if served_by is ServedBy.learned and variant and X is not None
-            else None
+            order, prop = np.argsort(-scored.scores, kind="stable")[:k], np.ones(k)
+        return self.respond(req, scored, order, prop, eps, req.model_id)
+
+    def respond(self, req: RerankRequest, scored: Scored, order: np.ndarray, prop: np.ndarray, eps: float,
+                model_id: str, boost: list[float] | None = None, extra: list[dict[str, Any]] | None = None,
+                response_type: type[RerankResponse] = RerankResponse,
+                top: dict[str, Any] | None = None) -> tuple[RerankResponse, ServedList]:  # fmt: skip
+        """The response and the served list for `order` (rows of `req.candidates`) shown with propensities `prop`:
+        each item explained. `boost`: ranks each moved up by exploration (default: against the scores' order);
+        `extra`: more fields of each result, `top`: of the response (a pipeline's)."""
+        request_id = (
+            self.request_ids.issue(scored.user_key or "")
+            if self.request_ids is not None
+            else uuid.uuid4().hex
         )
-        segment = None if user is None else user.segment
-        top_features: list[list[dict[str, object]]] = [[] for _ in range(k)]
+        scores, served_by, variant, user, X = (
+            scored.scores,
+            scored.served_by,
+            scored.variant,
+            scored.user,
+            scored.X,
+        )
+        k = len(order)
+        if boost is None:
+            rank_of = np.empty(len(scores), dtype=int)
+            rank_of[np.argsort(-scores, kind="stable")] = np.arange(len(scores))
+            boost = np.maximum(rank_of[order] - np.arange(k), 0).astype(float).tolist()
+        top_features: list[list[str]] = [[] for _ in range(k)]
+        contributions: list[list[dict[str, object]]] = [[] for _ in range(k)]
         personal = [0.0] * k
-        if contribs is not None and variant is not None:
-            personal, top_features = summarize(contribs, variant.plan.names, variant.plan.personal, user is not None,
-                                               self.explain_top)  # fmt: skip
+        if served_by is ServedBy.learned and variant is not None and X is not None and k:
+            contribs = self._explain(variant, X, order)
+            personal, index, values = top_inputs(
+                contribs, variant.plan.personal, user is not None, self.explain_top
+            )
+            top_features, contributions = feature_strings(X[order], index, values, variant.plan.names,
+                                                          self._labels(variant, scored.state))  # fmt: skip
+        segment_id = None if user is None else user.segment
+        segment = None
+        if segment_id is not None:
+            names = scored.state.manifest.segment_names if scored.state is not None else []
+            segment = names[segment_id] if 0 <= segment_id < len(names) else f"segment_{segment_id}"
         shown = scores[order].tolist()
-        boost = np.maximum(rank_of[order] - np.arange(k), 0).astype(float).tolist()
         variant_name = (
             variant.name if (variant is not None and served_by is ServedBy.learned) else served_by.value
         )
         version = variant.model.version if variant is not None and served_by is ServedBy.learned else None
         # validated from plain values in one pass of pydantic-core (3x faster than constructing the models in Python)
-        response = RerankResponse.model_validate({
-            "request_id": request_id, "model_id": req.model_id, "model_version": version, "variant": variant_name,
-            "served_by": served_by, "reason": "; ".join(reason) or "ok", "reason_codes": codes,
+        response = response_type.model_validate({
+            **(top or {}), "request_id": request_id, "model_id": model_id, "model_version": version, "variant": variant_name,
+            "served_by": served_by, "reason": "; ".join(scored.reason) or "ok", "reason_codes": scored.codes,
             "results": [{"document_id": req.candidates[idx].document_id, "content": req.candidates[idx].content,
                          "score": shown[pos],
                          "learned_rerank": {"personalization_score": personal[pos], "exploration_boost": boost[pos],
-                                            "user_segment": segment, "top_features": top_features[pos]}}
+                                            "user_segment": segment, "user_segment_id": segment_id,
+                                            "top_features": top_features[pos],
+                                            "top_feature_contributions": contributions[pos]},
+                         **(extra[pos] if extra is not None else {})}
                         for pos, idx in enumerate(order.tolist())],
         })  # fmt: skip
-        served = ServedList(request_id, user_key or "anonymous", req.query, req.model_id, version, variant_name,
-                            served_by.value, now, eps, n, response.results, prop.tolist(),
-                            req.context or None, [features[i] for i in order.tolist()],
+        served = ServedList(request_id, scored.user_key or "anonymous", req.query, model_id, version, variant_name,
+                            served_by.value, scored.now, eps, len(req.candidates), response.results, prop.tolist(),
+                            req.context or None, [scored.features[i] for i in order.tolist()],
                             [req.candidates[i].score for i in order.tolist()])  # fmt: skip
         return response, served
+
+    def _labels(self, variant: Variant, state: FeatureState | None) -> list[InputLabel]:
+        """How the variant's inputs read in `top_features`, per model and feature build."""
+        assert state is not None  # the learned path reads the feature build
+        key = (id(variant.plan), id(state.manifest))
+        hit = self._input_labels.get(key)
+        if hit is None:
+            if len(self._input_labels) > 64:
+                self._input_labels.clear()
+            hit = self._input_labels[key] = input_labels(variant.plan.inputs, state.manifest.feature_set,
+                                                         state.manifest.encodings)  # fmt: skip
+        return hit
 
     def _rng(self) -> np.random.Generator:
         """This thread's generator: a Generator is not safe to share between threads, and a new one per request

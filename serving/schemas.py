@@ -7,6 +7,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from models.pipeline_spec import StageSpec
 from reranker.contracts import STORED_KEY_PREFIX, InteractionEvent
 
 # bounds on what one request may carry (a body is also capped in bytes: RERANKER_MAX_BODY_BYTES)
@@ -24,12 +25,14 @@ def _not_a_stored_key(user_id: str | None) -> str | None:
 class Fallback(StrEnum):
     rule_based = "rule_based"
     first_stage = "first_stage"
+    rerank = "rerank"  # the static query-document model (BM25 over the candidates' content)
 
 
 class ServedBy(StrEnum):
     learned = "learned"
     fallback = "fallback"
     unranked = "unranked"
+    static = "static"  # a pipeline without a learned_rerank stage
 
 
 class UnknownFeaturePolicy(StrEnum):
@@ -83,8 +86,9 @@ class RerankRequest(BaseModel):
 
 
 class FeatureContribution(BaseModel):
-    name: str
-    contribution: float
+    name: str = Field(description="The model input, `family.name`.")
+    value: str = Field(description="Its value for this item, as in `top_features`.")
+    contribution: float = Field(description="Its SHAP contribution to the item's score.")
 
 
 class LearnedRerank(BaseModel):
@@ -92,8 +96,18 @@ class LearnedRerank(BaseModel):
     exploration_boost: float = Field(
         description="Ranks the item moved up through exploration (0: not moved)."
     )
-    user_segment: int | None
-    top_features: list[FeatureContribution]
+    user_segment: str | None = Field(
+        description="The user's segment, named by what its users prefer (e.g. `drama_fan`, `low_price_fan`)."
+    )
+    user_segment_id: int | None = Field(
+        default=None, description="The segment's number in the feature build."
+    )
+    top_features: list[str] = Field(
+        description="The inputs that moved the score most, as `feature:value` (e.g. `category:technology`)."
+    )
+    top_feature_contributions: list[FeatureContribution] = Field(
+        default_factory=list, description="The same inputs with their full names and SHAP contributions."
+    )
 
 
 class RerankResult(BaseModel):
@@ -112,6 +126,77 @@ class RerankResponse(BaseModel):
     reason: str
     reason_codes: list[str] = Field(default_factory=list, description="Short machine-readable reasons.")
     results: list[RerankResult]
+
+
+MetadataValue = (
+    Annotated[str, StringConstraints(max_length=256)]
+    | float
+    | bool
+    | None
+    | Annotated[list[Annotated[str, StringConstraints(max_length=256)]], Field(max_length=64)]
+)
+InputValue = (
+    Annotated[str, StringConstraints(max_length=2_000)]
+    | float
+    | bool
+    | None
+    | Annotated[list[Annotated[str, StringConstraints(max_length=256)] | float], Field(max_length=256)]
+)
+
+
+class PipelineCandidate(Candidate):
+    metadata: dict[Name, MetadataValue] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="Attributes of the document for filters, rules and diversity (`metadata.<name>`); the "
+        "catalog's stored attributes fill in those not sent.",
+    )
+
+
+class PipelineRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: dict[Name, InputValue] = Field(
+        default_factory=dict, max_length=64, description="Values the stages name as {{INPUT.<name>}}."
+    )
+    candidates: list[PipelineCandidate] = Field(min_length=1, max_length=1000)
+    stages: list[StageSpec] = Field(min_length=1, max_length=16)
+    top_n: int | None = Field(default=None, ge=1, le=1000, description="Slate size; default the last sort "
+                              "stage's top_n (or top_k), else 10.")  # fmt: skip
+
+    @field_validator("inputs")
+    @classmethod
+    def _client_user(cls, inputs: dict[str, object]) -> dict[str, object]:
+        user = inputs.get("user_id")
+        if isinstance(user, str):
+            _not_a_stored_key(user)
+        return inputs
+
+
+class StageReport(BaseModel):
+    stage_id: str
+    stage_name: str
+    candidates_in: int
+    candidates_out: int
+    ms: float = Field(description="Time in the stage.")
+    detail: str = ""
+
+
+class RuleEffect(BaseModel):
+    rule: str = Field(description="The rule: its name, or kind[index] (e.g. `boost[0]`).")
+    kind: str
+    documents: list[str] = Field(description="The documents it moved, pinned or held back (capped).")
+    detail: str = ""
+
+
+class PipelineResult(RerankResult):
+    rules: list[str] = Field(default_factory=list, description="Rules that placed this item.")
+
+
+class PipelineResponse(RerankResponse):
+    results: list[PipelineResult]  # type: ignore[assignment]
+    stages: list[StageReport]
+    rules: list[RuleEffect] = Field(default_factory=list)
 
 
 class ErrorDetail(BaseModel):

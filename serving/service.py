@@ -19,9 +19,17 @@ from starlette.background import BackgroundTask
 from models.registry import ModelNotFound
 from serving import api_docs
 from serving.access import StageAccess, api_key_of
-from serving.errors import InteractionRejected, UnknownFeatures
-from serving.request_body import parse_rerank_request
-from serving.schemas import ErrorBody, InteractionBatch, InteractionReceipt, RerankRequest, RerankResponse
+from serving.errors import FieldError, InteractionRejected, UnknownFeatures
+from serving.request_body import parse_pipeline_request, parse_rerank_request
+from serving.schemas import (
+    ErrorBody,
+    InteractionBatch,
+    InteractionReceipt,
+    PipelineRequest,
+    PipelineResponse,
+    RerankRequest,
+    RerankResponse,
+)
 
 
 def _version() -> str:
@@ -118,8 +126,10 @@ class Reranker:
     def __init__(self) -> None:
         from reranker.settings import Settings
         from serving.recording import ServedRecorder, StageMetrics
+        from serving.stage_pipeline import PipelineRunner
 
         self.pipeline, self.log, self.sink = build_pipeline()
+        self.runner = PipelineRunner(self.pipeline)
         self.preload = list(Settings().preload_models)
         self.recorder = ServedRecorder(self.log, self.sink.landing, StageMetrics())
         # BentoML leaves loggers outside its own at WARNING: the per-request line (version, variant, path) is INFO
@@ -187,6 +197,36 @@ async def rerank(body: Request, stage: Reranker = Depends(current_stage)) -> Res
     except ModelNotFound as exc:
         raise HTTPException(status_code=404, detail={"field": "model_id", "message": str(exc)}) from exc
     except UnknownFeatures as exc:
+        raise HTTPException(status_code=422, detail={"field": exc.field, "message": str(exc)}) from exc
+    seconds = time.perf_counter() - started
+    return Response(response.model_dump_json(), media_type="application/json",
+                    background=BackgroundTask(stage.recorder.record_after, response, served, seconds))  # fmt: skip
+
+
+_PIPELINE_RESPONSES = {**api_docs.error_responses(ErrorBody, 400, 401, 403, 404, 413, 422, 429)}
+
+
+@app.post("/pipeline", response_model=PipelineResponse, summary="Run filter and sort stages over candidates",
+          description=api_docs.PIPELINE_DESCRIPTION, responses=_PIPELINE_RESPONSES,
+          openapi_extra={"requestBody": api_docs.request_body(PipelineRequest, api_docs.PIPELINE_EXAMPLE)})  # fmt: skip
+async def pipeline(body: Request, stage: Reranker = Depends(current_stage)) -> Response:
+    from models.pipeline_spec import StageError
+
+    request = parse_pipeline_request(await body.body())
+    key = api_key_of(body.scope)
+    if key is not None:
+        for i, spec in enumerate(request.stages):
+            model_id = spec.parameters.get("model_id") if spec.stage_id == "learned_rerank" else None
+            if isinstance(model_id, str) and not key.allows_model(model_id):
+                raise HTTPException(status_code=403, detail={"field": f"stages[{i}].parameters.model_id",
+                                                             "message": f"key {key.key_id} may not use model "
+                                                                        f"{model_id!r}"})  # fmt: skip
+    started = time.perf_counter()
+    try:
+        response, served = await run_in_threadpool(stage.runner.run, request)
+    except ModelNotFound as exc:
+        raise HTTPException(status_code=404, detail={"field": "model_id", "message": str(exc)}) from exc
+    except (StageError, UnknownFeatures, FieldError) as exc:
         raise HTTPException(status_code=422, detail={"field": exc.field, "message": str(exc)}) from exc
     seconds = time.perf_counter() - started
     return Response(response.model_dump_json(), media_type="application/json",

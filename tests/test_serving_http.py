@@ -50,8 +50,10 @@ def test_rerank_over_http(server, lake):
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert body["served_by"] == "learned" and body["variant"] == "champion" and len(body["results"]) == 5
-    assert set(body["results"][0]["learned_rerank"]) == {"personalization_score", "exploration_boost",
-                                                         "user_segment", "top_features"}  # fmt: skip
+    explained = body["results"][0]["learned_rerank"]
+    assert set(explained) == {"personalization_score", "exploration_boost", "user_segment", "user_segment_id",
+                              "top_features", "top_feature_contributions"}  # fmt: skip
+    assert isinstance(explained["user_segment"], str) and all(":" in t for t in explained["top_features"])
 
     def logged() -> None:  # the stage's log line of this request names the version and variant that served it
         line = (f"rerank {body['request_id']} model=serving version={body['model_version']} variant=champion "
@@ -249,7 +251,28 @@ def test_hostile_bodies_get_4xx_and_scores_are_always_numbers(server, lake):
     assert {"401", "403", "404", "413", "422", "429"} <= set(spec["/rerank"]["post"]["responses"])
 
 
-@pytest.mark.parametrize(("path", "examples"), [("/rerank", 400), ("/interactions", 200)])
+def test_pipeline_over_http(server, lake):
+    from serving.api_docs import pipeline_examples
+
+    _, events, _ = lake
+    body = _body(events)
+    user = body.pop("user_id")
+    request = {"inputs": {"user_id": user, "query": "red", "model_id": "serving"}, "candidates": body["candidates"],
+               "stages": pipeline_examples()["hybrid_personalization"]["stages"]}  # fmt: skip
+    got = server.post("/pipeline", json=request)
+    assert got.status_code == 200, got.text
+    answer = got.json()
+    assert [s["stage_id"] for s in answer["stages"]] == ["hybrid_search", "rerank", "learned_rerank", "mmr"]
+    assert answer["served_by"] == "learned" and len(answer["results"]) == 10
+    bad = dict(request, stages=[{"stage_type": "sort", "stage_id": "mmr", "parameters": {"lambda": 2}}])
+    refused = server.post("/pipeline", json=bad)
+    assert refused.status_code == 422 and refused.json()["detail"]["field"] == "stages[0].parameters.lambda"
+    missing = dict(request, inputs={"user_id": user, "query": "red", "model_id": "nope"})
+    assert server.post("/pipeline", json=missing).status_code == 404
+    assert server.post("/pipeline", json=request, headers={"authorization": ""}).status_code == 401
+
+
+@pytest.mark.parametrize(("path", "examples"), [("/rerank", 400), ("/pipeline", 150), ("/interactions", 200)])
 def test_generated_requests_get_no_server_error_and_conform_to_the_spec(server, path, examples):
     """schemathesis against the live /openapi.json: bodies valid and invalid by the schema, with the test's key;
     every answer is not a 5xx, has a status the spec lists and a body matching the spec's schema for it."""

@@ -44,10 +44,15 @@ def test_known_user_is_served_by_the_learned_champion(stage):
     assert scores == sorted(scores, reverse=True)
     first = resp.results[0]
     assert first.content is not None and len(first.learned_rerank.top_features) == 3
-    assert first.learned_rerank.user_segment is not None
+    lr = first.learned_rerank
+    assert lr.user_segment is not None and lr.user_segment_id is not None
+    assert lr.user_segment == pipeline.features.state().manifest.segment_names[lr.user_segment_id]
     # the response round-trips through its schema
     assert RerankResponse.model_validate_json(resp.model_dump_json()) == resp
-    assert isinstance(first.learned_rerank.top_features[0], FeatureContribution)
+    assert isinstance(lr.top_feature_contributions[0], FeatureContribution)
+    # the seed's "feature:value" strings, each the label and value of the contribution beside it
+    assert all(isinstance(t, str) and ":" in t for t in lr.top_features)
+    assert [t.split(":", 1)[1] for t in lr.top_features] == [c.value for c in lr.top_feature_contributions]
     assert [i.position for i in event.items] == list(range(5)) and all(i.propensity == 1 for i in event.items)
 
 
@@ -91,7 +96,7 @@ def test_request_features_and_the_query_change_the_ranking_and_the_explanations_
     with_query, _ = pipeline.rerank(request(events, user, exploration_rate=0.0, top_n=30, query=query))
     without, _ = pipeline.rerank(request(events, user, exploration_rate=0.0, top_n=30))
     assert [r.score for r in with_query.results] != [r.score for r in without.results]
-    named = {f["name"] for r in in_stock.results for f in r.learned_rerank.model_dump()["top_features"]}
+    named = {f["name"] for r in in_stock.results for f in r.learned_rerank.model_dump()["top_feature_contributions"]}
     known = {i.name for i in pipeline.models.choose("serving", user).plan.inputs}
     assert named and named <= known
 

@@ -52,7 +52,7 @@ def test_a_request_after_warm_up_compiles_nothing():
         scores = ranker.score_matrix(plan_X)
         slots, _ = exploration.epsilon_greedy_slots(scores[None, :], 10, 0.1, np.random.default_rng())
         contribs = ranker.contributions(np.ascontiguousarray(plan_X[slots[0]], dtype=np.float32))[:, :-1]
-        explanations.summarize(contribs, names, np.array([False, True, False, True]), personalized=True, top=3)
+        explanations.top_inputs(contribs, np.array([False, True, False, True]), personalized=True, top=3)
         assert [len(k.signatures) for k in kernels] == compiled, [len(k.signatures) for k in kernels]
         print("ok")
         """
