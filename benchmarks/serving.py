@@ -65,12 +65,16 @@ def provision(data_dir: Path, dataset: str) -> Path:
     return data
 
 
-def traffic(data: Path, dataset: str) -> Any:
+def traffic(data: Path, dataset: str, content: bool = False) -> Any:
     """A function of a generator that builds one request body: a user from the whole user base, 100 documents
-    from the whole catalog (and, on the shop, a query, each candidate's stock and the device)."""
+    from the whole catalog (and, on the shop, a query, each candidate's stock and the device; with `content`, each
+    candidate's title)."""
     import pandas as pd
 
-    docs = pd.read_parquet(data / "lake" / "documents.parquet")["document_id"].to_numpy()
+    catalog = pd.read_parquet(data / "lake" / "documents.parquet")
+    docs = catalog["document_id"].to_numpy()
+    titles = dict(zip(catalog["document_id"].astype(str), catalog["title"].astype(str), strict=True)) if (
+        "title" in catalog) else {}  # fmt: skip
     if dataset == "movielens":
         users = [f"ml{i}" for i in range(1, 944)]
         queries: list[str] = []
@@ -82,20 +86,65 @@ def traffic(data: Path, dataset: str) -> Any:
         shop = SyntheticWorld.create(WorldConfig.shop(seed=world["seed"]))
         queries = [str(q) for q in shop.query_text(np.arange(shop.n_queries))]
 
-    def body(rng: np.random.Generator) -> bytes:
+    def body(rng: np.random.Generator) -> Any:  # bytes, or the request itself (`content`)
         cands = rng.choice(docs, 100, replace=False)
         request: dict[str, Any] = {"model_id": "reranker", "user_id": users[int(rng.integers(len(users)))],
                                    "top_n": 10, "exploration_rate": 0.1,
                                    "candidates": [{"document_id": str(d), "score": float(100 - i)}
                                                   for i, d in enumerate(cands)]}  # fmt: skip
+        if content:
+            for candidate in request["candidates"]:
+                candidate["content"] = titles.get(candidate["document_id"])
         if queries:
             request["query"] = queries[int(rng.integers(len(queries)))]
             request["context"] = {"device": "mobile" if rng.random() < 0.6 else "desktop"}
             for candidate in request["candidates"]:
                 candidate["features"] = {"in_stock": float(rng.random() < 0.9)}
-        return json.dumps(request).encode()
+        return json.dumps(request).encode() if not content else request
 
     return body
+
+
+def pipeline_traffic(data: Path, dataset: str) -> dict[str, Any]:
+    """Body builders of POST /pipeline at 100 candidates: each stage alone, and the seed's three pipelines."""
+    from serving.api_docs import pipeline_examples
+
+    rerank = traffic(data, dataset, content=True)
+    category = "metadata.categories"
+    genres = ["Drama", "Comedy", "Action", "Thriller", "Romance"] if dataset == "movielens" else [
+        f"cat{i:02d}" for i in range(0, 16, 2)]  # fmt: skip
+    learned = {
+        "stage_type": "sort",
+        "stage_id": "learned_rerank",
+        "parameters": {"model_id": "reranker", "user_id": "{{INPUT.user_id}}", "top_n": 10},
+    }
+    alone = {
+        "structured_filter": [{"stage_type": "filter", "stage_id": "structured_filter", "parameters": {"conditions": {
+            "OR": [{"field": category, "operator": "in", "value": genres}, {"field": "score", "operator": "gte",
+                                                                             "value": 50}]}}}],
+        "rerank (BM25)": [{"stage_type": "sort", "stage_id": "rerank", "parameters": {"top_k": 10}}],
+        "learned_rerank": [learned],
+        "mmr": [{"stage_type": "sort", "stage_id": "mmr", "parameters": {"lambda": 0.7, "top_k": 10}}],
+        "business_rules": [{"stage_type": "sort", "stage_id": "business_rules", "parameters": {
+            "pin": [{"document_id": "{{INPUT.promoted}}", "position": 0}],
+            "cap": [{"field": category, "max": 2, "within_top": 10}]}}],
+    }  # fmt: skip
+    seed = {f"seed: {name}": example["stages"] for name, example in pipeline_examples().items()}
+
+    def maker(stages: list[dict[str, Any]]) -> Any:
+        def body(rng: np.random.Generator) -> bytes:
+            one = rerank(rng)
+            cands = one["candidates"]
+            inputs = {"user_id": one["user_id"], "model_id": "reranker", "categories": genres,
+                      "query": one.get("query") or str(rng.choice(["star", "love", "night", "war", "man"])),
+                      "promoted": cands[int(rng.integers(len(cands)))]["document_id"]}  # fmt: skip
+            for c in cands:  # the e-commerce filter reads the catalog's stock, sent with each candidate
+                c["metadata"] = {"in_stock": bool(c.get("features", {}).get("in_stock", 1.0))}
+            return json.dumps({"inputs": inputs, "candidates": cands, "stages": stages}).encode()
+
+        return body
+
+    return {f"pipeline: {name}": maker(stages) for name, stages in {**alone, **seed}.items()}
 
 
 def _start(target: str, port: int, env: dict[str, str], cwd: Path = ROOT, log: Path | None = None,
@@ -129,14 +178,15 @@ def _one_client(urls: dict[str, str], make: Any, n: int, score: Any, block: int 
 
     lat: dict[str, list[float]] = {name: [] for name in [*urls, LGBM]}
     rng = np.random.default_rng(0)
+    makers = make if isinstance(make, dict) else dict.fromkeys(urls, make)
     with httpx.Client(timeout=10) as client:
-        for url in urls.values():  # warm-up
+        for name, url in urls.items():  # warm-up
             for _ in range(50):
-                client.post(url, content=make(rng), headers=HEADERS).raise_for_status()
+                client.post(url, content=makers[name](rng), headers=HEADERS).raise_for_status()
         for start in range(0, n, block):
             for name, url in urls.items():
                 for _ in range(start, min(start + block, n)):
-                    body = make(rng)
+                    body = makers[name](rng)
                     t = time.perf_counter()
                     client.post(url, content=body, headers=HEADERS).raise_for_status()
                     lat[name].append(time.perf_counter() - t)
@@ -149,6 +199,21 @@ def _one_client(urls: dict[str, str], make: Any, n: int, score: Any, block: int 
         ms = np.array(seconds) * 1000
         out[name] = {"p50_ms": float(np.median(ms)), "p99_ms": float(np.quantile(ms, 0.99))}
     return out
+
+
+def _stage_times(url: str, make: Any, n: int) -> dict[str, float]:
+    """Median time of each stage inside the stage process (the response's `stages[].ms`) over n requests."""
+    import httpx
+
+    times: dict[str, list[float]] = {}
+    rng = np.random.default_rng(1)
+    with httpx.Client(timeout=10) as client:
+        for _ in range(n):
+            got = client.post(url, content=make(rng), headers=HEADERS)
+            got.raise_for_status()
+            for stage in got.json()["stages"]:
+                times.setdefault(stage["stage_id"], []).append(stage["ms"])
+    return {stage: float(np.median(ms)) for stage, ms in times.items()}
 
 
 def _eight_clients(urls: dict[str, str], make: Any, clients: int, seconds: float, rounds: int = 5
@@ -228,12 +293,19 @@ def main() -> None:
             "contract parse + canned response": f"http://127.0.0.1:{noop_port}/mounted/contract",
         }
         predict, trees = _lgbm(data)
+        pipelines = pipeline_traffic(data, args.dataset)
+        pipeline_urls = dict.fromkeys(pipelines, f"http://127.0.0.1:{stage_port}/pipeline")
+        staged = _one_client({"rerank (stage)": targets["rerank (stage)"], **pipeline_urls},
+                             {"rerank (stage)": make, **pipelines}, args.requests // 2, predict)  # fmt: skip
+        inside = {name: _stage_times(url, pipelines[name], 200) for name, url in pipeline_urls.items()}
         one = _one_client(targets, make, args.requests, predict)
         eight = _eight_clients(targets, make, 8, args.seconds)
         results: dict[str, Any] = {
             name: {"one_client": one[name], "eight_clients": eight[name]} for name in targets
         }
         results[LGBM] = {"one_client": {**one[LGBM], "trees": trees}}
+        stages_out = {name: {"one_client": staged[name], "stage_ms": inside[name]} for name in pipelines}
+        stages_out["rerank (stage)"] = {"one_client": staged["rerank (stage)"]}
     finally:
         for p in procs:
             p.terminate()
@@ -269,11 +341,33 @@ def main() -> None:
         table.add_row(name, f"{one['p50_ms']:.2f}", f"{one['p99_ms']:.2f}", f"{eight.get('rps', 0):.0f}" if eight else "-",
                       f"{eight['p99_ms']:.1f}" if eight else "-", str(eight.get("errors", "-")))  # fmt: skip
     Console(width=140).print(table)
+    floor_now = results["no-op @bentoml.api"]["one_client"]["p50_ms"] + staged[LGBM]["p50_ms"]
+    per_stage = Table(title=f"POST /pipeline at 100 candidates ({args.dataset}): each stage alone and the seed's "
+                      "pipelines; p50 beside the floor (no-op p50 + LightGBM p50) and POST /rerank, same run")  # fmt: skip
+    for col in [
+        "pipeline",
+        "p50 ms",
+        "p99 ms",
+        "p50 / floor",
+        "p50 / rerank",
+        "in-process ms per stage (median)",
+    ]:
+        per_stage.add_column(col)
+    rerank_p50 = staged["rerank (stage)"]["p50_ms"]
+    for name, r in stages_out.items():
+        o = r["one_client"]
+        inner = ", ".join(f"{k} {v:.2f}" for k, v in r.get("stage_ms", {}).items()) or "-"
+        per_stage.add_row(name, f"{o['p50_ms']:.2f}", f"{o['p99_ms']:.2f}", f"{o['p50_ms'] / floor_now:.2f}",
+                          f"{o['p50_ms'] / rerank_p50:.2f}", inner)  # fmt: skip
+    Console(width=160).print(per_stage)
+    summary["pipelines_p50_vs_floor"] = {
+        n: r["one_client"]["p50_ms"] / floor_now for n, r in stages_out.items()
+    }
     print(json.dumps(summary, indent=2))
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"serving-{args.dataset}-{args.workers}w.json"
     out.write_text(json.dumps({"dataset": args.dataset, "workers": args.workers, "results": results,
-                               "summary": summary}, indent=2))  # fmt: skip
+                               "pipelines": stages_out, "summary": summary}, indent=2))  # fmt: skip
 
 
 def _lgbm(data: Path) -> tuple[Any, int]:

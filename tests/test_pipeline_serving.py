@@ -18,7 +18,7 @@ def candidates(events, n=60, discontinued=()):
     docs = list(dict.fromkeys(events["document_id"]))[:n]
     return [{"document_id": d, "content": f"doc {d} title words", "score": float(n - i),
              "features": {"in_stock": float(i % 4 != 0)},
-             "metadata": {"discontinued": d in discontinued} if d in discontinued else {}}
+             "metadata": {"in_stock": i % 4 != 0} | ({"discontinued": True} if d in discontinued else {})}
             for i, d in enumerate(docs)]  # fmt: skip
 
 
