@@ -85,3 +85,26 @@ def feature_importance(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def diversity_tradeoff(points: list[dict[str, float]], path: Path, k: int = 10, title: str = "") -> Path:
+    """NDCG@k against intra-list diversity@k, one point per MMR lambda (labelled), with NDCG's 95% interval: how
+    much relevance each step of diversity costs."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 5.0), dpi=120)
+    xs = [p["ild"] for p in points]
+    ys = [p["ndcg"] for p in points]
+    err = [[p["ndcg"] - p["low"] for p in points], [p["high"] - p["ndcg"] for p in points]]
+    ax.errorbar(xs, ys, yerr=err, fmt="o-", color="#1f77b4", ecolor="#9ecae1", capsize=3)
+    for p in points:
+        ax.annotate(f"λ={p['lambda']:g}", (p["ild"], p["ndcg"]), textcoords="offset points", xytext=(6, 6),
+                    fontsize=9)  # fmt: skip
+    ax.set_xlabel(f"intra-list diversity@{k} (mean pairwise dissimilarity)")
+    ax.set_ylabel(f"NDCG@{k}")
+    ax.set_title(title or f"MMR after the learned stage: relevance against diversity (top {k})")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -482,14 +482,13 @@ def load_features(tables_dir: Path) -> tuple[FeatureManifest, TextIndex | None]:
     return manifest, TextIndex.load(tables_dir)
 
 
-def evaluate_procedure(events: pd.DataFrame, store: Any, registry: Registry, plan: TrainPlan, tables_dir: Path,
-                       catalog: pd.DataFrame | None = None, progress: bool = False,
-                       say: Callable[[str], None] = lambda m: None) -> ProcedureEvaluation:  # fmt: skip
-    """Lists -> point-in-time training set -> rolling-origin scores -> metrics against the baselines and the
-    champion -> gates. Registers nothing."""
-    seconds: dict[str, float] = {}
+def training_set_for(events: pd.DataFrame, store: Any, plan: TrainPlan, tables_dir: Path,
+                     catalog: pd.DataFrame | None = None, progress: bool = False,
+                     say: Callable[[str], None] = lambda m: None
+                     ) -> tuple[TrainingSet, dict[str, int], dict[str, int]]:  # fmt: skip
+    """The lake's lists with a positive -> the point-in-time training set (the plan's dropped families left out);
+    also the lists per source, and those with a positive."""
     manifest, text = load_features(tables_dir)
-    t = time.perf_counter()
     lists, sources = build_lists(events, plan.protocol, catalog, progress=progress)
     all_lists = lists["list_id"].nunique()
     lists = relevant_lists(lists)  # before the join: the others would be dropped after it
@@ -502,8 +501,6 @@ def evaluate_procedure(events: pd.DataFrame, store: Any, registry: Registry, pla
         "lists: "
         + ", ".join(f"{positives.get(s, 0):,} of {n:,} {s} lists have a positive" for s, n in sources.items())
     )
-    seconds["lists"] = time.perf_counter() - t
-    t = time.perf_counter()
     # on Ray every call costs minutes of fixed work: fewer, larger chunks
     data = build_training_set(
         store, lists, manifest, text, chunk_rows=1_000_000 if plan.train.ray else 100_000
@@ -512,6 +509,17 @@ def evaluate_procedure(events: pd.DataFrame, store: Any, registry: Registry, pla
         data = data.with_inputs([i for i in data.inputs if i.family not in plan.drop_families])
     say(f"training set: {data.n_lists:,} lists, {len(data.frame):,} rows, {len(data.inputs)} inputs "
         f"(feature set {manifest.feature_set.name} {manifest.version})")  # fmt: skip
+    return data, sources, positives
+
+
+def evaluate_procedure(events: pd.DataFrame, store: Any, registry: Registry, plan: TrainPlan, tables_dir: Path,
+                       catalog: pd.DataFrame | None = None, progress: bool = False,
+                       say: Callable[[str], None] = lambda m: None) -> ProcedureEvaluation:  # fmt: skip
+    """Lists -> point-in-time training set -> rolling-origin scores -> metrics against the baselines and the
+    champion -> gates. Registers nothing."""
+    seconds: dict[str, float] = {}
+    t = time.perf_counter()
+    data, sources, positives = training_set_for(events, store, plan, tables_dir, catalog, progress, say)
     checks: list[FamilyCheck] = []
     if plan.select_families:
         kept, checks = select_families(data, plan, say)

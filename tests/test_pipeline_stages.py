@@ -267,3 +267,39 @@ def test_segments_are_named_by_what_their_users_prefer_and_the_names_survive_ren
         labels = model.assign(profiles)
         names[seed] = [model.names[c] for c in labels]
     assert names[1] == names[2] == names[3]  # whatever numbers k-means gave the segments
+
+
+def test_offline_evaluation_prices_a_filter_and_mmr_on_the_same_lists():
+    from models.pipeline_eval import evaluate_definitions
+
+    rng = np.random.default_rng(0)
+    n_lists, size = 60, 20
+    docs = [f"d{i}" for i in range(40)]
+    catalog = pd.DataFrame({"document_id": docs, "genre": [["drama", "comedy", "horror", "drama"][i % 4]
+                                                           for i in range(40)]})  # fmt: skip
+    rows = []
+    for lst in range(n_lists):
+        picked = rng.choice(40, size, replace=False)
+        for pos, d in enumerate(picked):
+            rows.append({"list_id": lst, "user_id": f"u{lst % 15}", "document_id": docs[d],
+                         "first_stage_score": float(size - pos), "label": float(d % 4 == 0 and rng.random() < 0.7)})
+    frame = pd.DataFrame(rows)
+    starts = np.arange(0, n_lists * size + 1, size)
+    learned = frame["label"].to_numpy() + rng.normal(0, 0.3, len(frame))  # a good model
+    learned_stage = {"stage_type": "sort", "stage_id": "learned_rerank", "parameters": {"model_id": "m", "top_n": 20}}
+    defs = {
+        "learned": resolve(stages(learned_stage), {}),
+        "no drama": resolve(stages({"stage_type": "filter", "stage_id": "structured_filter", "parameters": {
+            "conditions": {"field": "metadata.genre", "operator": "ne", "value": "drama"}}}, learned_stage), {}),
+        "mmr": resolve(stages(learned_stage, {"stage_type": "sort", "stage_id": "mmr",
+                                              "parameters": {"lambda": 0.2, "top_k": 10}}), {}),
+        "capped": resolve(stages(learned_stage, {"stage_type": "sort", "stage_id": "business_rules", "parameters": {
+            "cap": [{"field": "metadata.genre", "max": 3}]}}), {}),
+    }  # fmt: skip
+    got = {r.name: r for r in evaluate_definitions(frame, starts, learned, catalog, defs, ["metadata.genre"],
+                                                    n_boot=50)}  # fmt: skip
+    assert got["learned"].lists == got["mmr"].lists > 0
+    assert got["no drama"].ndcg.mean < got["learned"].ndcg.mean  # the relevant documents are dramas
+    assert got["mmr"].diversity > got["learned"].diversity and got["mmr"].ndcg.mean < got["learned"].ndcg.mean
+    assert all(r.compliance == 1.0 for r in got.values())
+    assert got["capped"].mean_shown <= 9 < got["learned"].mean_shown  # three genres, at most three each

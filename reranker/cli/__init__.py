@@ -13,6 +13,7 @@ from reranker.cli import (
     ingest,
     keys,
     models,
+    pipelines,
     quickstart,
     serving,
     training,
@@ -28,6 +29,7 @@ app.add_typer(models.group, name="models")
 app.add_typer(users.group, name="users")
 app.add_typer(keys.group, name="keys")
 app.add_typer(flows.group, name="flows")
+app.add_typer(pipelines.group, name="pipeline")
 app.command()(ingest.ingest)
 app.command()(training.train)
 app.command()(training.evaluate)
