@@ -5,11 +5,11 @@ uv: ; @command -v $(UV) >/dev/null || python3 -m pip install -q uv
 install: uv ; $(UV) sync --frozen --extra scale --compile-bytecode && $(UV) run --frozen --no-sync python -m compileall -q -j 0 -o 1 .venv/lib >/dev/null 2>&1 || true
 quickstart: install ; $(RUN) reranker quickstart
 test: install ; $(RUN) pytest -q
-test-all: install ; $(RUN) pytest -q -m "" --durations=25
+test-all: install ; $(RUN) pytest -q -m "not scale" --durations=25
 lint: install ; $(RUN) ruff check . && $(RUN) ruff format --check . && $(RUN) mypy && $(RUN) lint-imports
 ci: lint test-all
 bench: install ; $(RUN) python -m benchmarks.offline --sizes 100000 1000000
-bench-scale: install ; $(RUN) python -m benchmarks.offline --sizes 100000 1000000 3000000 10000000 --engines local ray --out scale
+bench-scale: install ; $(RUN) pytest -q -m scale && $(RUN) python -m benchmarks.offline --sizes 100000 1000000 3000000 10000000 --engines local ray --out scale
 schema: install ; $(RUN) reranker schema --out schemas/events.json
 bench-serve: install ; $(RUN) python -m benchmarks.serving
 bench-serve-ab: install ; $(RUN) python -m benchmarks.ab_serving --base $(BASE)

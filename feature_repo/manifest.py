@@ -164,7 +164,9 @@ class FeatureManifest(BaseModel):
     built_at: datetime | None = None
     rows: dict[str, int] = Field(default_factory=dict)
     segments: int = 0
-    segment_names: list[str] = Field(default_factory=list, description="Each segment's readable name, by number.")
+    segment_names: list[str] = Field(
+        default_factory=list, description="Each segment's readable name, by number."
+    )
 
     @property
     def version(self) -> str:

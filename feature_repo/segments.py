@@ -5,7 +5,8 @@ Each segment is named by what its users prefer more than users at large: the aff
 segment most exceeds its mean over everyone (`drama_fan`; a numeric attribute's lowest or highest bucket:
 `low_price_fan`, `high_price_fan`), made unique by the segment's activity (`heavy_drama_fan`); without declared
 affinities, by activity alone (`light_user` ... `heavy_user`). The names follow from the fitted segments, so a
-retrain that finds the same segments gives them the same names whatever numbers k-means gives them.
+retrain that finds the same segments gives them the same names whatever numbers k-means gives them. A segment that
+holds no value a fifth above users at large (new users, whose shares are the prior) is named by activity.
 """
 
 from __future__ import annotations
@@ -48,9 +49,10 @@ class SegmentModel:
         return self.pipeline.predict(_inputs(profiles, list(self.affinities))).astype(np.int64)
 
 
-def slot_labels(affinities: list[str], encodings: Encodings | None, widths: list[int]) -> list[str]:
-    """What each affinity slot stands for: a value (`drama`), `other`, or a numeric bucket (`low_price`)."""
-    out: list[str] = []
+def slot_labels(affinities: list[str], encodings: Encodings | None, widths: list[int]) -> list[str | None]:
+    """What each affinity slot stands for: a value (`drama`) or a numeric bucket (`low_price`); None for the slots
+    of no known value ('other', and room left for values to come), whose share is the smoothing prior."""
+    out: list[str | None] = []
     for name, width in zip(affinities, widths, strict=True):
         enc = encodings.attributes.get(name) if encodings is not None else None
         if enc is not None and enc.kind is DocumentKind.numeric:
@@ -58,8 +60,8 @@ def slot_labels(affinities: list[str], encodings: Encodings | None, widths: list
                 out.append(f"low_{name}" if s == 0 else f"high_{name}" if s == width - 1 else f"mid_{name}")
         else:
             values = list(enc.values) if enc is not None else []
-            out += [values[s] if s < len(values) else f"other_{name}" for s in range(width)]
-    return [_slug(v) for v in out]
+            out += [_slug(values[s]) if s < len(values) else None for s in range(width)]
+    return out
 
 
 def segment_names(X: np.ndarray, labels: np.ndarray, k: int, affinities: list[str],
@@ -75,12 +77,19 @@ def segment_names(X: np.ndarray, labels: np.ndarray, k: int, affinities: list[st
         widths = ([encodings.attributes[a].slots for a in affinities] if encodings is not None else
                   [(X.shape[1] - 1) // len(affinities)] * len(affinities))  # fmt: skip
         slots = slot_labels(affinities, encodings, widths)
+        named = np.array([label is not None for label in slots])
         overall = X[:, 1:].mean(axis=0)
         names = []
         for c in range(k):
             members = X[labels == c, 1:]
-            lift = (members.mean(axis=0) if len(members) else overall) - overall
-            names.append(f"{slots[int(np.argmax(lift))]}_fan" if lift.max() > 0 else f"{tiers[c]}_user")
+            mean = members.mean(axis=0) if len(members) else overall
+            # the value whose share the segment holds most above everyone's, by at least a fifth more than
+            # everyone: else the segment is named by activity
+            lift = np.where(named & (mean >= 1.2 * overall), mean - overall, -np.inf)
+            best = int(np.argmax(lift))
+            names.append(
+                f"{slots[best]}_fan" if np.isfinite(lift[best]) and lift[best] > 0 else f"{tiers[c]}_user"
+            )
         for c in range(k):  # the same preference twice: told apart by activity
             if names.count(names[c]) > 1:
                 names = [f"{tiers[i]}_{n}" if n == names[c] else n for i, n in enumerate(names)]

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 OPERATORS = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "nin", "exists", "is_null", "contains", "starts_with",
              "ends_with")  # fmt: skip
 MAX_DEPTH = 8
-MAX_LEAVES = 200
+MAX_LEAVES = 64
 MAX_LIST = 1_000
 
 

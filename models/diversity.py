@@ -1,6 +1,6 @@
 """Diversity: maximal marginal relevance (the seed's `mmr` stage) and intra-list diversity, over the documents'
-attributes (categorical: equal or not; multi-valued: Jaccard; numeric: 1 - |a - b| / range) or over vectors
-(cosine), with `lambda` 1 all relevance and 0 all diversity."""
+attributes (categorical: equal or not; multi-valued: Jaccard; numeric: 1 - |a - b| / range), with `lambda` 1 all
+relevance and 0 all diversity."""
 
 from __future__ import annotations
 
@@ -45,16 +45,6 @@ def attribute_similarity(columns: Sequence[Sequence[Any]]) -> np.ndarray:
         sim = np.nan_to_num(sim) * (present[:, None] & present[None, :])
         total += sim
     out = total / max(len(columns), 1)
-    np.fill_diagonal(out, 1.0)
-    return out
-
-
-def cosine_similarity(vectors: np.ndarray) -> np.ndarray:
-    """(n x n) cosine of the rows (a row of zeros or NaN: similarity 0 to the others)."""
-    v = np.nan_to_num(np.asarray(vectors, dtype=float))
-    norms = np.linalg.norm(v, axis=1)
-    unit = np.divide(v, norms[:, None], out=np.zeros_like(v), where=norms[:, None] > 0)
-    out = unit @ unit.T
     np.fill_diagonal(out, 1.0)
     return out
 

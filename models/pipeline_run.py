@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from models.conditions import Condition, FieldSource
-from models.diversity import attribute_similarity, cosine_similarity, mmr_order
+from models.diversity import attribute_similarity, mmr_order
 from models.pipeline_spec import (
     BusinessRules,
     LearnedRerankParams,
@@ -186,7 +186,9 @@ def _mmr(run: PipelineRun, stage: Stage, fields: FieldSource, _: Any, diversity_
 
         texts = [t or "" for t in Subset(fields, idx).values("content")]
         try:
-            sim = cosine_similarity(TfidfVectorizer().fit_transform(texts).toarray())
+            rows = TfidfVectorizer().fit_transform(texts)  # L2-normalized rows: their products are cosines
+            sim = (rows @ rows.T).toarray()
+            np.fill_diagonal(sim, 1.0)
         except ValueError:  # no words at all
             sim = np.eye(len(idx))
         used = "the candidates' text"

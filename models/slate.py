@@ -62,12 +62,22 @@ def fill_slots(order: np.ndarray, k: int, epsilon: float, rng: np.random.Generat
     rank[order] = np.arange(len(order))
     members = [cap.membership() for cap in caps]
     counts = [np.zeros(m.shape[1], dtype=np.int64) for m in members]
+    blocked = [
+        np.zeros(n, dtype=bool) for _ in caps
+    ]  # candidates with a value at its cap (each value fills once)
+
+    def count(i: int, c: int) -> None:
+        hit = members[i][c]
+        counts[i][hit] += 1
+        for value in np.flatnonzero(hit & (counts[i] >= caps[i].limit)).tolist():
+            blocked[i] |= members[i][:, value]
+
     # pinned documents count against a cap from the start when their slot is inside its window (a pin outranks a
     # cap: pins alone past a cap are shown, and reported by `violations`)
-    for cap, m, count in zip(caps, members, counts, strict=True):
+    for i, cap in enumerate(caps):
         for s, c in pins.items():
-            if (cap.within is None or s < cap.within) and available_pin(c, order):
-                count += m[c]
+            if (cap.within is None or s < cap.within) and available[c]:
+                count(i, c)
     shown: list[int] = []
     prop: list[float] = []
     greedy_flags: list[bool] = []
@@ -77,13 +87,11 @@ def fill_slots(order: np.ndarray, k: int, epsilon: float, rng: np.random.Generat
             pick, p, greedy_pick = int(pins[slot]), 1.0, True
         else:
             eligible = available & ~pinned_later
-            for cap, m, count in zip(caps, members, counts, strict=True):
+            for i, cap in enumerate(caps):
                 if cap.within is None or slot < cap.within:
-                    full = count >= cap.limit
-                    blocked = (m[:, full].any(axis=1)) if full.any() else np.zeros(n, dtype=bool)
-                    for held in np.flatnonzero(eligible & blocked).tolist():
+                    for held in np.flatnonzero(eligible & blocked[i]).tolist():
                         capped.setdefault(held, []).append(cap.name)
-                    eligible &= ~blocked
+                    eligible &= ~blocked[i]
             left = np.flatnonzero(eligible)  # in index order: the uniform draw's order, as the stage's kernel
             if not len(left):
                 break
@@ -98,18 +106,14 @@ def fill_slots(order: np.ndarray, k: int, epsilon: float, rng: np.random.Generat
         greedy_flags.append(greedy_pick)
         available[pick] = False
         pinned_later[pick] = False
-        for cap, m, count in zip(caps, members, counts, strict=True):
+        for i, cap in enumerate(caps):
             reserved = slot in pins and pins[slot] == pick and (cap.within is None or slot < cap.within)
             if not reserved:
-                count += m[pick]
+                count(i, pick)
     for c in shown:  # a document shown was not held back in the end
         capped.pop(c, None)
     return Slate(np.array(shown, dtype=np.int64), np.array(prop), np.array(greedy_flags, dtype=bool),
                  {c: sorted(set(v)) for c, v in capped.items()})  # fmt: skip
-
-
-def available_pin(candidate: int, order: np.ndarray) -> bool:
-    return bool((order == candidate).any())
 
 
 def violations(shown: Sequence[int], pins: dict[int, int], caps: Sequence[Cap]) -> list[str]:

@@ -66,7 +66,7 @@ RERANK_EXAMPLE = {
 }
 
 RERANK_RESPONSE_EXAMPLE = {
-    "request_id": "6b0db0144bfbeedde143788560aeeceb",
+    "request_id": "6b0e3df7c00d909ce97daff1083bb30d",
     "model_id": "reranker",
     "model_version": "1",
     "variant": "champion",
@@ -74,18 +74,21 @@ RERANK_RESPONSE_EXAMPLE = {
     "reason": "ok",
     "reason_codes": [],
     "results": [
-        {"document_id": "m100", "content": "Fargo (1996)", "score": 0.084,
-         "learned_rerank": {"personalization_score": 0.4599, "exploration_boost": 0.0, "user_segment": 0,
-                            "top_features": [{"name": "collaborative.factor_dot", "contribution": 0.281317},
-                                             {"name": "first_stage.rank", "contribution": 0.257598}]}},
-        {"document_id": "m286", "content": "The English Patient (1996)", "score": -0.0248,
-         "learned_rerank": {"personalization_score": 0.4268, "exploration_boost": 0.0, "user_segment": 0,
-                            "top_features": [{"name": "collaborative.factor_dot", "contribution": 0.286177},
-                                             {"name": "first_stage.rank", "contribution": 0.223773}]}},
-        {"document_id": "m258", "content": "Contact (1997)", "score": -0.5953,
-         "learned_rerank": {"personalization_score": -0.1136, "exploration_boost": 1.0, "user_segment": 0,
-                            "top_features": [{"name": "metadata.created_at_age_days", "contribution": 0.276318},
-                                             {"name": "engagement.positives_7d_share", "contribution": 0.147695}]}},
+        {"document_id": "m286", "content": "The English Patient (1996)", "score": 0.1277,
+         "learned_rerank": {"personalization_score": 0.46, "exploration_boost": 0.0, "user_segment": "drama_fan",
+                            "user_segment_id": 4,
+                            "top_features": ["factor_dot:0.2-0.5", "first_stage_rank:4-5", "positives_30d_share:5-10"],
+                            "top_feature_contributions": [
+                                {"name": "collaborative.factor_dot", "value": "0.2-0.5", "contribution": 0.301969},
+                                {"name": "first_stage.rank", "value": "4-5", "contribution": 0.246852},
+                                {"name": "engagement.positives_30d_share", "value": "5-10",
+                                 "contribution": 0.189234}]}},
+        {"document_id": "m100", "content": "Fargo (1996)", "score": 0.0776,
+         "learned_rerank": {"personalization_score": 0.3762, "exploration_boost": 0.0, "user_segment": "drama_fan",
+                            "user_segment_id": 4,
+                            "top_features": ["factor_dot:0.2-0.5", "first_stage_rank:2", "positives_30d_share:5-10"],
+                            "top_feature_contributions": [
+                                {"name": "collaborative.factor_dot", "value": "0.2-0.5", "contribution": 0.255188}]}},
     ],
 }  # fmt: skip
 
@@ -126,7 +129,7 @@ PIPELINE_EXAMPLE = {
 
 INTERACTIONS_EXAMPLE = {
     "events": [
-        {"event_id": "click-1", "request_id": "6b0db0144bfbeedde143788560aeeceb", "interaction_type": "click",
+        {"event_id": "click-1", "request_id": "6b0e3df7c00d909ce97daff1083bb30d", "interaction_type": "click",
          "user_id": "ml196", "document_id": "m100", "position": 0, "timestamp": "2026-11-30T17:20:00Z"}
     ]
 }  # fmt: skip

@@ -243,12 +243,15 @@ class RerankPipeline:
                        query_vectors=[state.query_vector(query)], present=present)  # fmt: skip
         return Inputs(docs, users, extra, first_stage, np.array([now.timestamp() / 86400.0]))
 
-    def score(self, req: RerankRequest) -> Scored:
+    def score(self, req: RerankRequest, started: float | None = None) -> Scored:
         """The request's candidates scored by the path that serves them (learned, fallback or unranked), before
-        exploration: what `rerank` orders, and what a pipeline's `learned_rerank` stage hands to the next stage."""
+        exploration: what `rerank` orders, and what a pipeline's `learned_rerank` stage hands to the next stage.
+        `started`: when the budget began (`time.perf_counter()`; a pipeline's start, so that one budget covers its
+        stages), default now."""
         user_key = self.hash_user(req.user_id) if req.user_id else None
         reason: list[str] = []
         codes: list[str] = []
+        choosing = time.perf_counter()
         try:
             variant = self.models.choose(req.model_id, user_key)  # ModelNotFound propagates: 404
             if variant is None:
@@ -263,7 +266,8 @@ class RerankPipeline:
             variant = None
             reason.append(f"registry unavailable ({exc})")
             codes.append("registry_unavailable")
-        started = time.perf_counter()  # the budget covers features and scoring, not a first model load
+        # the budget covers features and scoring, not a first model load
+        started = time.perf_counter() if started is None else started + (time.perf_counter() - choosing)
         now = datetime.now(UTC)
         state: FeatureState | None = None
         store_ok = True

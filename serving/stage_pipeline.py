@@ -9,6 +9,7 @@ with the propensities of what was shown.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -87,6 +88,7 @@ class PipelineRunner:
     stage: RerankPipeline
 
     def run(self, req: PipelineRequest) -> tuple[PipelineResponse, ServedList]:
+        started = time.perf_counter()  # one budget: the learned stage's deadline counts from here
         stages = resolve(req.stages, dict(req.inputs))
         state = None
         if self.stage.features is not None:
@@ -102,7 +104,7 @@ class PipelineRunner:
             stage_index = next(s.index for s in stages if s.stage_id == "learned_rerank")
             sub = self._sub_request(req, params, idx, stage_index)
             try:
-                scored = self.stage.score(sub)
+                scored = self.stage.score(sub, started)
             except FieldError as exc:  # the sub-request's candidates are the pipeline's, in this order
                 raise type(exc)(_outer_field(exc.field, stage_index, idx), str(exc)) from exc
             learned.update(sub=sub, scored=scored)

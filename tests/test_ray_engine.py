@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.scale]
 
 
 @pytest.fixture(scope="module")
