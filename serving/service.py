@@ -10,16 +10,18 @@ from __future__ import annotations
 import gc
 import logging
 import time
+from typing import Any
 
 import bentoml
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from starlette.background import BackgroundTask
 
+from models.pipeline_spec import StageError, resolve
 from models.registry import ModelNotFound
 from serving import api_docs
 from serving.access import StageAccess, api_key_of
-from serving.errors import FieldError, InteractionRejected, UnknownFeatures
+from serving.errors import FieldError, InteractionRejected
 from serving.request_body import parse_pipeline_request, parse_rerank_request
 from serving.schemas import (
     ErrorBody,
@@ -183,20 +185,28 @@ async def rerank(body: Request, stage: Reranker = Depends(current_stage)) -> Res
     # serialized once, here (returned as a model, FastAPI would validate it again). What the stage records of the
     # response (`serving.recording`) is done once the response is sent.
     request = parse_rerank_request(await body.body())
-    key = api_key_of(body.scope)
-    if key is not None and not key.allows_model(request.model_id):
-        raise HTTPException(status_code=403, detail={"field": "model_id", "message": f"key {key.key_id} may not use "
-                                                     f"model {request.model_id!r}"})  # fmt: skip
-    started = time.perf_counter()
+    _may_use(body, request.model_id, "model_id")
     pipeline = stage.pipeline
+    return await _answer(stage, pipeline.rerank, request, pipeline.models.is_loaded(request.model_id))
+
+
+def _may_use(body: Request, model_id: str, field: str) -> None:
+    """403 when the request's key is limited to other models."""
+    key = api_key_of(body.scope)
+    if key is not None and not key.allows_model(model_id):
+        raise HTTPException(status_code=403, detail={"field": field, "message": f"key {key.key_id} may not use "
+                                                     f"model {model_id!r}"})  # fmt: skip
+
+
+async def _answer(stage: Reranker, call: Any, request: Any, loaded: bool) -> Response:
+    """The response of `call(request)` (on the event loop when its model is loaded, else on a pool thread), its
+    errors as their statuses with the field at fault, and what it served recorded once it is sent."""
+    started = time.perf_counter()
     try:
-        if pipeline.models.is_loaded(request.model_id):
-            response, served = pipeline.rerank(request)
-        else:
-            response, served = await run_in_threadpool(pipeline.rerank, request)
+        response, served = call(request) if loaded else await run_in_threadpool(call, request)
     except ModelNotFound as exc:
         raise HTTPException(status_code=404, detail={"field": "model_id", "message": str(exc)}) from exc
-    except UnknownFeatures as exc:
+    except (FieldError, StageError) as exc:
         raise HTTPException(status_code=422, detail={"field": exc.field, "message": str(exc)}) from exc
     seconds = time.perf_counter() - started
     return Response(response.model_dump_json(), media_type="application/json",
@@ -210,27 +220,16 @@ _PIPELINE_RESPONSES = {**api_docs.error_responses(ErrorBody, 400, 401, 403, 404,
           description=api_docs.PIPELINE_DESCRIPTION, responses=_PIPELINE_RESPONSES,
           openapi_extra={"requestBody": api_docs.request_body(PipelineRequest, api_docs.PIPELINE_EXAMPLE)})  # fmt: skip
 async def pipeline(body: Request, stage: Reranker = Depends(current_stage)) -> Response:
-    from models.pipeline_spec import StageError
-
     request = parse_pipeline_request(await body.body())
-    key = api_key_of(body.scope)
-    if key is not None:
-        for i, spec in enumerate(request.stages):
-            model_id = spec.parameters.get("model_id") if spec.stage_id == "learned_rerank" else None
-            if isinstance(model_id, str) and not key.allows_model(model_id):
-                raise HTTPException(status_code=403, detail={"field": f"stages[{i}].parameters.model_id",
-                                                             "message": f"key {key.key_id} may not use model "
-                                                                        f"{model_id!r}"})  # fmt: skip
-    started = time.perf_counter()
     try:
-        response, served = await run_in_threadpool(stage.runner.run, request)
-    except ModelNotFound as exc:
-        raise HTTPException(status_code=404, detail={"field": "model_id", "message": str(exc)}) from exc
-    except (StageError, UnknownFeatures, FieldError) as exc:
+        stages = resolve(request.stages, dict(request.inputs))
+    except StageError as exc:
         raise HTTPException(status_code=422, detail={"field": exc.field, "message": str(exc)}) from exc
-    seconds = time.perf_counter() - started
-    return Response(response.model_dump_json(), media_type="application/json",
-                    background=BackgroundTask(stage.recorder.record_after, response, served, seconds))  # fmt: skip
+    learned = [(s.index, s.params.model_id) for s in stages if s.stage_id == "learned_rerank"]
+    for i, model_id in learned:  # the model ids as the templates rendered them
+        _may_use(body, model_id, f"stages[{i}].parameters.model_id")
+    loaded = all(stage.pipeline.models.is_loaded(m) for _, m in learned)
+    return await _answer(stage, lambda r: stage.runner.run(r, stages), request, loaded)
 
 
 _INTERACTIONS_RESPONSES = {

@@ -87,9 +87,12 @@ def diversity_fields(state: FeatureState | None, candidates: Sequence[PipelineCa
 class PipelineRunner:
     stage: RerankPipeline
 
-    def run(self, req: PipelineRequest) -> tuple[PipelineResponse, ServedList]:
+    def run(
+        self, req: PipelineRequest, stages: list[Stage] | None = None
+    ) -> tuple[PipelineResponse, ServedList]:
+        """`stages`: the request's, resolved already (default: resolved here)."""
         started = time.perf_counter()  # one budget: the learned stage's deadline counts from here
-        stages = resolve(req.stages, dict(req.inputs))
+        stages = stages if stages is not None else resolve(req.stages, dict(req.inputs))
         state = None
         if self.stage.features is not None:
             with contextlib.suppress(
