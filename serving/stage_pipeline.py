@@ -26,7 +26,6 @@ from serving.model_cache import RegistryUnavailable
 from serving.online_features import FeatureState
 from serving.pipeline import RerankPipeline, Scored, ServedList
 from serving.schemas import (
-    Candidate,
     PipelineCandidate,
     PipelineRequest,
     PipelineResponse,
@@ -127,14 +126,13 @@ class PipelineRunner:
     @staticmethod
     def _sub_request(req: PipelineRequest, params: LearnedRerankParams, idx: np.ndarray,
                      stage_index: int) -> RerankRequest:  # fmt: skip
-        try:
-            return RerankRequest.model_validate({
+        try:  # the parameters validated as /rerank's, with one candidate; then the candidates, validated already
+            shell = RerankRequest.model_validate({
                 "model_id": params.model_id, "user_id": params.user_id, "query": params.query,
-                "candidates": [Candidate.model_construct(**req.candidates[i].model_dump(exclude={"metadata"}))
-                               for i in idx.tolist()],
-                "features": params.features, "context": params.context, "top_n": params.top_n,
-                "exploration_rate": params.exploration_rate, "fallback": params.fallback,
+                "candidates": [{"document_id": "-"}], "features": params.features, "context": params.context,
+                "top_n": params.top_n, "exploration_rate": params.exploration_rate, "fallback": params.fallback,
                 "unknown_features": params.unknown_features})  # fmt: skip
+            return shell.model_copy(update={"candidates": [req.candidates[i] for i in idx.tolist()]})
         except ValidationError as exc:
             error = exc.errors(include_url=False)[0]
             loc = ".".join(str(p) for p in error["loc"])
