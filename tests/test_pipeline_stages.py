@@ -281,12 +281,23 @@ def test_offline_evaluation_prices_a_filter_and_mmr_on_the_same_lists():
     for lst in range(n_lists):
         picked = rng.choice(40, size, replace=False)
         for pos, d in enumerate(picked):
-            rows.append({"list_id": lst, "user_id": f"u{lst % 15}", "document_id": docs[d],
-                         "first_stage_score": float(size - pos), "label": float(d % 4 == 0 and rng.random() < 0.7)})
+            rows.append(
+                {
+                    "list_id": lst,
+                    "user_id": f"u{lst % 15}",
+                    "document_id": docs[d],
+                    "first_stage_score": float(size - pos),
+                    "label": float(d % 4 == 0 and rng.random() < 0.7),
+                }
+            )
     frame = pd.DataFrame(rows)
     starts = np.arange(0, n_lists * size + 1, size)
     learned = frame["label"].to_numpy() + rng.normal(0, 0.3, len(frame))  # a good model
-    learned_stage = {"stage_type": "sort", "stage_id": "learned_rerank", "parameters": {"model_id": "m", "top_n": 20}}
+    learned_stage = {
+        "stage_type": "sort",
+        "stage_id": "learned_rerank",
+        "parameters": {"model_id": "m", "top_n": 20},
+    }
     defs = {
         "learned": resolve(stages(learned_stage), {}),
         "no drama": resolve(stages({"stage_type": "filter", "stage_id": "structured_filter", "parameters": {

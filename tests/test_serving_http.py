@@ -199,10 +199,15 @@ def test_every_route_but_health_needs_a_key_with_its_scope(server, lake):
     other = bare.post("/rerank", json=_body(events, model_id="other"), headers=only)
     assert other.status_code == 403 and other.json()["detail"]["field"] == "model_id"
     body = _body(events)
-    stages = [{"stage_type": "sort", "stage_id": "learned_rerank", "parameters": {"model_id": "{{INPUT.model_id}}"}}]
+    stages = [
+        {"stage_type": "sort", "stage_id": "learned_rerank", "parameters": {"model_id": "{{INPUT.model_id}}"}}
+    ]
     for model_id, status in (("serving", 200), ("other", 403)):  # checked as the template renders it
-        piped = bare.post("/pipeline", headers=only, json={"inputs": {"model_id": model_id},
-                                                           "candidates": body["candidates"], "stages": stages})
+        piped = bare.post(
+            "/pipeline",
+            headers=only,
+            json={"inputs": {"model_id": model_id}, "candidates": body["candidates"], "stages": stages},
+        )
         assert piped.status_code == status, piped.text
     assert piped.json()["detail"]["field"] == "stages[0].parameters.model_id"
     store.revoke(key.key_id)

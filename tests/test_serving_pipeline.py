@@ -96,7 +96,11 @@ def test_request_features_and_the_query_change_the_ranking_and_the_explanations_
     with_query, _ = pipeline.rerank(request(events, user, exploration_rate=0.0, top_n=30, query=query))
     without, _ = pipeline.rerank(request(events, user, exploration_rate=0.0, top_n=30))
     assert [r.score for r in with_query.results] != [r.score for r in without.results]
-    named = {f["name"] for r in in_stock.results for f in r.learned_rerank.model_dump()["top_feature_contributions"]}
+    named = {
+        f["name"]
+        for r in in_stock.results
+        for f in r.learned_rerank.model_dump()["top_feature_contributions"]
+    }
     known = {i.name for i in pipeline.models.choose("serving", user).plan.inputs}
     assert named and named <= known
 
