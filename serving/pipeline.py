@@ -12,7 +12,8 @@
 | candidate features the feature set does not declare | 422 naming them, or ignored (`unknown_features: ignore`) |
 | scoring over the time budget | the candidates in their original order (`served_by: unranked`) |
 
-The fallback is the request's `fallback`, else the one the served model's training found best on the same data
+The fallback is the request's `fallback` (`rule_based`, `first_stage`, or `rerank`: the static BM25 model over the
+candidates' content, `models.static_rerank`), else the one the served model's training found best on the same data
 (recorded on its card), else - no model served - the caller's own first-stage order.
 """
 
