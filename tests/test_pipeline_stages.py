@@ -314,3 +314,18 @@ def test_offline_evaluation_prices_a_filter_and_mmr_on_the_same_lists():
     assert got["mmr"].diversity > got["learned"].diversity and got["mmr"].ndcg.mean < got["learned"].ndcg.mean
     assert all(r.compliance == 1.0 for r in got.values())
     assert got["capped"].mean_shown <= 9 < got["learned"].mean_shown  # three genres, at most three each
+
+
+def test_the_documented_pipeline_example_runs_through_its_stages():
+    """The /pipeline example of the API docs: valid, and its filter keeps the in-stock products it sends."""
+    from models.pipeline_run import run_stages
+    from serving.api_docs import PIPELINE_EXAMPLE
+    from serving.schemas import PipelineRequest
+    from serving.stage_pipeline import CandidateFields
+
+    req = PipelineRequest.model_validate(PIPELINE_EXAMPLE)
+    first = np.array([c.score for c in req.candidates], dtype=float)
+    run = run_stages(resolve(req.stages, dict(req.inputs)), CandidateFields(req.candidates, None), first,
+                     lambda params, idx: (-np.arange(len(idx), dtype=float), "learned"))  # fmt: skip
+    assert [req.candidates[i].document_id for i in run.order] == ["p42", "p7"]
+    assert run.pins == {0: 0} and run.stages[1].candidates_out == 2
