@@ -146,6 +146,7 @@ def train_model(
         settings.train_threads,
         GatePolicy(**(policy or {})),
         settings.ray_cluster(),
+        settings.training_memory_gb,
     )
     catalog = pd.read_parquet(layout.documents) if layout.documents.exists() else None
     logger = get_run_logger()

@@ -40,7 +40,7 @@ from models.lists import RetrievalProtocol, logged_lists, relevant_lists, retrie
 from models.ranker import FirstStageRanker
 from models.registry import CANARY, CHAMPION, PIP_REQUIREMENTS, LoadedModel, Registry
 from models.rule_based import RuleBasedRanker
-from models.training_set import TrainingSet, build_training_set
+from models.training_set import TrainingSet, build_training_set, check_memory
 from reranker.engine import RayCluster
 
 # max_depth 5: TreeSHAP explanations cost O(trees x leaves x depth^2); on MovieLens depth 5 kept NDCG@10 within
@@ -70,13 +70,16 @@ class TrainPlan:
     drop_families: tuple[str, ...] = ()  # ablations: model inputs of these families left out
     select_families: bool = True  # drop a family a validation period proves harmful (see `select_families`)
     validation_from_quantile: float = 0.4  # validation lists: from here to the test period
+    memory_gb: float | None = (
+        None  # refuse up front a training set whose build would need more (None: no budget)
+    )
 
     @classmethod
     def create(cls, model_id: str, seed: int, rounds: int, threads: int, gates: GatePolicy | None = None,
-               ray: RayCluster | None = None) -> TrainPlan:  # fmt: skip
+               ray: RayCluster | None = None, memory_gb: float | None = None) -> TrainPlan:  # fmt: skip
         """The plan the entry points (CLI, flows) run: default evaluation, these boosting rounds and threads, on the
-        local engine or Ray Train on `ray`."""
-        plan = cls(model_id=model_id, seed=seed, gates=gates or GatePolicy())
+        local engine or Ray Train on `ray`, within `memory_gb` for the training-set build."""
+        plan = cls(model_id=model_id, seed=seed, gates=gates or GatePolicy(), memory_gb=memory_gb)
         plan.train.num_boost_round, plan.train.threads, plan.train.ray = rounds, threads, ray
         return plan
 
@@ -501,6 +504,9 @@ def training_set_for(events: pd.DataFrame, store: Any, plan: TrainPlan, tables_d
         "lists: "
         + ", ".join(f"{positives.get(s, 0):,} of {n:,} {s} lists have a positive" for s, n in sources.items())
     )
+    need = check_memory(len(lists), int(lists["list_id"].nunique()), manifest, plan.memory_gb)
+    say(f"training set: ≈ {need:.1f} GB at the peak of its build" + (f" (budget {plan.memory_gb:g} GB)"
+                                                                      if plan.memory_gb else ""))  # fmt: skip
     # on Ray every call costs minutes of fixed work: fewer, larger chunks
     data = build_training_set(
         store, lists, manifest, text, chunk_rows=1_000_000 if plan.train.ray else 100_000

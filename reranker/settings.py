@@ -121,6 +121,11 @@ class Settings(BaseSettings):
         default=1024, ge=64, description="Shared memory of the local Ray cluster (Ray's default: 30% of RAM)."
     )
     ray_workers: int = Field(default=2, ge=1, description="Ray Train workers (LightGBM machines) per fit.")
+    training_memory_gb: float = Field(
+        default=8.0,
+        ge=0,
+        description="Memory budget of the training-set build: a larger one is refused before any work (0: none).",
+    )
     user_cache_seconds: float = Field(
         default=5.0,
         ge=0,

@@ -64,7 +64,8 @@ def print_outcome(summary: dict[str, Any]) -> None:
 def plan(conf: Settings, model_id: str, rounds: int = 150) -> Any:
     from models.training import TrainPlan
 
-    return TrainPlan.create(model_id, conf.seed, rounds, conf.train_threads, ray=conf.ray_cluster())
+    return TrainPlan.create(model_id, conf.seed, rounds, conf.train_threads, ray=conf.ray_cluster(),
+                            memory_gb=conf.training_memory_gb)  # fmt: skip
 
 
 def train_and_register(conf: Settings, model_id: str, rounds: int, steps: Steps) -> Any:
