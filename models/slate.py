@@ -42,17 +42,22 @@ class Slate:
     shown: np.ndarray  # candidate indexes, slot by slot
     propensity: np.ndarray  # of each shown document at its slot
     greedy: np.ndarray  # bool: the slot showed its greedy choice (a pin counts as greedy)
-    capped: dict[int, list[str]] = field(
-        default_factory=dict
-    )  # candidate -> caps that held it below its place
+    # candidate -> the caps that held it below its place
+    capped: dict[int, list[str]] = field(default_factory=dict)
 
 
 def fill_slots(order: np.ndarray, k: int, epsilon: float, rng: np.random.Generator,
                pins: dict[int, int] | None = None, caps: Sequence[Cap] = ()) -> Slate:  # fmt: skip
     """`order`: the deterministic order (candidate indexes, best first; candidates absent from it are never shown).
-    `pins`: slot -> candidate index (slots at or past the end of the slate are ignored)."""
+    `pins`: slot -> candidate index (a slot past the end of a shorter slate means its last slot; of two pins on one
+    slot the first keeps it)."""
     n = max([int(order.max()) + 1 if len(order) else 0, *(len(cap.values) for cap in caps)])
-    pins = {s: c for s, c in (pins or {}).items() if 0 <= s < k}
+    last = min(k, len(order)) - 1
+    kept: dict[int, int] = {}
+    for s, c in (pins or {}).items():
+        if s >= 0 and last >= 0:
+            kept.setdefault(min(s, last), c)
+    pins = kept
     pinned_later = np.zeros(n, dtype=bool)
     for c in pins.values():
         pinned_later[c] = True
@@ -62,9 +67,8 @@ def fill_slots(order: np.ndarray, k: int, epsilon: float, rng: np.random.Generat
     rank[order] = np.arange(len(order))
     members = [cap.membership() for cap in caps]
     counts = [np.zeros(m.shape[1], dtype=np.int64) for m in members]
-    blocked = [
-        np.zeros(n, dtype=bool) for _ in caps
-    ]  # candidates with a value at its cap (each value fills once)
+    # the candidates with a value at its cap (a value fills once)
+    blocked = [np.zeros(n, dtype=bool) for _ in caps]
 
     def count(i: int, c: int) -> None:
         hit = members[i][c]
@@ -81,7 +85,7 @@ def fill_slots(order: np.ndarray, k: int, epsilon: float, rng: np.random.Generat
     shown: list[int] = []
     prop: list[float] = []
     greedy_flags: list[bool] = []
-    capped: dict[int, list[str]] = {}
+    capped: dict[int, set[str]] = {}
     for slot in range(min(k, len(order))):
         if slot in pins and available[pins[slot]]:
             pick, p, greedy_pick = int(pins[slot]), 1.0, True
@@ -90,7 +94,7 @@ def fill_slots(order: np.ndarray, k: int, epsilon: float, rng: np.random.Generat
             for i, cap in enumerate(caps):
                 if cap.within is None or slot < cap.within:
                     for held in np.flatnonzero(eligible & blocked[i]).tolist():
-                        capped.setdefault(held, []).append(cap.name)
+                        capped.setdefault(held, set()).add(cap.name)
                     eligible &= ~blocked[i]
             left = np.flatnonzero(eligible)  # in index order: the uniform draw's order, as the stage's kernel
             if not len(left):
@@ -113,7 +117,7 @@ def fill_slots(order: np.ndarray, k: int, epsilon: float, rng: np.random.Generat
     for c in shown:  # a document shown was not held back in the end
         capped.pop(c, None)
     return Slate(np.array(shown, dtype=np.int64), np.array(prop), np.array(greedy_flags, dtype=bool),
-                 {c: sorted(set(v)) for c, v in capped.items()})  # fmt: skip
+                 {c: sorted(v) for c, v in capped.items()})  # fmt: skip
 
 
 def violations(shown: Sequence[int], pins: dict[int, int], caps: Sequence[Cap]) -> list[str]:

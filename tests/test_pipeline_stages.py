@@ -329,3 +329,8 @@ def test_the_documented_pipeline_example_runs_through_its_stages():
                      lambda params, idx: (-np.arange(len(idx), dtype=float), "learned"))  # fmt: skip
     assert [req.candidates[i].document_id for i in run.order] == ["p42", "p7"]
     assert run.pins == {0: 0} and run.stages[1].candidates_out == 2
+
+
+def test_a_pin_past_a_short_slate_takes_its_last_slot():
+    slate = fill_slots(np.arange(5), 10, 0.0, np.random.default_rng(0), pins={9: 0, 7: 1})
+    assert slate.shown.tolist() == [1, 2, 3, 4, 0]  # both pins fall on slot 4: the first keeps it
