@@ -196,3 +196,13 @@ def test_the_prefect_ui_address_follows_the_api_url(tmp_path):
 
     assert prefect_ui(tmp_path, "http://10.0.0.5:4300/api/") == "http://10.0.0.5:4300"
     assert prefect_ui(tmp_path, None).startswith(f"PREFECT_HOME={tmp_path} uv run prefect server start")
+
+
+def test_pipeline_evaluate_refuses_a_bad_definition_before_any_work(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"stages": [{"stage_type": "sort", "stage_id": "mmr", "parameters": {"lambda": 3}}]}')
+    result = runner.invoke(app, ["pipeline", "evaluate", str(bad), "--data-dir", str(tmp_path / "d")])
+    assert result.exit_code == 2 and "stages[0].parameters.lambda" in result.output
+    result = runner.invoke(app, ["pipeline", "evaluate", str(tmp_path / "absent.json"), "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "no such pipeline definition" in result.output
+    assert not (tmp_path / "d").exists()
