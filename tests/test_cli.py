@@ -203,6 +203,8 @@ def test_pipeline_evaluate_refuses_a_bad_definition_before_any_work(tmp_path):
     bad.write_text('{"stages": [{"stage_type": "sort", "stage_id": "mmr", "parameters": {"lambda": 3}}]}')
     result = runner.invoke(app, ["pipeline", "evaluate", str(bad), "--data-dir", str(tmp_path / "d")])
     assert result.exit_code == 2 and "stages[0].parameters.lambda" in result.output
-    result = runner.invoke(app, ["pipeline", "evaluate", str(tmp_path / "absent.json"), "--data-dir", str(tmp_path)])
+    result = runner.invoke(
+        app, ["pipeline", "evaluate", str(tmp_path / "absent.json"), "--data-dir", str(tmp_path)]
+    )
     assert result.exit_code == 2 and "no such pipeline definition" in result.output
     assert not (tmp_path / "d").exists()
