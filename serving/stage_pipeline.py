@@ -94,9 +94,8 @@ class PipelineRunner:
         stages = stages if stages is not None else resolve(req.stages, dict(req.inputs))
         state = None
         if self.stage.features is not None:
-            with contextlib.suppress(
-                Exception
-            ):  # the catalog unreadable: filters see what the candidates carry
+            # the catalog unreadable: filters see what the candidates carry, and the learned stage falls back
+            with contextlib.suppress(Exception):
                 state = self.stage.features.state()
         fields = CandidateFields(req.candidates, state)
         first = np.array([np.nan if c.score is None else c.score for c in req.candidates], dtype=float)
