@@ -9,6 +9,14 @@ from typing import Any
 
 import numpy as np
 
+from reranker.featureset import DocumentKind, FeatureSet
+
+
+def catalog_fields(fs: FeatureSet) -> list[str]:
+    """MMR's default fields: the feature set's categorical document attributes, as `metadata.<name>`."""
+    kinds = (DocumentKind.categorical, DocumentKind.multi_categorical)
+    return [f"metadata.{name}" for name, attr in fs.documents.items() if attr.kind in kinds]
+
 
 def _is_missing(v: Any) -> bool:
     return v is None or (isinstance(v, float) and v != v) or (isinstance(v, list | tuple) and not v)

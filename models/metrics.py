@@ -12,7 +12,7 @@ import pandas as pd
 METRICS = ("ndcg", "mrr", "map", "recall")
 
 
-def _dcg(gains: np.ndarray) -> float:
+def dcg(gains: np.ndarray) -> float:
     discounts = 1.0 / np.log2(np.arange(2, len(gains) + 2))
     return float((gains * discounts).sum())
 
@@ -27,8 +27,8 @@ def list_metrics(labels: np.ndarray, scores: np.ndarray, ks: tuple[int, ...]) ->
     out: dict[str, float] = {}
     for k in ks:
         top = ranked[:k]
-        idcg = _dcg(2.0 ** ideal[:k] - 1)
-        out[f"ndcg@{k}"] = _dcg(2.0**top - 1) / idcg if idcg > 0 else np.nan
+        idcg = dcg(2.0 ** ideal[:k] - 1)
+        out[f"ndcg@{k}"] = dcg(2.0**top - 1) / idcg if idcg > 0 else np.nan
         hits = relevant[:k]
         first = int(np.argmax(hits)) if hits.any() else -1
         out[f"mrr@{k}"] = 1.0 / (first + 1) if first >= 0 else 0.0

@@ -17,9 +17,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from feature_repo.manifest import split_values
 from models.conditions import FieldSource
 from models.diversity import attribute_similarity, intra_list_diversity
 from models.evaluation import Interval, cluster_bootstrap
+from models.metrics import dcg
 from models.pipeline_run import Subset, run_stages
 from models.pipeline_spec import LearnedRerankParams, Stage
 from models.slate import violations
@@ -57,8 +59,7 @@ class CatalogFields:
         out = self.catalog.reindex(self._ids)[name].tolist()
         sep = self.separators.get(name)
         if sep is not None:
-            out = [[v.strip() for v in str(x).split(sep) if v.strip()] if isinstance(x, str) else
-                   list(x) if isinstance(x, list | tuple | np.ndarray) else None for x in out]  # fmt: skip
+            out = [split_values(x, sep) for x in out]
         return [None if isinstance(v, float) and np.isnan(v) else v for v in out]
 
 
@@ -111,7 +112,8 @@ def evaluate_definitions(frame: pd.DataFrame, list_starts: np.ndarray, learned: 
                 stages, fields, rows["first_stage_score"].to_numpy(dtype=float), score, diversity_fields
             )
             slate = run.fill(run.size(k), 0.0, np.random.default_rng(0)).shown
-            ndcg.append(_dcg(labels[slate[:k]]) / _dcg(np.sort(labels)[::-1][:k]))  # not shown: no gain
+            gains = 2.0**labels - 1  # exponential gain, as models.metrics; not shown: no gain
+            ndcg.append(dcg(gains[slate[:k]]) / dcg(np.sort(gains)[::-1][:k]))
             sim = attribute_similarity([Subset(fields, np.arange(len(labels))).values(f) for f in diversity_fields]) \
                 if diversity_fields else np.eye(len(labels))  # fmt: skip
             ild.append(intra_list_diversity(sim, slate.tolist()))
@@ -130,11 +132,6 @@ def evaluate_definitions(frame: pd.DataFrame, list_starts: np.ndarray, learned: 
                                     float(np.mean(shown)) if shown else 0.0, intervals.get("difference")))  # fmt: skip
     bar.close()
     return out
-
-
-def _dcg(labels: np.ndarray) -> float:
-    """Exponential-gain DCG of labels in shown order (as `models.metrics`)."""
-    return float(((2.0**labels - 1) / np.log2(np.arange(2, len(labels) + 2))).sum())
 
 
 def _complies(stages: list[Stage], fields: FieldSource, slate: np.ndarray, run: Any) -> bool:

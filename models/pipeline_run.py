@@ -26,6 +26,7 @@ from models.pipeline_spec import (
     StaticRerank,
     StructuredFilter,
 )
+from models.ranker import FirstStageRanker, finite_scores
 from models.slate import Cap, Slate, fill_slots
 from models.static_rerank import StaticRanker
 
@@ -97,23 +98,13 @@ class PipelineRun:
         return fill_slots(self.order, k, epsilon, rng, self.pins, self.caps)
 
 
-def _finite_first_stage(first_stage: np.ndarray) -> np.ndarray:
-    """The first-stage scores, candidates without one after the others in the order sent."""
-    out = np.asarray(first_stage, dtype=float).copy()
-    bad = ~np.isfinite(out)
-    if bad.any():
-        floor = float(out[~bad].min()) if (~bad).any() else 0.0
-        out[bad] = floor - 1.0 - np.arange(int(bad.sum()), dtype=float)
-    return out
-
-
 def run_stages(stages: Sequence[Stage], fields: FieldSource, first_stage: np.ndarray,
                learned: LearnedScorer | None, diversity_fields: Sequence[str] = (),
                when_empty: Callable[[Stage], None] | None = None) -> PipelineRun:  # fmt: skip
     """The stages over the candidates of `fields` (their first-stage scores `first_stage`). `learned` scores the
     candidates a learned_rerank stage gets; `diversity_fields` are MMR's default fields; `when_empty` is called for
     a stage that gets no candidates (serving checks that the model exists)."""
-    base = _finite_first_stage(first_stage)
+    base = finite_scores(FirstStageRanker().score_matrix(np.asarray(first_stage, dtype=float)[:, None]))
     run = PipelineRun(np.argsort(-base, kind="stable"), base)
     for stage in stages:
         started = time.perf_counter()

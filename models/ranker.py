@@ -37,6 +37,18 @@ def feature_matrix(features: pd.DataFrame, names: list[str]) -> np.ndarray:
     return out
 
 
+def finite_scores(scores: np.ndarray) -> np.ndarray:
+    """Every score a number: candidates without one (NaN, inf) go after the others, in the order they came, below
+    the lowest score."""
+    bad = ~np.isfinite(scores)
+    if not bad.any():
+        return scores
+    out = scores.astype(float, copy=True)
+    floor = float(out[~bad].min()) if (~bad).any() else 0.0
+    out[bad] = floor - 1.0 - np.arange(int(bad.sum()), dtype=float)
+    return out
+
+
 class FirstStageRanker:
     """Keeps the retriever's order: the baseline every reranker must beat."""
 

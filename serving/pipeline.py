@@ -35,7 +35,7 @@ from feature_repo.inputs import warm_up as warm_up_inputs
 from feature_repo.rows import apply_overrides, extras
 from feature_repo.text import warm_up as warm_up_text
 from feature_repo.transforms import normalize_query
-from models.ranker import FirstStageRanker
+from models.ranker import FirstStageRanker, finite_scores
 from models.rule_based import RuleBasedRanker
 from models.static_rerank import StaticRanker
 from reranker.contracts import ServedListEvent
@@ -106,18 +106,6 @@ def score_by_deadline(
         if time.perf_counter() > deadline:
             return None
         out[start : start + block] = score(X[start : start + block])
-    return out
-
-
-def _finite(scores: np.ndarray) -> np.ndarray:
-    """Every served score a number: candidates without one (no first-stage score sent) go after the others, in
-    the order they came, below the lowest score."""
-    bad = ~np.isfinite(scores)
-    if not bad.any():
-        return scores
-    out = scores.astype(float, copy=True)
-    floor = float(out[~bad].min()) if (~bad).any() else 0.0
-    out[bad] = floor - 1.0 - np.arange(int(bad.sum()), dtype=float)
     return out
 
 
@@ -340,7 +328,7 @@ class RerankPipeline:
                 scores = FirstStageRanker().score_matrix(first_stage[:, None])
             served_by = ServedBy.fallback
         return Scored(
-            user_key, now, _finite(scores), served_by, reason, codes, variant, X, user, state, features
+            user_key, now, finite_scores(scores), served_by, reason, codes, variant, X, user, state, features
         )
 
     def rerank(self, req: RerankRequest) -> tuple[RerankResponse, ServedList]:

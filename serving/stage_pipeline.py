@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
+from models.diversity import catalog_fields
 from models.pipeline_run import PipelineRun, RuleOutcome, cap_outcomes, run_stages
 from models.pipeline_spec import LearnedRerankParams, Stage, StageError, resolve
-from reranker.featureset import DocumentKind
 from serving.errors import FieldError
 from serving.model_cache import RegistryUnavailable
 from serving.online_features import FeatureState
@@ -78,8 +78,7 @@ def diversity_fields(state: FeatureState | None, candidates: Sequence[PipelineCa
         return sorted(
             {f"metadata.{k}" for c in candidates for k, v in c.metadata.items() if isinstance(v, str | list)}
         )
-    return [f"metadata.{n}" for n, a in state.manifest.feature_set.documents.items()
-            if a.kind in (DocumentKind.categorical, DocumentKind.multi_categorical)]  # fmt: skip
+    return catalog_fields(state.manifest.feature_set)
 
 
 @dataclass

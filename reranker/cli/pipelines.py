@@ -75,6 +75,7 @@ def evaluate(
     """Each definition over the same out-of-sample test lists: what its filters, rules and diversity cost in NDCG."""
     from feature_repo.manifest import FeatureManifest
     from feature_repo.store import FeatureStoreError
+    from models.diversity import catalog_fields
     from models.pipeline_eval import evaluate_definitions
     from models.plots import diversity_tradeoff
     from models.training import rolling_origin, training_set_for
@@ -107,8 +108,7 @@ def evaluate(
     except (ValueError, FeatureStoreError) as exc:
         fail(str(exc))
     steps.done("out-of-sample scores")
-    diversity = [f"metadata.{n}" for n, a in fs.documents.items()
-                 if a.kind in (DocumentKind.categorical, DocumentKind.multi_categorical)]  # fmt: skip
+    diversity = catalog_fields(fs)
     texts = [fs.documents[n].source(n) for n, a in fs.documents.items() if a.kind is DocumentKind.text]
     separators = {n: a.separator for n, a in fs.documents.items() if a.kind is DocumentKind.multi_categorical}
     results = evaluate_definitions(test.frame, test.block.list_starts, learned, catalog, defs, diversity, texts,
