@@ -179,3 +179,24 @@ def test_bad_pipelines_are_refused_by_field(runner, stage):
         runner.run(req)
     assert unknown.value.field == "candidates[3].features"
     assert np.isfinite([c.score for c in req.candidates]).all()
+
+
+def test_a_filter_that_leaves_nothing_answers_empty_and_an_unknown_model_is_still_404(runner, stage):
+    events = stage[2]
+    stages = [
+        {
+            "stage_type": "filter",
+            "stage_id": "structured_filter",
+            "parameters": {"conditions": {"field": "document_id", "operator": "eq", "value": "no-such-doc"}},
+        },
+        {
+            "stage_type": "sort",
+            "stage_id": "learned_rerank",
+            "parameters": {"model_id": "{{INPUT.model_id}}"},
+        },
+    ]
+    body = {"candidates": candidates(events, n=10), "stages": stages}
+    resp, served = runner.run(PipelineRequest.model_validate({**body, "inputs": {"model_id": "serving"}}))
+    assert resp.results == [] and resp.stages[1].detail == "no candidates left" and served.event().items == []
+    with pytest.raises(ModelNotFound):
+        runner.run(PipelineRequest.model_validate({**body, "inputs": {"model_id": "no-such-model"}}))
