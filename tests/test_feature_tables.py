@@ -128,3 +128,19 @@ def test_collaborative_models_of_an_epoch_see_only_positives_before_it(tables):
     unseen = [d for d in documents if d not in seen_before]
     assert all(np.allclose(docs_f.loc[d, "factors"], 0.0) for d in unseen[:20])
     assert len(index) == len(documents)
+
+
+def test_times_move_back_to_the_newest_snapshot_at_or_before_them():
+    from feature_repo.store import as_of_snapshots
+
+    def utc(*values):
+        return pd.to_datetime(list(values), utc=True, format="ISO8601")
+
+    grid = utc("2026-01-02", "2026-01-03", "2026-01-05").tz_convert(None).as_unit("us").to_numpy()
+    times = pd.Series(utc("2026-01-01T12:00", "2026-01-02", "2026-01-02T23:59:59", "2026-01-04T08:00", "2026-01-09",
+                          None), index=[5, 4, 3, 2, 1, 0])  # fmt: skip
+    got = as_of_snapshots(times, grid)
+    want = utc("2026-01-01T23:59:59", "2026-01-02", "2026-01-02", "2026-01-03", "2026-01-05")
+    assert list(got.iloc[:5]) == list(want) and pd.isna(got.iloc[5])
+    assert str(got.dtype) == "datetime64[us, UTC]" and list(got.index) == list(times.index)
+    assert as_of_snapshots(times, grid[:0]) is times
