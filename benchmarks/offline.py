@@ -144,7 +144,9 @@ def stage(name: str, size: int, root: Path, engine: str = "local") -> dict[str, 
                                   chunk_rows=1_000_000 if ray else 100_000)  # fmt: skip
         out["seconds"] = time.perf_counter() - t
         out["rows"], out["inputs"] = len(data.frame), len(data.features)
-        (root / f"training_set-{engine}.pkl").write_bytes(pickle.dumps((data.frame, data.X, data.features)))
+        out["peak_rss_mb"] = peak.stop_mb()  # the build's (and the listing's) peak, not the hand-off's below
+        with (root / f"training_set-{engine}.pkl").open("wb") as f:  # streamed: no second copy of X in memory
+            pickle.dump((data.frame, data.X, data.features), f, protocol=pickle.HIGHEST_PROTOCOL)
     elif name == "train":
         import pickle
 
@@ -158,7 +160,8 @@ def stage(name: str, size: int, root: Path, engine: str = "local") -> dict[str, 
         _, info = train_lambdarank(frame, X, features, TrainConfig(num_boost_round=150, ray=ray))
         out["seconds"] = time.perf_counter() - t
         out["rows"], out["position_aware"] = len(frame), info["position_aware"]
-    out["peak_rss_mb"] = peak.stop_mb()
+    if "peak_rss_mb" not in out:
+        out["peak_rss_mb"] = peak.stop_mb()
     return out
 
 

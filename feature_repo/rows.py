@@ -57,6 +57,32 @@ class RowBlock:
                         np.concatenate([b.extras for b in blocks]), np.concatenate([b.first_stage for b in blocks]),
                         starts, np.concatenate([b.now_days for b in blocks]))  # fmt: skip
 
+    @staticmethod
+    def assemble(list_starts: np.ndarray, blocks: Any) -> RowBlock:
+        """The blocks (an iterable of consecutive runs of whole lists) written one after the other into arrays
+        allocated once for all the rows of `list_starts`: each block is dropped once copied, so the build holds the
+        whole block and one chunk, not the chunks and their concatenation (at 10M events, 3.2 GB less)."""
+        n_rows, n_lists = int(list_starts[-1]), len(list_starts) - 1
+        out: RowBlock | None = None
+        row = lst = 0
+        for block in blocks:
+            if out is None:
+                out = RowBlock(np.empty((n_rows, block.docs.shape[1]), block.docs.dtype),
+                               np.empty((n_lists, block.users.shape[1]), block.users.dtype),
+                               np.empty((n_rows, block.extras.shape[1]), block.extras.dtype),
+                               np.empty(n_rows, block.first_stage.dtype), np.asarray(list_starts, np.int64),
+                               np.empty(n_lists, block.now_days.dtype))  # fmt: skip
+            rows, lists = block.n_rows, len(block.list_starts) - 1
+            if not np.array_equal(block.list_starts + row, out.list_starts[lst : lst + lists + 1]):
+                raise ValueError("blocks do not follow the lists in order")
+            out.docs[row : row + rows], out.extras[row : row + rows] = block.docs, block.extras
+            out.first_stage[row : row + rows] = block.first_stage
+            out.users[lst : lst + lists], out.now_days[lst : lst + lists] = block.users, block.now_days
+            row, lst = row + rows, lst + lists
+        if out is None or (row, lst) != (n_rows, n_lists):
+            raise ValueError(f"blocks hold {row} rows in {lst} lists, not {n_rows} in {n_lists}")
+        return out
+
     def compute(self, plan: Any) -> np.ndarray:
         return plan.compute(
             self.docs, self.users, self.extras, self.first_stage, self.list_starts, self.now_days

@@ -208,13 +208,7 @@ def rolling_origin(data: TrainingSet, plan: TrainPlan, say: Callable[[str], None
 def _concat(parts: list[TrainingSet]) -> TrainingSet:
     from feature_repo.rows import RowBlock
 
-    blocks = [p.block for p in parts]
-    sizes = np.concatenate([np.diff(b.list_starts) for b in blocks])
-    starts = np.zeros(len(sizes) + 1, dtype=np.int64)
-    np.cumsum(sizes, out=starts[1:])
-    block = RowBlock(np.vstack([b.docs for b in blocks]), np.vstack([b.users for b in blocks]),
-                     np.vstack([b.extras for b in blocks]), np.concatenate([b.first_stage for b in blocks]), starts,
-                     np.concatenate([b.now_days for b in blocks]))  # fmt: skip
+    block = RowBlock.concat([p.block for p in parts])
     return TrainingSet(pd.concat([p.frame for p in parts], ignore_index=True), block, parts[0].inputs,
                        np.vstack([p.X for p in parts]), parts[0].manifest)  # fmt: skip
 

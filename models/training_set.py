@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,11 +77,12 @@ class TrainingSet:
                            self.manifest)  # fmt: skip
 
 
-# The local build's peak memory, measured (`benchmarks/offline.py`, synthetic shop, 100,000-row chunks): 2.9 GB for
-# 566,050 rows at 1M events and 15.5 GB for 5,658,340 rows at 10M; a row holds its documents', extras' and inputs'
-# float64 values (8 bytes each) and ~400 bytes of keys, and the assembled set is held ~1.65 times over at the peak.
-BASE_BYTES = 1.3e9
-OVERHEAD = 1.65
+# The local build's peak memory, measured (`benchmarks/offline.py`, synthetic shop, 100,000-row chunks, each
+# question asked as of its snapshot, the block written in place): 1.80 GB for 566,050 rows at 1M events and 11.48 GB
+# for 5,658,340 rows at 10M. The peak is the listing (the lake's events read and turned into lists), then the block
+# and X; a row holds its documents', extras' and inputs' float64 values (8 bytes each) and ~400 bytes of keys.
+BASE_BYTES = 0.72e9
+OVERHEAD = 1.25
 
 
 def estimated_peak_bytes(rows: int, lists: int, doc_width: int, extra_width: int, user_width: int,
@@ -105,7 +106,7 @@ def check_memory(rows: int, lists: int, manifest: FeatureManifest, budget_gb: fl
     if budget_gb and need > budget_gb:
         raise TrainingSetTooLarge(
             f"the training set of {rows:,} rows in {lists:,} lists would need ≈ {need:.1f} GB of memory on this "
-            f"machine (measured: ≈ 2.4 KB a row at 64 inputs), over the {budget_gb:g} GB budget "
+            f"machine (measured: ≈ 2 KB a row at 64 inputs), over the {budget_gb:g} GB budget "
             "(RERANKER_TRAINING_MEMORY_GB): train on a machine with that much memory and raise the budget, or "
             "keep a shorter history in the lake (`reranker flows run retention --days N`)"
         )
@@ -117,8 +118,10 @@ def build_training_set(store: Any, lists: pd.DataFrame, manifest: FeatureManifes
                        progress: Callable[[int, int], None] | None = None) -> TrainingSet:  # fmt: skip
     """Point-in-time features of each list row; same rows, lists contiguous in their first-appearance order.
     `inputs`: default every input the build supplies. The join runs on chunks of whole lists of about `chunk_rows`
-    rows (≈ 1 GB of raw answers per 100,000 rows here; on Ray, whose every call costs minutes, use larger chunks) (each row's answer depends on that row alone, so chunks give the same set): memory holds one chunk's raw
-    values (object columns, the big part) beside the numeric blocks of all. `progress(rows done, rows)`."""
+    rows (each row's answer depends on that row alone, so chunks give the same set; on Ray, whose every call costs
+    a minute or two whatever its size, use larger chunks): memory holds one chunk's raw answers (object columns)
+    beside the numeric block of all the rows, written in place (`RowBlock.assemble`). `progress(rows done,
+    rows)`."""
     order = pd.Categorical(lists["list_id"], categories=pd.unique(lists["list_id"]), ordered=True)
     lists = lists.assign(_o=order.codes, _i=np.arange(len(lists))).sort_values(["_o", "_i"], kind="stable")
     lists = lists.drop(columns=["_o", "_i"]).reset_index(drop=True)
@@ -128,13 +131,15 @@ def build_training_set(store: Any, lists: pd.DataFrame, manifest: FeatureManifes
         if start - bounds[-1] >= chunk_rows:
             bounds.append(int(start))
     bounds.append(len(lists))
-    blocks = []
-    for a, b in itertools.pairwise(bounds):
-        chunk = lists.iloc[a:b].reset_index(drop=True)
-        blocks.append(block_from_frame(chunk, historical_features(store, chunk, manifest), manifest, text))
-        if progress is not None:
-            progress(b, len(lists))
-    block = RowBlock.concat(blocks)
+
+    def chunks() -> Iterator[RowBlock]:
+        for a, b in itertools.pairwise(bounds):
+            chunk = lists.iloc[a:b].reset_index(drop=True)
+            yield block_from_frame(chunk, historical_features(store, chunk, manifest), manifest, text)
+            if progress is not None:
+                progress(b, len(lists))
+
+    block = RowBlock.assemble(starts, chunks())
     inputs = inputs if inputs is not None else default_inputs(manifest)
     X = block.compute(InputPlan.build(inputs, manifest))
     keep = [c for c in LIST_COLUMNS if c in lists]

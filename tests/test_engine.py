@@ -74,6 +74,13 @@ def test_row_blocks_concatenate_as_one_block():
     assert both.list_starts.tolist() == [0, 2, 5, 9] and both.n_rows == 9
     np.testing.assert_array_equal(both.take_lists(np.array([2])).docs, b.docs)
     np.testing.assert_array_equal(both.take_lists(np.array([0, 1])).users, a.users)
+    placed = RowBlock.assemble(both.list_starts, iter([a, b]))  # written in place: the same block
+    for name in ("docs", "users", "extras", "first_stage", "list_starts", "now_days"):
+        np.testing.assert_array_equal(getattr(placed, name), getattr(both, name))
+    with pytest.raises(ValueError, match="in order"):
+        RowBlock.assemble(both.list_starts, iter([b, a]))
+    with pytest.raises(ValueError, match="not 9"):
+        RowBlock.assemble(both.list_starts, iter([a]))
 
 
 def test_the_vectorized_point_in_time_join_answers_as_feasts_row_loop():

@@ -8,7 +8,7 @@ SHOP = {"doc_width": 61, "extra_width": 9, "user_width": 79, "n_inputs": 64}  # 
 
 
 @pytest.mark.parametrize(
-    ("rows", "lists", "measured_gb"), [(566_050, 56_605, 2.9), (5_658_340, 565_834, 15.45)]
+    ("rows", "lists", "measured_gb"), [(566_050, 56_605, 1.80), (5_658_340, 565_834, 11.48)]
 )
 def test_the_estimate_matches_the_measured_peaks(rows, lists, measured_gb):
     """`benchmarks/offline.py` at 1M and 10M synthetic events (local engine, 100,000-row chunks)."""
