@@ -61,7 +61,7 @@ class RowBlock:
     def assemble(list_starts: np.ndarray, blocks: Any) -> RowBlock:
         """The blocks (an iterable of consecutive runs of whole lists) written one after the other into arrays
         allocated once for all the rows of `list_starts`: each block is dropped once copied, so the build holds the
-        whole block and one chunk, not the chunks and their concatenation (at 10M events, 3.2 GB less)."""
+        whole block and one chunk, not all the chunks and their concatenation besides."""
         n_rows, n_lists = int(list_starts[-1]), len(list_starts) - 1
         out: RowBlock | None = None
         row = lst = 0

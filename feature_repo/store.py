@@ -339,8 +339,8 @@ def historical_features(store: Any, entity_rows: pd.DataFrame, manifest: Feature
     same answer; `as_of_snapshots`); collaborative views at the epoch of that time (so a user's and a document's
     factors come from the same fit); query x document statistics under the row's normalized query. Each (entity,
     time) pair is asked once (a list asks for one user at one time, 100 times over; a document is asked once a
-    day however often it is shown) and the answers are spread back over the rows. Every row asked for comes back (unmatched ones with nulls); the counts
-    are checked.
+    day however often it is shown) and the answers are spread back over the rows. Every row asked for comes back
+    (unmatched ones with nulls); the counts are checked.
     """
     if entity_rows.empty:
         raise FeatureStoreError("no entity rows to retrieve features for")
