@@ -104,9 +104,9 @@ def stage(name: str, size: int, root: Path, engine: str = "local") -> dict[str, 
     elif name == "features":
         from feature_repo.store import apply, build_tables, materialize
         from reranker.featureset import BUNDLED, load_feature_set
-        from reranker.lake import read_interactions
+        from reranker.lake import LEARNING_COLUMNS, read_interactions
 
-        events = read_interactions(layout.interactions)
+        events = read_interactions(layout.interactions, columns=LEARNING_COLUMNS)
         t = time.perf_counter()
         events.groupby([events["user_id"], events["timestamp"].dt.floor("D")]).size()
         out["baseline_seconds"] = time.perf_counter() - t
@@ -127,9 +127,9 @@ def stage(name: str, size: int, root: Path, engine: str = "local") -> dict[str, 
         from feature_repo.text import TextIndex
         from models.lists import logged_lists, relevant_lists
         from models.training_set import build_training_set
-        from reranker.lake import read_interactions
+        from reranker.lake import LEARNING_COLUMNS, read_interactions
 
-        lists = relevant_lists(logged_lists(read_interactions(layout.interactions)))
+        lists = relevant_lists(logged_lists(read_interactions(layout.interactions, columns=LEARNING_COLUMNS)))
         table = pd.read_parquet(layout.feature_tables / "user_activity.parquet")
         table["event_timestamp"] = table["event_timestamp"].dt.as_unit("ns")
         lists["event_timestamp"] = lists["event_timestamp"].dt.as_unit("ns")

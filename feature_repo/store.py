@@ -78,9 +78,9 @@ class FeatureBuild:
 
 def build_from_lake(layout: Layout, fs: FeatureSet, seed: int) -> FeatureBuild:
     """`build_tables` over the lake's interactions and documents, into the layout's feature tables."""
-    from reranker.lake import read_interactions
+    from reranker.lake import LEARNING_COLUMNS, read_interactions
 
-    events = read_interactions(layout.interactions)
+    events = read_interactions(layout.interactions, columns=LEARNING_COLUMNS)
     catalog = pd.read_parquet(layout.documents) if layout.documents.exists() else pd.DataFrame()
     return build_tables(events, catalog, layout.feature_tables, fs, seed=seed)
 

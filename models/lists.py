@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from reranker.lake import LEARNING_COLUMNS
+
 
 @dataclass(frozen=True)
 class RetrievalProtocol:
@@ -47,12 +49,25 @@ def has_logged_lists(events: pd.DataFrame) -> bool:
     return len(imp) > 0 and imp["request_id"].notna().mean() > 0.5
 
 
+def _pairs_in(lists: pd.DataFrame, pairs: pd.DataFrame) -> np.ndarray:
+    """Which (list_id, document_id) rows of `lists` are among `pairs` (request_id, document_id): a left join on
+    the two keys (no per-row key strings)."""
+    marked = pairs.drop_duplicates().rename(columns={"request_id": "list_id"}).assign(_in=True)
+    joined = lists[["list_id", "document_id"]].merge(marked, on=["list_id", "document_id"], how="left")
+    return joined["_in"].notna().to_numpy()
+
+
 def logged_lists(events: pd.DataFrame) -> pd.DataFrame:
-    imp = events[(events["interaction_type"] == "impression") & events["request_id"].notna()]
+    served = events["request_id"].notna()
+    imp = events.loc[(events["interaction_type"] == "impression") & served,
+                     [c for c in LEARNING_COLUMNS if c in events and c not in ("interaction_type", "value")]]  # fmt: skip
     imp = imp.drop_duplicates(["request_id", "document_id"])
-    kinds = events[events["request_id"].notna()]
-    clicked = kinds[kinds["interaction_type"] == "click"][["request_id", "document_id"]].drop_duplicates()
-    bought = kinds[kinds["interaction_type"].isin(["purchase", "add_to_cart"])][["request_id", "document_id"]]
+    kinds = events.loc[served, ["request_id", "document_id", "interaction_type"]]
+    clicked = kinds.loc[kinds["interaction_type"] == "click", ["request_id", "document_id"]]
+    bought = kinds.loc[
+        kinds["interaction_type"].isin(["purchase", "add_to_cart"]), ["request_id", "document_id"]
+    ]
+    del kinds
     lists = pd.DataFrame(
         {
             "list_id": imp["request_id"].to_numpy(),
@@ -68,10 +83,10 @@ def logged_lists(events: pd.DataFrame) -> pd.DataFrame:
             "context_json": imp["context_json"].to_numpy(dtype=object) if "context_json" in imp else None,
         }
     )
-    key = lists["list_id"] + "\x00" + lists["document_id"]
+    del imp
     lists["label"] = 0.0
-    lists.loc[key.isin(set(clicked["request_id"] + "\x00" + clicked["document_id"])), "label"] = 1.0
-    lists.loc[key.isin(set(bought["request_id"] + "\x00" + bought["document_id"])), "label"] = 2.0
+    lists.loc[_pairs_in(lists, clicked), "label"] = 1.0
+    lists.loc[_pairs_in(lists, bought), "label"] = 2.0
     # no first-stage score logged: keep the served order
     lists["first_stage_score"] = lists["first_stage_score"].fillna(-lists["position"].astype(float))
     lists["event_timestamp"] = pd.to_datetime(lists["event_timestamp"], utc=True)

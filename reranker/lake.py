@@ -39,6 +39,9 @@ LAKE_SCHEMA = pa.schema(
     ]
 )
 LAKE_COLUMNS = LAKE_SCHEMA.names
+# What the feature build and the training lists read: every column but each event's own id (unique strings: at 10M
+# events ≈ 2.7 GB of memory) and its A/B variant (the canary analysis reads the served log, not these).
+LEARNING_COLUMNS = [c for c in LAKE_COLUMNS if c not in ("event_id", "variant")]
 
 
 def user_key(user_id: str, salt: str | None) -> str:

@@ -19,10 +19,10 @@ def training_inputs(conf: Settings) -> tuple[Any, Any, Any, Any]:
 
     from feature_repo.store import FeatureStoreError, open_store
     from models.registry import Registry
-    from reranker.lake import read_interactions
+    from reranker.lake import LEARNING_COLUMNS, read_interactions
 
     layout = conf.layout
-    events = read_interactions(layout.interactions)
+    events = read_interactions(layout.interactions, columns=LEARNING_COLUMNS)
     if events.empty:
         fail("the lake is empty: run `reranker ingest` first")
     if not (layout.feature_tables / "manifest.json").exists():
