@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -511,12 +512,12 @@ class InputPlan:
         return np.array([i.personal for i in self.inputs], dtype=np.bool_)
 
     def compute(self, docs: np.ndarray, users: np.ndarray, extras: np.ndarray, first_stage: np.ndarray,
-                list_starts: np.ndarray, now_days: np.ndarray) -> np.ndarray:  # fmt: skip
-        """(rows x inputs). docs (rows x doc_width), users (lists x user_width), extras (rows x extra_width),
+                list_starts: np.ndarray, now_days: np.ndarray, dtype: Any = np.float64) -> np.ndarray:  # fmt: skip
+        """(rows x inputs), of `dtype` (the values computed in float64, stored as `dtype`). docs (rows x doc_width), users (lists x user_width), extras (rows x extra_width),
         first_stage (rows), list_starts (lists + 1, rows of a list contiguous), now_days (lists: each list's
         time in days since the epoch)."""
         n = len(first_stage)
-        X = np.empty((n, len(self.inputs)))
+        X = np.empty((n, len(self.inputs)), dtype)
         _compute(X, np.ascontiguousarray(docs, dtype=np.float64), np.ascontiguousarray(users, dtype=np.float64),
                  np.ascontiguousarray(extras, dtype=np.float64), np.ascontiguousarray(first_stage, dtype=np.float64),
                  np.ascontiguousarray(list_starts, dtype=np.int64), np.ascontiguousarray(now_days, dtype=np.float64),

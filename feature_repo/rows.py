@@ -83,9 +83,9 @@ class RowBlock:
             raise ValueError(f"blocks hold {row} rows in {lst} lists, not {n_rows} in {n_lists}")
         return out
 
-    def compute(self, plan: Any) -> np.ndarray:
+    def compute(self, plan: Any, dtype: Any = np.float64) -> np.ndarray:
         return plan.compute(
-            self.docs, self.users, self.extras, self.first_stage, self.list_starts, self.now_days
+            self.docs, self.users, self.extras, self.first_stage, self.list_starts, self.now_days, dtype
         )
 
 

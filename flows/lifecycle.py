@@ -12,6 +12,7 @@ the flow run ends Failed with the reason and the aliases (hence serving) stay as
 from __future__ import annotations
 
 import hashlib
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -150,7 +151,8 @@ def train_model(
     )
     catalog = pd.read_parquet(layout.documents) if layout.documents.exists() else None
     logger = get_run_logger()
-    outcome = train_and_register(read_interactions(layout.interactions, columns=LEARNING_COLUMNS), open_store(layout.feast),
+    events = partial(read_interactions, layout.interactions, columns=LEARNING_COLUMNS)  # dropped once listed
+    outcome = train_and_register(events, open_store(layout.feast),
                                  Registry(settings.tracking_uri(), create=True), plan, layout.feature_tables,
                                  serving_files(layout.feature_tables), layout.mlflow / "artifacts", catalog=catalog,
                                  say=logger.info)  # fmt: skip

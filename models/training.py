@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -48,6 +48,9 @@ from reranker.engine import RayCluster
 LEARNED_PARAMS = {"learning_rate": 0.03, "num_leaves": 15, "max_depth": 5, "min_data_in_leaf": 100,
                   "feature_fraction": 0.8, "lambda_l2": 5.0}  # fmt: skip
 KEY_METRICS = ("ndcg@10", "mrr@10", "recall@10", "ipw_dcg@10")
+# The lake's events, or how to read them: a reader is called once and the frame dropped once the lists are built
+# (at 10M events the frame is ≈ 6 GB, more than the training set it becomes).
+Events: TypeAlias = pd.DataFrame | Callable[[], pd.DataFrame]
 
 
 class TrainingError(ValueError):
@@ -191,15 +194,12 @@ def rolling_origin(data: TrainingSet, plan: TrainPlan, say: Callable[[str], None
         if len(past) < 10:
             raise TrainingError(f"fold from {start}: only {len(past)} lists with complete labels before it (need 10): "
                                 "the lake covers too short a time; log more traffic or lower the test share")  # fmt: skip
-        train_part = data.take(past)
         test_part = data.take(np.flatnonzero(ts.isin(pd.DatetimeIndex(fold)).to_numpy()))
-        say(
-            f"fold {number}/{len(folds)}: training on {train_part.n_lists} lists, scoring {test_part.n_lists}"
-        )
-        model, fit = train_lambdarank(train_part.frame, train_part.X, data.features, plan.train)
+        say(f"fold {number}/{len(folds)}: training on {len(past)} lists, scoring {test_part.n_lists}")
+        model, fit = train_lambdarank(*data.fit_part(past), data.features, plan.train)
         parts.append(test_part)
         scores.append(model.score_matrix(test_part.X))
-        info.append({"fold_start": str(start), "train_lists": train_part.n_lists,
+        info.append({"fold_start": str(start), "train_lists": len(past),
                      "test_lists": test_part.n_lists, "trees": fit["num_trees"]})  # fmt: skip
     test = _concat(parts)
     return test, np.concatenate(scores), info
@@ -238,24 +238,24 @@ def select_families(data: TrainingSet, plan: TrainPlan, say: Callable[[str], Non
     families = sorted({i.family for i in data.inputs})
     if len(train_pos) < plan.gates.min_lists or len(valid_pos) < plan.gates.min_lists or len(families) < 2:
         return list(data.inputs), []
-    train, valid = data.take(train_pos), data.take(valid_pos)
-    logged = bool(valid.frame["source"].eq("logged").all()) if "source" in valid.frame else False
+    (train, train_X), (valid, valid_X) = data.fit_part(train_pos), data.fit_part(valid_pos)
+    logged = bool(valid["source"].eq("logged").all()) if "source" in valid else False
     propensities = propensities_of(train) if logged else None
     config = TrainConfig(**{**vars(plan.train), "num_boost_round": max(20, plan.train.num_boost_round // 2)})
     metric = "ipw_dcg@10" if propensities is not None else "ndcg@10"
 
     def score(inputs: list[ModelInput]) -> np.ndarray:
-        model, _ = train_lambdarank(train.frame, train.matrix(inputs), [i.name for i in inputs], config)
-        return model.score_matrix(valid.matrix(inputs))
+        at = data.columns(inputs)  # a subset of data's inputs: its columns of X, not a recomputation
+        assert at is not None
+        model, _ = train_lambdarank(train, train_X[:, at], [i.name for i in inputs], config)
+        return model.score_matrix(valid_X[:, at])
 
     scores = {"all": score(list(data.inputs))}
     for family in families:
         keep = [i for i in data.inputs if i.family != family]
         say(f"input families: validating without {family}")
         scores[family] = score(keep)
-    report = evaluate_scores(
-        valid.frame, scores, "all", (10,), plan.n_boot, plan.seed, propensities=propensities
-    )
+    report = evaluate_scores(valid, scores, "all", (10,), plan.n_boot, plan.seed, propensities=propensities)
     checks, drop = [], set()
     for family in families:
         iv = report.differences[f"all - {family}"][metric]
@@ -282,9 +282,8 @@ def rule_based_for(manifest: FeatureManifest) -> tuple[RuleBasedRanker, list[Mod
     return ranker, inputs_by_name(manifest, ranker.feature_names)
 
 
-def propensities_of(data: TrainingSet) -> Propensities | None:
+def propensities_of(frame: pd.DataFrame) -> Propensities | None:
     """Examination propensities from the logged lists' positions and clicks (None without logged positions)."""
-    frame = data.frame
     if "position" not in frame or "source" not in frame:
         return None
     logged = frame[(frame["source"] == "logged") & frame["position"].notna()]
@@ -479,14 +478,15 @@ def load_features(tables_dir: Path) -> tuple[FeatureManifest, TextIndex | None]:
     return manifest, TextIndex.load(tables_dir)
 
 
-def training_set_for(events: pd.DataFrame, store: Any, plan: TrainPlan, tables_dir: Path,
+def training_set_for(events: Events, store: Any, plan: TrainPlan, tables_dir: Path,
                      catalog: pd.DataFrame | None = None, progress: bool = False,
                      say: Callable[[str], None] = lambda m: None
                      ) -> tuple[TrainingSet, dict[str, int], dict[str, int]]:  # fmt: skip
     """The lake's lists with a positive -> the point-in-time training set (the plan's dropped families left out);
     also the lists per source, and those with a positive."""
     manifest, text = load_features(tables_dir)
-    lists, sources = build_lists(events, plan.protocol, catalog, progress=progress)
+    lists, sources = build_lists(events() if callable(events) else events, plan.protocol, catalog,
+                                 progress=progress)  # fmt: skip
     all_lists = lists["list_id"].nunique()
     lists = relevant_lists(lists)  # before the join: the others would be dropped after it
     if lists.empty:
@@ -512,7 +512,7 @@ def training_set_for(events: pd.DataFrame, store: Any, plan: TrainPlan, tables_d
     return data, sources, positives
 
 
-def evaluate_procedure(events: pd.DataFrame, store: Any, registry: Registry, plan: TrainPlan, tables_dir: Path,
+def evaluate_procedure(events: Events, store: Any, registry: Registry, plan: TrainPlan, tables_dir: Path,
                        catalog: pd.DataFrame | None = None, progress: bool = False,
                        say: Callable[[str], None] = lambda m: None) -> ProcedureEvaluation:  # fmt: skip
     """Lists -> point-in-time training set -> rolling-origin scores -> metrics against the baselines and the
@@ -533,7 +533,7 @@ def evaluate_procedure(events: pd.DataFrame, store: Any, registry: Registry, pla
     if CHAMPION in registry.aliases(plan.model_id):
         champion = registry.load(plan.model_id, CHAMPION)
     test, learned, folds = rolling_origin(data, plan, say)
-    propensities = propensities_of(data.subset(set(data.list_ids()) - set(test.list_ids())))
+    propensities = propensities_of(data.frame[~data.frame["list_id"].isin(test.list_ids())])
     report = evaluate_against_baselines(test, learned, plan, champion, propensities)
     logged = bool(test.frame["source"].eq("logged").all()) if "source" in test.frame else False
     gates = check_gates(report, plan.gates, has_champion=champion is not None, logged_lists=logged)
@@ -563,7 +563,7 @@ def make_card(plan: TrainPlan, ev: ProcedureEvaluation, position_aware: bool) ->
 
 
 def train_and_register(
-    events: pd.DataFrame,
+    events: Events,
     store: Any,
     registry: Registry,
     plan: TrainPlan,

@@ -27,7 +27,7 @@ class TrainingSet:
     frame: pd.DataFrame  # the lists' keys and labels; rows of a list contiguous, in list order
     block: RowBlock  # what the kernel reads, same rows
     inputs: list[ModelInput]
-    X: np.ndarray  # the inputs, computed from the block
+    X: np.ndarray  # the inputs, computed from the block, float32 (what LightGBM fits and scores)
     manifest: FeatureManifest = field(repr=False)
 
     @property
@@ -58,23 +58,41 @@ class TrainingSet:
         positions = np.array([i for i, lid in enumerate(self.list_ids()) if lid in wanted], dtype=np.int64)
         return self.take(positions)
 
-    def take(self, positions: np.ndarray) -> TrainingSet:
+    def rows(self, positions: np.ndarray) -> np.ndarray:
+        """The row indices of the lists at `positions` (in that order)."""
         starts, ends = self.block.list_starts[positions], self.block.list_starts[positions + 1]
-        rows = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends, strict=True)]) if len(positions) else \
+        return np.concatenate([np.arange(s, e) for s, e in zip(starts, ends, strict=True)]) if len(positions) else \
             np.zeros(0, np.int64)  # fmt: skip
+
+    def take(self, positions: np.ndarray) -> TrainingSet:
+        rows = self.rows(positions)
         return TrainingSet(self.frame.iloc[rows].reset_index(drop=True), self.block.take_lists(positions),
                            self.inputs, self.X[rows], self.manifest)  # fmt: skip
 
+    def fit_part(self, positions: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+        """The frame and X of the lists at `positions`: what fitting and scoring read, without a copy of the block
+        (which at 10M events is as large as X)."""
+        rows = self.rows(positions)
+        return self.frame.iloc[rows].reset_index(drop=True), self.X[rows]
+
+    def columns(self, inputs: list[ModelInput]) -> np.ndarray | None:
+        """The positions in X of `inputs` when this set has them all (each input's column is computed on its own,
+        so a subset of X is what computing those inputs alone gives), else None."""
+        at = {i.name: k for k, i in enumerate(self.inputs)}
+        if any(at.get(i.name) is None or self.inputs[at[i.name]] != i for i in inputs):
+            return None
+        return np.array([at[i.name] for i in inputs], dtype=np.int64)
+
     def matrix(self, inputs: list[ModelInput], encodings: Encodings | None = None) -> np.ndarray:
-        """These rows' values of other inputs (another model's: its card's inputs and encodings)."""
-        if [i.name for i in inputs] == self.features and encodings is None:
-            return self.X
-        return self.block.compute(InputPlan.build(inputs, self.manifest, encodings))
+        """These rows' values of other inputs (another model's: its card's inputs and encodings), float32."""
+        at = self.columns(inputs) if encodings is None else None
+        if at is not None:
+            return self.X if np.array_equal(at, np.arange(len(self.inputs))) else self.X[:, at]
+        return self.block.compute(InputPlan.build(inputs, self.manifest, encodings), np.float32)
 
     def with_inputs(self, inputs: list[ModelInput]) -> TrainingSet:
         """The same rows with another list of inputs (an ablation)."""
-        return TrainingSet(self.frame, self.block, inputs, self.block.compute(InputPlan.build(inputs, self.manifest)),
-                           self.manifest)  # fmt: skip
+        return TrainingSet(self.frame, self.block, inputs, self.matrix(inputs), self.manifest)
 
 
 # The local build's peak memory, measured (`benchmarks/offline.py`, synthetic shop, 100,000-row chunks, each
@@ -141,6 +159,6 @@ def build_training_set(store: Any, lists: pd.DataFrame, manifest: FeatureManifes
 
     block = RowBlock.assemble(starts, chunks())
     inputs = inputs if inputs is not None else default_inputs(manifest)
-    X = block.compute(InputPlan.build(inputs, manifest))
+    X = block.compute(InputPlan.build(inputs, manifest), np.float32)
     keep = [c for c in LIST_COLUMNS if c in lists]
     return TrainingSet(lists[keep], block, inputs, X, manifest)

@@ -224,3 +224,15 @@ def test_training_set_built_in_chunks_equals_the_one_built_whole(lake):
     assert whole.digest() == parts.digest()
     np.testing.assert_array_equal(whole.block.list_starts, parts.block.list_starts)
     np.testing.assert_array_equal(whole.X, parts.X)
+    # X is stored as LightGBM reads it (float32), computed in float64; a subset of the inputs is X's columns
+    from feature_repo.inputs import InputPlan
+
+    full = whole.block.compute(InputPlan.build(whole.inputs, manifest))
+    assert whole.X.dtype == np.float32
+    np.testing.assert_array_equal(whole.X, full.astype(np.float32))
+    some = [i for i in whole.inputs if i.family in {"metadata", "user", "query"}][::-1]
+    assert len(some) >= 3
+    alone = whole.block.compute(InputPlan.build(some, manifest), np.float32)
+    np.testing.assert_array_equal(whole.matrix(some), alone)
+    np.testing.assert_array_equal(whole.with_inputs(some).X, alone)
+    assert whole.columns(some) is not None and whole.matrix(whole.inputs) is whole.X
