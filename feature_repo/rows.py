@@ -46,18 +46,6 @@ class RowBlock:
                         self.now_days[lists])  # fmt: skip
 
     @staticmethod
-    def concat(blocks: list[RowBlock]) -> RowBlock:
-        """The blocks one after the other (their lists in order)."""
-        if len(blocks) == 1:
-            return blocks[0]
-        offsets = np.cumsum([0] + [b.n_rows for b in blocks[:-1]])
-        starts = np.concatenate([b.list_starts[:-1] + o for b, o in zip(blocks, offsets, strict=True)]
-                                + [np.array([offsets[-1] + blocks[-1].n_rows])]).astype(np.int64)  # fmt: skip
-        return RowBlock(np.concatenate([b.docs for b in blocks]), np.concatenate([b.users for b in blocks]),
-                        np.concatenate([b.extras for b in blocks]), np.concatenate([b.first_stage for b in blocks]),
-                        starts, np.concatenate([b.now_days for b in blocks]))  # fmt: skip
-
-    @staticmethod
     def assemble(list_starts: np.ndarray, blocks: Any) -> RowBlock:
         """The blocks (an iterable of consecutive runs of whole lists) written one after the other into arrays
         allocated once for all the rows of `list_starts`: each block is dropped once copied, so the build holds the

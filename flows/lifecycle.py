@@ -12,7 +12,6 @@ the flow run ends Failed with the reason and the aliases (hence serving) stay as
 from __future__ import annotations
 
 import hashlib
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -136,7 +135,7 @@ def train_model(
     from models.gates import GatePolicy
     from models.registry import Registry
     from models.training import TrainPlan, train_and_register
-    from reranker.lake import LEARNING_COLUMNS, read_interactions
+    from reranker.lake import LakeEvents
 
     layout = settings.layout
     layout.mlflow.mkdir(parents=True, exist_ok=True)
@@ -151,8 +150,7 @@ def train_model(
     )
     catalog = pd.read_parquet(layout.documents) if layout.documents.exists() else None
     logger = get_run_logger()
-    events = partial(read_interactions, layout.interactions, columns=LEARNING_COLUMNS)  # dropped once listed
-    outcome = train_and_register(events, open_store(layout.feast),
+    outcome = train_and_register(LakeEvents(layout.interactions), open_store(layout.feast),
                                  Registry(settings.tracking_uri(), create=True), plan, layout.feature_tables,
                                  serving_files(layout.feature_tables), layout.mlflow / "artifacts", catalog=catalog,
                                  say=logger.info)  # fmt: skip

@@ -40,17 +40,18 @@ from models.lists import RetrievalProtocol, logged_lists, relevant_lists, retrie
 from models.ranker import FirstStageRanker
 from models.registry import CANARY, CHAMPION, PIP_REQUIREMENTS, LoadedModel, Registry
 from models.rule_based import RuleBasedRanker
-from models.training_set import TrainingSet, build_training_set, check_memory
+from models.training_set import TrainingSet, build_training_set, check_listing_memory, check_memory
 from reranker.engine import RayCluster
+from reranker.lake import LakeEvents
 
 # max_depth 5: TreeSHAP explanations cost O(trees x leaves x depth^2); on MovieLens depth 5 kept NDCG@10 within
 # 0.004 of unlimited depth (0.294 vs 0.297) at about half the explanation time of serving.
 LEARNED_PARAMS = {"learning_rate": 0.03, "num_leaves": 15, "max_depth": 5, "min_data_in_leaf": 100,
                   "feature_fraction": 0.8, "lambda_l2": 5.0}  # fmt: skip
 KEY_METRICS = ("ndcg@10", "mrr@10", "recall@10", "ipw_dcg@10")
-# The lake's events, or how to read them: a reader is called once and the frame dropped once the lists are built
-# (at 10M events the frame is ≈ 6 GB, more than the training set it becomes).
-Events: TypeAlias = pd.DataFrame | Callable[[], pd.DataFrame]
+# The lake's events, or the lake to read them from: read after a check of the listing's memory against the plan's
+# budget, and dropped once the lists are built (at 10M events the listing peaks at ≈ 7 GB).
+Events: TypeAlias = pd.DataFrame | LakeEvents
 
 
 class TrainingError(ValueError):
@@ -81,7 +82,7 @@ class TrainPlan:
     def create(cls, model_id: str, seed: int, rounds: int, threads: int, gates: GatePolicy | None = None,
                ray: RayCluster | None = None, memory_gb: float | None = None) -> TrainPlan:  # fmt: skip
         """The plan the entry points (CLI, flows) run: default evaluation, these boosting rounds and threads, on the
-        local engine or Ray Train on `ray`, within `memory_gb` for the training-set build."""
+        local engine or Ray Train on `ray`, within `memory_gb` (the listing's and training's estimated peaks)."""
         plan = cls(model_id=model_id, seed=seed, gates=gates or GatePolicy(), memory_gb=memory_gb)
         plan.train.num_boost_round, plan.train.threads, plan.train.ray = rounds, threads, ray
         return plan
@@ -187,30 +188,22 @@ def rolling_origin(data: TrainingSet, plan: TrainPlan, say: Callable[[str], None
             "no lists in the test period: the lake's lists all share one time; log more traffic"
         )
     folds = [f for f in np.array_split(test_times, min(plan.folds, len(test_times))) if len(f)]
-    parts, scores, info = [], [], []
+    tested, scores, info = [], [], []
     for number, fold in enumerate(folds, 1):
         start = pd.Timestamp(fold[0])
         past = np.flatnonzero((until <= start).to_numpy() & (ts < start).to_numpy())
         if len(past) < 10:
             raise TrainingError(f"fold from {start}: only {len(past)} lists with complete labels before it (need 10): "
                                 "the lake covers too short a time; log more traffic or lower the test share")  # fmt: skip
-        test_part = data.take(np.flatnonzero(ts.isin(pd.DatetimeIndex(fold)).to_numpy()))
-        say(f"fold {number}/{len(folds)}: training on {len(past)} lists, scoring {test_part.n_lists}")
+        test_pos = np.flatnonzero(ts.isin(pd.DatetimeIndex(fold)).to_numpy())
+        say(f"fold {number}/{len(folds)}: training on {len(past)} lists, scoring {len(test_pos)}")
         model, fit = train_lambdarank(*data.fit_part(past), data.features, plan.train)
-        parts.append(test_part)
-        scores.append(model.score_matrix(test_part.X))
+        tested.append(test_pos)
+        scores.append(model.score_matrix(data.X[data.rows(test_pos)]))
         info.append({"fold_start": str(start), "train_lists": len(past),
-                     "test_lists": test_part.n_lists, "trees": fit["num_trees"]})  # fmt: skip
-    test = _concat(parts)
-    return test, np.concatenate(scores), info
-
-
-def _concat(parts: list[TrainingSet]) -> TrainingSet:
-    from feature_repo.rows import RowBlock
-
-    block = RowBlock.concat([p.block for p in parts])
-    return TrainingSet(pd.concat([p.frame for p in parts], ignore_index=True), block, parts[0].inputs,
-                       np.vstack([p.X for p in parts]), parts[0].manifest)  # fmt: skip
+                     "test_lists": len(test_pos), "trees": fit["num_trees"]})  # fmt: skip
+    # the test lists taken once, in fold order (not a copy per fold and their concatenation besides)
+    return data.take(np.concatenate(tested)), np.concatenate(scores), info
 
 
 @dataclass
@@ -484,9 +477,14 @@ def training_set_for(events: Events, store: Any, plan: TrainPlan, tables_dir: Pa
                      ) -> tuple[TrainingSet, dict[str, int], dict[str, int]]:  # fmt: skip
     """The lake's lists with a positive -> the point-in-time training set (the plan's dropped families left out);
     also the lists per source, and those with a positive."""
+    budget = f" (budget {plan.memory_gb:g} GB)" if plan.memory_gb else ""
+    if isinstance(events, LakeEvents):
+        need = check_listing_memory(events.count(), plan.memory_gb)
+        say(f"listing the lake: ≈ {need:.1f} GB at its peak{budget}")
     manifest, text = load_features(tables_dir)
-    lists, sources = build_lists(events() if callable(events) else events, plan.protocol, catalog,
-                                 progress=progress)  # fmt: skip
+    # not bound to a name here: the frame is freed as soon as the lists are built
+    lists, sources = build_lists(events.read() if isinstance(events, LakeEvents) else events, plan.protocol,
+                                 catalog, progress=progress)  # fmt: skip
     all_lists = lists["list_id"].nunique()
     lists = relevant_lists(lists)  # before the join: the others would be dropped after it
     if lists.empty:
@@ -499,8 +497,7 @@ def training_set_for(events: Events, store: Any, plan: TrainPlan, tables_dir: Pa
         + ", ".join(f"{positives.get(s, 0):,} of {n:,} {s} lists have a positive" for s, n in sources.items())
     )
     need = check_memory(len(lists), int(lists["list_id"].nunique()), manifest, plan.memory_gb)
-    say(f"training set: ≈ {need:.1f} GB at the peak of its build" + (f" (budget {plan.memory_gb:g} GB)"
-                                                                      if plan.memory_gb else ""))  # fmt: skip
+    say(f"training: ≈ {need:.1f} GB at its peak{budget}")
     # on Ray every call costs minutes of fixed work: fewer, larger chunks
     data = build_training_set(
         store, lists, manifest, text, chunk_rows=1_000_000 if plan.train.ray else 100_000

@@ -95,38 +95,60 @@ class TrainingSet:
         return TrainingSet(self.frame, self.block, inputs, self.matrix(inputs), self.manifest)
 
 
-# The local build's peak memory, measured (`benchmarks/offline.py`, synthetic shop, 100,000-row chunks, each
-# question asked as of its snapshot, the block written in place): 1.80 GB for 566,050 rows at 1M events and 11.48 GB
-# for 5,658,340 rows at 10M. The peak is the listing (the lake's events read and turned into lists), then the block
-# and X; a row holds its documents', extras' and inputs' float64 values (8 bytes each) and ~400 bytes of keys.
-BASE_BYTES = 0.72e9
-OVERHEAD = 1.25
+# The peak memory of `reranker train` once the lists are built (the training set's build, the family selection,
+# the rolling-origin folds and the final fit), measured with `/usr/bin/time`-style RSS sampling of the command on the
+# synthetic shop (local engine, 100,000-row chunks): MEASURED_1M and MEASURED_10M (rows, lists, GB). The peak is the
+# last fold: the lists' keys, the block, X (float32) and the fold's rows of the keys and X beside LightGBM's bins.
+# A row holds its documents' and extras' float64 values, X and the fold's copy of it (4 bytes each) and ~400 bytes
+# of keys; BASE_BYTES and OVERHEAD are fitted to the two measured peaks.
+MEASURED_1M, MEASURED_10M = (566_050, 56_605, 1.97), (5_658_340, 565_834, 11.46)
+BASE_BYTES = 0.92e9
+OVERHEAD = 1.22
+# The listing (the lake read and turned into lists, before the check above can run) peaks at 1.21 GB for 1M events
+# and 7.13 GB for 10M: ≈ 660 bytes an event over a 0.55 GB base.
+LISTING_BASE_BYTES, LISTING_BYTES_PER_EVENT = 0.55e9, 660
 
 
 def estimated_peak_bytes(rows: int, lists: int, doc_width: int, extra_width: int, user_width: int,
                          n_inputs: int) -> float:  # fmt: skip
-    """The training-set build's peak memory for `rows` candidate rows in `lists` lists (the measured model above),
-    given the widths of the layouts (`feature_repo.inputs`) and the number of inputs."""
-    per_row = 8 * (doc_width + extra_width + n_inputs) + 400
+    """Training's peak memory for `rows` candidate rows in `lists` lists (the measured model above), given the
+    widths of the layouts (`feature_repo.inputs`) and the number of inputs."""
+    per_row = 8 * (doc_width + extra_width) + 2 * 4 * n_inputs + 400
     return BASE_BYTES + OVERHEAD * rows * per_row + lists * 8 * user_width
 
 
 class TrainingSetTooLarge(ValueError):
-    """The training set would not fit the memory budget on this engine (said before any work)."""
+    """Training would not fit the memory budget on this machine (said before the work that would exceed it)."""
+
+
+def _advice(budget_gb: float) -> str:
+    return (f"over the {budget_gb:g} GB budget (RERANKER_TRAINING_MEMORY_GB): train on a machine with that much "
+            "memory and raise the budget, or keep a shorter history in the lake "
+            "(`reranker flows run retention --days N`)")  # fmt: skip
+
+
+def check_listing_memory(events: int, budget_gb: float | None) -> float:
+    """The listing's estimated peak in GB for a lake of `events` events (checked before reading it);
+    `TrainingSetTooLarge` when it is over `budget_gb` (None or 0: no budget)."""
+    need = (LISTING_BASE_BYTES + LISTING_BYTES_PER_EVENT * events) / 1e9
+    if budget_gb and need > budget_gb:
+        raise TrainingSetTooLarge(f"reading the lake's {events:,} events and turning them into lists would need "
+                                  f"≈ {need:.1f} GB of memory, " + _advice(budget_gb))  # fmt: skip
+    return need
 
 
 def check_memory(rows: int, lists: int, manifest: FeatureManifest, budget_gb: float | None) -> float:
-    """The estimated peak in GB; `TrainingSetTooLarge` when it is over `budget_gb` (None or 0: no budget)."""
+    """Training's estimated peak in GB (checked once the lists are built, before the training set's build);
+    `TrainingSetTooLarge` when it is over `budget_gb` (None or 0: no budget)."""
     from feature_repo.inputs import doc_layout, extra_layout, user_layout
 
     need = estimated_peak_bytes(rows, lists, len(doc_layout(manifest)), len(extra_layout(manifest)),
                                 len(user_layout(manifest)), len(default_inputs(manifest))) / 1e9  # fmt: skip
     if budget_gb and need > budget_gb:
         raise TrainingSetTooLarge(
-            f"the training set of {rows:,} rows in {lists:,} lists would need ≈ {need:.1f} GB of memory on this "
-            f"machine (measured: ≈ 2 KB a row at 64 inputs), over the {budget_gb:g} GB budget "
-            "(RERANKER_TRAINING_MEMORY_GB): train on a machine with that much memory and raise the budget, or "
-            "keep a shorter history in the lake (`reranker flows run retention --days N`)"
+            f"training on {rows:,} rows in {lists:,} lists would need ≈ {need:.1f} GB of memory on this machine "
+            f"(≈ {need * 1e6 / rows:.1f} KB a row at {len(default_inputs(manifest))} inputs, measured), "
+            + _advice(budget_gb)
         )
     return need
 

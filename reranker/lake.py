@@ -130,6 +130,21 @@ def count_interactions(root: Path) -> int:
     return sum(pq.ParquetFile(f).metadata.num_rows for f in root.glob("date=*/*.parquet"))
 
 
+@dataclass(frozen=True)
+class LakeEvents:
+    """The lake's events, not yet read: counted from the footers, read once by what needs them (which drops the
+    frame when done: at 10M events it is several GB)."""
+
+    root: Path
+    columns: tuple[str, ...] = tuple(LEARNING_COLUMNS)
+
+    def count(self) -> int:
+        return count_interactions(self.root)
+
+    def read(self) -> pd.DataFrame:
+        return read_interactions(self.root, columns=list(self.columns))
+
+
 def read_catalog(path: Path) -> pd.DataFrame:
     """A document catalog file: Parquet, CSV or JSON lines (every column kept, types as stored or inferred)."""
     suffix = path.suffix.lower()

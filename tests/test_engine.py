@@ -61,7 +61,7 @@ def test_each_worker_gets_whole_lists_and_every_row_once():
             assert set(np.flatnonzero(frame["list_id"] == lid)) <= set(rows.tolist())
 
 
-def test_row_blocks_concatenate_as_one_block():
+def test_row_blocks_are_assembled_in_place_as_one_block():
     rng = np.random.default_rng(0)
 
     def block(sizes):
@@ -70,17 +70,19 @@ def test_row_blocks_concatenate_as_one_block():
                         np.r_[0, np.cumsum(sizes)].astype(np.int64), rng.random(len(sizes)))  # fmt: skip
 
     a, b = block([2, 3]), block([4])
-    both = RowBlock.concat([a, b])
+    starts = np.array([0, 2, 5, 9], np.int64)
+    both = RowBlock.assemble(starts, iter([a, b]))
     assert both.list_starts.tolist() == [0, 2, 5, 9] and both.n_rows == 9
+    for name in ("docs", "users", "extras", "first_stage", "now_days"):
+        np.testing.assert_array_equal(
+            getattr(both, name), np.concatenate([getattr(a, name), getattr(b, name)])
+        )
     np.testing.assert_array_equal(both.take_lists(np.array([2])).docs, b.docs)
     np.testing.assert_array_equal(both.take_lists(np.array([0, 1])).users, a.users)
-    placed = RowBlock.assemble(both.list_starts, iter([a, b]))  # written in place: the same block
-    for name in ("docs", "users", "extras", "first_stage", "list_starts", "now_days"):
-        np.testing.assert_array_equal(getattr(placed, name), getattr(both, name))
     with pytest.raises(ValueError, match="in order"):
-        RowBlock.assemble(both.list_starts, iter([b, a]))
+        RowBlock.assemble(starts, iter([b, a]))
     with pytest.raises(ValueError, match="not 9"):
-        RowBlock.assemble(both.list_starts, iter([a]))
+        RowBlock.assemble(starts, iter([a]))
 
 
 def test_the_vectorized_point_in_time_join_answers_as_feasts_row_loop():

@@ -1,30 +1,70 @@
-"""The training-set build's memory: the estimate against the measured peaks, and the refusal before any work."""
+"""Training's memory: the estimates against the measured peaks, and the refusals before the work."""
 
 import pytest
 
-from models.training_set import TrainingSetTooLarge, check_memory, estimated_peak_bytes
+from models.training_set import (
+    MEASURED_1M,
+    MEASURED_10M,
+    TrainingSetTooLarge,
+    check_listing_memory,
+    check_memory,
+    estimated_peak_bytes,
+)
 
 SHOP = {"doc_width": 61, "extra_width": 9, "user_width": 79, "n_inputs": 64}  # the synthetic shop's layouts
 
 
-@pytest.mark.parametrize(
-    ("rows", "lists", "measured_gb"), [(566_050, 56_605, 1.80), (5_658_340, 565_834, 11.48)]
-)
+@pytest.mark.parametrize(("rows", "lists", "measured_gb"), [MEASURED_1M, MEASURED_10M])
 def test_the_estimate_matches_the_measured_peaks(rows, lists, measured_gb):
-    """`benchmarks/offline.py` at 1M and 10M synthetic events (local engine, 100,000-row chunks)."""
-    assert estimated_peak_bytes(rows, lists, **SHOP) / 1e9 == pytest.approx(measured_gb, rel=0.15)
+    """`reranker train` at 1M and 10M synthetic events (local engine), its process's peak RSS."""
+    assert estimated_peak_bytes(rows, lists, **SHOP) / 1e9 == pytest.approx(measured_gb, rel=0.1)
 
 
-def test_a_set_over_the_budget_is_refused_up_front(monkeypatch):
+@pytest.fixture
+def shop_layouts(monkeypatch):
     import models.training_set as ts
 
     monkeypatch.setattr("feature_repo.inputs.doc_layout", lambda m: [0] * SHOP["doc_width"])
     monkeypatch.setattr("feature_repo.inputs.extra_layout", lambda m: [0] * SHOP["extra_width"])
     monkeypatch.setattr("feature_repo.inputs.user_layout", lambda m: [0] * SHOP["user_width"])
     monkeypatch.setattr(ts, "default_inputs", lambda m: [0] * SHOP["n_inputs"])
+
+
+def test_training_over_the_budget_is_refused_before_the_build(shop_layouts):
     assert check_memory(566_050, 56_605, None, 8.0) < 8.0
     with pytest.raises(
-        TrainingSetTooLarge, match=r"5,658,340 rows .* over the 8 GB budget \(RERANKER_TRAINING_MEMORY"
+        TrainingSetTooLarge,
+        match=r"5,658,340 rows .* ≈ 1[0-9]\.\d GB .* over the 8 GB budget \(RERANKER_TRAINING",
     ):
         check_memory(5_658_340, 565_834, None, 8.0)
     assert check_memory(5_658_340, 565_834, None, 0) > 8.0  # no budget: no refusal
+
+
+def test_a_lake_too_large_to_list_is_refused_before_it_is_read():
+    assert 1.0 < check_listing_memory(1_000_000, 8.0) < 1.5  # measured 1.21 GB
+    assert 6.5 < check_listing_memory(10_000_000, 8.0) < 7.8  # measured 7.13 GB
+    with pytest.raises(TrainingSetTooLarge, match=r"lake's 20,000,000 events .* over the 8 GB budget"):
+        check_listing_memory(20_000_000, 8.0)
+    assert check_listing_memory(20_000_000, None) > 8.0
+
+
+def test_training_refuses_a_lake_over_the_budget_without_reading_it(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from models.training import TrainPlan, training_set_for
+    from reranker.lake import LakeEvents, atomic_write_parquet, to_lake_table
+
+    events = pd.DataFrame({"event_id": ["a", "b"], "interaction_type": ["click", "impression"],
+                           "user_id": ["u", "u"], "document_id": ["d", "e"],
+                           "timestamp": pd.to_datetime(["2026-01-01", "2026-01-02"], utc=True)})  # fmt: skip
+    atomic_write_parquet(to_lake_table(events), tmp_path / "date=2026-01-01" / "part.parquet")
+    lake = LakeEvents(tmp_path)
+    assert lake.count() == 2 and len(lake.read()) == 2
+
+    def never(self):
+        raise AssertionError("the lake was read")
+
+    monkeypatch.setattr(LakeEvents, "read", never)
+    plan = TrainPlan.create("m", 7, 10, 1, memory_gb=0.1)  # under the listing's fixed base
+    with pytest.raises(TrainingSetTooLarge, match=r"lake's 2 events .* over the 0.1 GB budget"):
+        training_set_for(lake, None, plan, tmp_path / "no-features")

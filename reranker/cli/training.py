@@ -17,16 +17,15 @@ NO_MODEL_PASSED = 3  # exit code: trained and registered, but it passed no gate 
 def training_inputs(conf: Settings) -> tuple[Any, Any, Any, Any]:
     """The lake's reader (read once the checks pass, dropped once the lists are built), the feature store, the
     registry and the catalog."""
-    from functools import partial
-
     import pandas as pd
 
     from feature_repo.store import FeatureStoreError, open_store
     from models.registry import Registry
-    from reranker.lake import LEARNING_COLUMNS, count_interactions, read_interactions
+    from reranker.lake import LakeEvents
 
     layout = conf.layout
-    if not count_interactions(layout.interactions):
+    events = LakeEvents(layout.interactions)
+    if not events.count():
         fail("the lake is empty: run `reranker ingest` first")
     if not (layout.feature_tables / "manifest.json").exists():
         fail("no features built yet: run `reranker features apply && reranker features materialize` first")
@@ -36,7 +35,6 @@ def training_inputs(conf: Settings) -> tuple[Any, Any, Any, Any]:
     except FeatureStoreError as exc:
         fail(str(exc))
     catalog = pd.read_parquet(layout.documents) if layout.documents.exists() else None
-    events = partial(read_interactions, layout.interactions, columns=LEARNING_COLUMNS)
     return events, store, Registry(conf.tracking_uri(), create=True), catalog
 
 
