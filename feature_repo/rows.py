@@ -30,6 +30,7 @@ class RowBlock:
     first_stage: np.ndarray  # rows
     list_starts: np.ndarray  # lists + 1
     now_days: np.ndarray  # lists
+    dropped: bool = False  # the values dropped (`structure`): the lists remain, nothing can be computed
 
     @property
     def n_rows(self) -> int:
@@ -43,7 +44,7 @@ class RowBlock:
         new_starts = np.zeros(len(lists) + 1, dtype=np.int64)
         np.cumsum(ends - starts, out=new_starts[1:])
         return RowBlock(self.docs[rows], self.users[lists], self.extras[rows], self.first_stage[rows], new_starts,
-                        self.now_days[lists])  # fmt: skip
+                        self.now_days[lists], self.dropped)  # fmt: skip
 
     @staticmethod
     def assemble(list_starts: np.ndarray, blocks: Any) -> RowBlock:
@@ -71,7 +72,18 @@ class RowBlock:
             raise ValueError(f"blocks hold {row} rows in {lst} lists, not {n_rows} in {n_lists}")
         return out
 
+    def structure(self) -> RowBlock:
+        """The lists without the documents', users' and extras' values (at 10M events several GB), for work that
+        reads only inputs already computed."""
+        n, k = self.n_rows, len(self.now_days)
+        return RowBlock(np.empty((n, 0)), np.empty((k, 0)), np.empty((n, 0)), self.first_stage, self.list_starts,
+                        self.now_days, dropped=True)  # fmt: skip
+
     def compute(self, plan: Any, dtype: Any = np.float64) -> np.ndarray:
+        if self.dropped:
+            raise ValueError(
+                "this block's values were dropped (RowBlock.structure): compute from the full block"
+            )
         return plan.compute(
             self.docs, self.users, self.extras, self.first_stage, self.list_starts, self.now_days, dtype
         )

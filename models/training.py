@@ -174,10 +174,24 @@ def _list_index(data: TrainingSet) -> pd.DataFrame:
                          "label_until": pd.to_datetime(frame["label_until"], utc=True).to_numpy()})  # fmt: skip
 
 
-def rolling_origin(data: TrainingSet, plan: TrainPlan, say: Callable[[str], None] = lambda m: None
-                   ) -> tuple[TrainingSet, np.ndarray, list[dict[str, Any]]]:  # fmt: skip
-    """The test lists and the learned scores on them, fold by fold (each fold's model sees only lists whose labels
-    were complete before the fold starts)."""
+@dataclass(frozen=True)
+class Folds:
+    """Rolling-origin folds: each fold's start, the lists (positions in the set) complete before it that its model
+    trains on, and the lists it scores."""
+
+    starts: list[pd.Timestamp]
+    past: list[np.ndarray]
+    test: list[np.ndarray]
+
+    @property
+    def tested(self) -> np.ndarray:
+        """Every fold's test lists, in fold order (the order of the out-of-sample scores)."""
+        return np.concatenate(self.test)
+
+
+def plan_folds(data: TrainingSet, plan: TrainPlan) -> Folds:
+    """The test period (lists from the protocol's `test_from_quantile` of time) cut into `plan.folds` folds; each
+    fold's model sees only lists whose labels were complete before the fold starts."""
     lists = _list_index(data)
     ts = pd.to_datetime(lists["event_timestamp"], utc=True)
     until = pd.to_datetime(lists["label_until"], utc=True)
@@ -187,23 +201,32 @@ def rolling_origin(data: TrainingSet, plan: TrainPlan, say: Callable[[str], None
         raise TrainingError(
             "no lists in the test period: the lake's lists all share one time; log more traffic"
         )
-    folds = [f for f in np.array_split(test_times, min(plan.folds, len(test_times))) if len(f)]
-    tested, scores, info = [], [], []
-    for number, fold in enumerate(folds, 1):
+    folds = Folds([], [], [])
+    for fold in (f for f in np.array_split(test_times, min(plan.folds, len(test_times))) if len(f)):
         start = pd.Timestamp(fold[0])
         past = np.flatnonzero((until <= start).to_numpy() & (ts < start).to_numpy())
         if len(past) < 10:
             raise TrainingError(f"fold from {start}: only {len(past)} lists with complete labels before it (need 10): "
                                 "the lake covers too short a time; log more traffic or lower the test share")  # fmt: skip
-        test_pos = np.flatnonzero(ts.isin(pd.DatetimeIndex(fold)).to_numpy())
-        say(f"fold {number}/{len(folds)}: training on {len(past)} lists, scoring {len(test_pos)}")
+        folds.starts.append(start)
+        folds.past.append(past)
+        folds.test.append(np.flatnonzero(ts.isin(pd.DatetimeIndex(fold)).to_numpy()))
+    return folds
+
+
+def rolling_origin(data: TrainingSet, folds: Folds, plan: TrainPlan, say: Callable[[str], None] = lambda m: None
+                   ) -> tuple[np.ndarray, list[dict[str, Any]]]:  # fmt: skip
+    """The learned scores of `folds.tested`, fold by fold, each from a model trained on its `past` lists."""
+    scores, info = [], []
+    for number, (start, past, test_pos) in enumerate(
+        zip(folds.starts, folds.past, folds.test, strict=True), 1
+    ):
+        say(f"fold {number}/{len(folds.starts)}: training on {len(past)} lists, scoring {len(test_pos)}")
         model, fit = train_lambdarank(*data.fit_part(past), data.features, plan.train)
-        tested.append(test_pos)
         scores.append(model.score_matrix(data.X[data.rows(test_pos)]))
         info.append({"fold_start": str(start), "train_lists": len(past),
                      "test_lists": len(test_pos), "trees": fit["num_trees"]})  # fmt: skip
-    # the test lists taken once, in fold order (not a copy per fold and their concatenation besides)
-    return data.take(np.concatenate(tested)), np.concatenate(scores), info
+    return np.concatenate(scores), info
 
 
 @dataclass
@@ -287,15 +310,48 @@ def propensities_of(frame: pd.DataFrame) -> Propensities | None:
     )
 
 
-def evaluate_against_baselines(test: TrainingSet, learned: np.ndarray, plan: TrainPlan, champion: LoadedModel | None,
-                               propensities: Propensities | None) -> EvaluationReport:  # fmt: skip
-    rule, rule_inputs = rule_based_for(test.manifest)
+@dataclass
+class Baselines:
+    """What the evaluation needs from the test lists' feature values, computed before they are dropped: the
+    rule-based ranker's scores of every test row, and the champion's of the lists after its training window."""
+
+    rule_based: np.ndarray
+    fresh: np.ndarray | None = None  # test rows after the champion's window (None: no champion)
+    champion: np.ndarray | None = (
+        None  # its scores of those rows (None: the features no longer supply its inputs)
+    )
+
+
+def baseline_scores(data: TrainingSet, positions: np.ndarray, champion: LoadedModel | None) -> Baselines:
+    """The baselines' scores of the lists at `positions` (the test lists, in that order), read from `data` before
+    its block's values are dropped; only the champion's fresh lists are ever recomputed from those values."""
+    rule, rule_inputs = rule_based_for(data.manifest)
+    out = Baselines(rule.score_matrix(data.matrix_of(positions, rule_inputs)))
+    if champion is not None:
+        # Only lists after the champion's training window are fair to it and to the candidate alike.
+        starts, ends = data.block.list_starts[positions], data.block.list_starts[positions + 1]
+        times = pd.to_datetime(data.frame["event_timestamp"].to_numpy()[data.rows(positions)], utc=True)
+        offsets = np.r_[0, np.cumsum(ends - starts)[:-1]].astype(np.int64)
+        after = np.maximum.reduceat(np.asarray(times > pd.Timestamp(champion.card.data_end)), offsets) \
+            if len(times) else np.zeros(0, bool)  # fmt: skip
+        out.fresh = np.repeat(after, ends - starts)
+        try:
+            champion_X = data.matrix_of(positions[after], champion.card.inputs, champion.card.encodings)
+        except InputsUnavailable:
+            return out  # the current features no longer supply the champion: not comparable offline
+        out.champion = LambdaRankRanker(champion.booster).score_matrix(champion_X)
+    return out
+
+
+def evaluate_against_baselines(test: TrainingSet, learned: np.ndarray, baselines: Baselines, plan: TrainPlan,
+                               champion: LoadedModel | None, propensities: Propensities | None
+                               ) -> EvaluationReport:  # fmt: skip
     scores = {
         "learned": learned,
         "first_stage": FirstStageRanker().score_matrix(
             test.frame["first_stage_score"].to_numpy(dtype=float)[:, None]
         ),
-        "rule_based": rule.score_matrix(test.matrix(rule_inputs)),
+        "rule_based": baselines.rule_based,
     }
     logged = test.frame["source"].eq("logged").all() if "source" in test.frame else False
     report = evaluate_scores(test.frame, scores, "learned", plan.ks, plan.n_boot, plan.seed,
@@ -304,27 +360,17 @@ def evaluate_against_baselines(test: TrainingSet, learned: np.ndarray, plan: Tra
                                 "rule_based", plan.ks, plan.n_boot, plan.seed,
                                 propensities=propensities if logged else None)  # fmt: skip
     report.differences["rule_based - first_stage"] = fallbacks.differences["rule_based - first_stage"]
-    if champion is not None:
-        # Only lists after the champion's training window are fair to it and to the candidate alike.
-        seen_until = pd.Timestamp(champion.card.data_end)
-        times = pd.to_datetime(test.frame["event_timestamp"], utc=True)
-        fresh_ids = pd.unique(test.frame.loc[times > seen_until, "list_id"])
-        report.champion_lists = len(fresh_ids)
-        fresh = test.subset(fresh_ids)
-        if "served_by_version" in fresh.frame and len(fresh.frame):
+    if champion is not None and baselines.fresh is not None:
+        fresh = test.frame[baselines.fresh].reset_index(drop=True)
+        report.champion_lists = int(fresh["list_id"].nunique())
+        if "served_by_version" in fresh and len(fresh):
             # Clicks on lists the champion ranked favour the champion's order: naive labels cannot compare them.
-            report.champion_logged = bool(
-                (fresh.frame["served_by_version"] == champion.version).mean() >= 0.5
-            )
+            report.champion_logged = bool((fresh["served_by_version"] == champion.version).mean() >= 0.5)
         debiased = propensities is not None and logged
         if report.champion_lists >= plan.gates.min_lists and (debiased or not report.champion_logged):
-            try:
-                champion_X = fresh.matrix(champion.card.inputs, champion.card.encodings)
-            except InputsUnavailable:
-                return report  # the current features no longer supply the champion: not comparable offline
-            mask = test.frame["list_id"].isin(set(fresh_ids)).to_numpy()
-            versus = evaluate_scores(fresh.frame, {"learned": learned[mask],
-                                                   "champion": LambdaRankRanker(champion.booster).score_matrix(champion_X)},
+            if baselines.champion is None:
+                return report
+            versus = evaluate_scores(fresh, {"learned": learned[baselines.fresh], "champion": baselines.champion},
                                      "learned", plan.ks, plan.n_boot, plan.seed,
                                      propensities=propensities if debiased else None)  # fmt: skip
             report.metrics["champion"] = versus.metrics["champion"]
@@ -517,27 +563,29 @@ def evaluate_procedure(events: Events, store: Any, registry: Registry, plan: Tra
     seconds: dict[str, float] = {}
     t = time.perf_counter()
     data, sources, positives = training_set_for(events, store, plan, tables_dir, catalog, progress, say)
+    champion = registry.load(plan.model_id, CHAMPION) if CHAMPION in registry.aliases(plan.model_id) else None
+    folds = plan_folds(data, plan)
+    baselines = baseline_scores(data, folds.tested, champion)
+    data = data.without_values()  # from here on what is read is X: the block's values (GBs at 10M events) go
+    test = data.take(folds.tested)
     checks: list[FamilyCheck] = []
     if plan.select_families:
         kept, checks = select_families(data, plan, say)
         dropped = [c.family for c in checks if c.dropped]
         if dropped:
             say(f"input families dropped (the validation period ranks better without them): {dropped}")
-            data = data.with_inputs(kept)
+            data, test = data.with_inputs(kept), test.with_inputs(kept)
     seconds["training_set"] = time.perf_counter() - t
     t = time.perf_counter()
-    champion = None
-    if CHAMPION in registry.aliases(plan.model_id):
-        champion = registry.load(plan.model_id, CHAMPION)
-    test, learned, folds = rolling_origin(data, plan, say)
+    learned, fold_info = rolling_origin(data, folds, plan, say)
     propensities = propensities_of(data.frame[~data.frame["list_id"].isin(test.list_ids())])
-    report = evaluate_against_baselines(test, learned, plan, champion, propensities)
+    report = evaluate_against_baselines(test, learned, baselines, plan, champion, propensities)
     logged = bool(test.frame["source"].eq("logged").all()) if "source" in test.frame else False
     gates = check_gates(report, plan.gates, has_champion=champion is not None, logged_lists=logged)
     fallback = choose_fallback(report, logged)
     seconds["evaluate"] = time.perf_counter() - t
     return ProcedureEvaluation(
-        data, report, gates, champion, folds, sources, positives, propensities, fallback, checks, seconds
+        data, report, gates, champion, fold_info, sources, positives, propensities, fallback, checks, seconds
     )
 
 

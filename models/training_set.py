@@ -90,6 +90,22 @@ class TrainingSet:
             return self.X if np.array_equal(at, np.arange(len(self.inputs))) else self.X[:, at]
         return self.block.compute(InputPlan.build(inputs, self.manifest, encodings), np.float32)
 
+    def matrix_of(self, positions: np.ndarray, inputs: list[ModelInput], encodings: Encodings | None = None
+                  ) -> np.ndarray:  # fmt: skip
+        """The lists at `positions`' values of `inputs` (float32): X's columns when this set has them, else computed
+        from those lists' block alone (not a copy of the whole set)."""
+        at = self.columns(inputs) if encodings is None else None
+        if at is not None:
+            return self.X[np.ix_(self.rows(positions), at)]
+        return self.block.take_lists(positions).compute(
+            InputPlan.build(inputs, self.manifest, encodings), np.float32
+        )
+
+    def without_values(self) -> TrainingSet:
+        """The same lists and inputs with the block's values dropped (what folds and fits read is X): other inputs
+        can no longer be computed from it."""
+        return TrainingSet(self.frame, self.block.structure(), self.inputs, self.X, self.manifest)
+
     def with_inputs(self, inputs: list[ModelInput]) -> TrainingSet:
         """The same rows with another list of inputs (an ablation)."""
         return TrainingSet(self.frame, self.block, inputs, self.matrix(inputs), self.manifest)

@@ -79,6 +79,11 @@ def test_row_blocks_are_assembled_in_place_as_one_block():
         )
     np.testing.assert_array_equal(both.take_lists(np.array([2])).docs, b.docs)
     np.testing.assert_array_equal(both.take_lists(np.array([0, 1])).users, a.users)
+    lean = both.structure().take_lists(np.array([2, 0]))  # the lists stay; the values are gone for good
+    assert lean.list_starts.tolist() == [0, 4, 6] and lean.docs.nbytes == 0 and lean.dropped
+    np.testing.assert_array_equal(lean.first_stage, np.r_[b.first_stage, a.first_stage[:2]])
+    with pytest.raises(ValueError, match="dropped"):
+        lean.compute(None)
     with pytest.raises(ValueError, match="in order"):
         RowBlock.assemble(starts, iter([b, a]))
     with pytest.raises(ValueError, match="not 9"):

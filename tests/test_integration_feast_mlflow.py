@@ -189,6 +189,44 @@ def test_register_champion_then_canary_then_reject_a_worse_model(lake, registry)
     assert first.card.feature_set == "synthetic_shop" and first.card.inputs and first.card.gates
 
 
+def test_a_retrained_model_is_compared_with_the_champion_on_the_lists_after_its_window(lake, registry):
+    """The champion's scores are computed from the test lists' values before they are dropped; on the lists after
+    its window they are its own model's scores of the same rows (paired with the candidate's)."""
+    from models.lambdarank import LambdaRankRanker
+    from models.registry import CHAMPION
+    from models.training import (
+        baseline_scores,
+        evaluate_procedure,
+        plan_folds,
+        train_and_register,
+        training_set_for,
+    )
+
+    layout, events, store = lake
+    plan = _plan()
+    plan.model_id = "synthetic-later"
+    cut = pd.to_datetime(events["timestamp"], utc=True).quantile(0.7)
+    earlier = events[pd.to_datetime(events["timestamp"], utc=True) < cut]
+    files = {"segments.pkl": layout.feature_tables / "segments.pkl"}
+    first = train_and_register(
+        earlier, store, registry, plan, layout.feature_tables, files, layout.mlflow / "a"
+    )
+    assert first.alias == CHAMPION
+    champion = registry.load(plan.model_id, CHAMPION)
+    ev = evaluate_procedure(events, store, registry, plan, layout.feature_tables)
+    assert ev.report.champion_lists >= plan.gates.min_lists
+    assert "champion" in ev.report.metrics and "ndcg@10" in ev.report.differences["learned - champion"]
+    data, _, _ = training_set_for(events, store, plan, layout.feature_tables)
+    folds = plan_folds(data, plan)
+    test = data.take(folds.tested)
+    got = baseline_scores(data, folds.tested, champion)
+    assert got.fresh is not None and got.champion is not None and 0 < got.fresh.sum() < len(got.fresh)
+    fresh = test.frame[got.fresh]
+    assert (pd.to_datetime(fresh["event_timestamp"], utc=True) > pd.Timestamp(champion.card.data_end)).all()
+    X = test.subset(fresh["list_id"].unique()).matrix(champion.card.inputs, champion.card.encodings)
+    np.testing.assert_array_equal(got.champion, LambdaRankRanker(champion.booster).score_matrix(X))
+
+
 def test_registered_model_reloads_with_its_serving_artifacts(lake, registry):
     from models.lambdarank import LambdaRankRanker
     from models.registry import CHAMPION, ModelNotFound

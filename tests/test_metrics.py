@@ -69,3 +69,22 @@ def test_cluster_bootstrap_is_wider_when_lists_share_a_user():
     by_user = cluster_bootstrap(values, np.repeat(np.arange(50), 10), 1000, 0)["m"]
     by_list = cluster_bootstrap(values, np.arange(500), 1000, 0)["m"]
     assert (by_user.high - by_user.low) > 2 * (by_list.high - by_list.low)
+
+
+@pytest.mark.parametrize(("n_clusters", "n_boot"), [(51, 1000), (777, 130), (8, 63)])
+def test_cluster_bootstrap_draws_the_resamples_of_the_plain_percentile_bootstrap(n_clusters, n_boot):
+    """Chunked and weighted, the intervals are those of drawing every resample at once and averaging its values."""
+    rng = np.random.default_rng(n_clusters)
+    clusters = rng.integers(0, n_clusters, 600)
+    values = pd.DataFrame({"a": rng.normal(size=600), "b": rng.random(600)})
+    codes, _ = pd.factorize(clusters)
+    draws = np.random.default_rng(5).integers(0, codes.max() + 1, size=(n_boot, codes.max() + 1))
+    got = cluster_bootstrap(values, clusters, n_boot, 5)
+    for col in values.columns:
+        sums = np.bincount(codes, weights=values[col].to_numpy())
+        counts = np.bincount(codes).astype(float)
+        means = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
+        low, high = np.quantile(means, [0.025, 0.975])
+        assert got[col].low == pytest.approx(low, rel=1e-12)
+        assert got[col].high == pytest.approx(high, rel=1e-12)
+        assert got[col].mean == pytest.approx(values[col].mean(), rel=1e-12)

@@ -78,7 +78,7 @@ def evaluate(
     from models.diversity import catalog_fields
     from models.pipeline_eval import evaluate_definitions
     from models.plots import diversity_tradeoff
-    from models.training import rolling_origin, training_set_for
+    from models.training import plan_folds, rolling_origin, training_set_for
     from reranker.cli.training import plan, training_inputs
     from reranker.featureset import DocumentKind
 
@@ -104,7 +104,10 @@ def evaluate(
         the_plan = plan(conf, model_id, rounds)
         data, _, _ = training_set_for(events, store, the_plan, conf.layout.feature_tables, catalog,
                                       progress=not as_json, say=steps.say)  # fmt: skip
-        test, learned, _ = rolling_origin(data, the_plan, steps.say)
+        folds = plan_folds(data, the_plan)
+        data = data.without_values()
+        test = data.take(folds.tested)
+        learned, _ = rolling_origin(data, folds, the_plan, steps.say)
     except (ValueError, FeatureStoreError) as exc:
         fail(str(exc))
     steps.done("out-of-sample scores")
