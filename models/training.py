@@ -317,9 +317,8 @@ class Baselines:
 
     rule_based: np.ndarray
     fresh: np.ndarray | None = None  # test rows after the champion's window (None: no champion)
-    champion: np.ndarray | None = (
-        None  # its scores of those rows (None: the features no longer supply its inputs)
-    )
+    # the champion's scores of those rows (None: no champion, or the features no longer supply its inputs)
+    champion: np.ndarray | None = None
 
 
 def baseline_scores(data: TrainingSet, positions: np.ndarray, champion: LoadedModel | None) -> Baselines:
