@@ -52,6 +52,14 @@ def test_retrain_after_serving_without_then_with_clicks(tmp_path):
     data = tmp_path / "data"
     first = _cli("quickstart", data=data)
     assert first["alias"] == "champion" and first["version"] == "1"
+    # a lake over the memory budget: refused with the figure before it is read, the champion left serving
+    refused = subprocess.run([sys.executable, "-m", "reranker.cli", "train", "--model-id", "reranker", "--data-dir",
+                              str(data)], cwd=ROOT, capture_output=True, text=True, timeout=3600,
+                             env={**os.environ, "RERANKER_DATA_DIR": str(data),
+                                  "RERANKER_TRAINING_MEMORY_GB": "0.1"})  # fmt: skip
+    said = refused.stdout + refused.stderr
+    assert refused.returncode == 2 and "Traceback" not in said, said[-4000:]
+    assert "events and turning them into lists would need" in said and "over the 0.1 GB budget" in said
     events = pd.read_parquet(data / "raw" / "movielens" / "interactions" / "events.parquet")
     users = events["user_id"].astype(str).unique()
     docs = events["document_id"].astype(str).unique()
