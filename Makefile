@@ -1,4 +1,4 @@
-.PHONY: uv install quickstart test test-all lint ci bench bench-scale bench-serve bench-serve-ab bench-faults schema
+.PHONY: uv install quickstart test test-all lint ci bench bench-scale bench-session bench-serve bench-serve-ab bench-faults schema
 UV ?= uv
 RUN = $(UV) run --frozen --extra scale
 uv: ; @command -v $(UV) >/dev/null || python3 -m pip install -q uv
@@ -10,6 +10,7 @@ lint: install ; $(RUN) ruff check . && $(RUN) ruff format --check . && $(RUN) my
 ci: lint test-all
 bench: install ; $(RUN) python -m benchmarks.offline --sizes 100000 1000000
 bench-scale: install ; $(RUN) pytest -q -m scale && $(RUN) python -m benchmarks.offline --sizes 100000 1000000 3000000 10000000 --engines local ray --out scale
+bench-session: install ; $(RUN) python -m benchmarks.session --size $(or $(SIZE),10000000) --out session-$(or $(SIZE),10000000)
 schema: install ; $(RUN) reranker schema --out schemas/events.json
 bench-serve: install ; $(RUN) python -m benchmarks.serving
 bench-serve-ab: install ; $(RUN) python -m benchmarks.ab_serving --base $(BASE)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import pickle
 import time
+import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -261,6 +262,10 @@ def _yaml_block(values: dict[str, Any], indent: int) -> str:
 
 def open_store(repo_dir: Path) -> Any:
     from feast import FeatureStore
+
+    # Importing Feast shows every DeprecationWarning ("once", reset whenever a filter changes): ibis's warning about
+    # its own DuckDB call was printed on every point-in-time query of `reranker train`. Not the user's to act on.
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ibis\.")
 
     config = repo_dir / "feature_store.yaml"
     if not config.exists():

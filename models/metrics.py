@@ -40,12 +40,44 @@ def list_metrics(labels: np.ndarray, scores: np.ndarray, ks: tuple[int, ...]) ->
 
 def per_list(frame: pd.DataFrame, scores: np.ndarray, ks: tuple[int, ...] = (5, 10, 20),
              label: str = "label") -> pd.DataFrame:  # fmt: skip
-    """One row per list that has at least one relevant item; columns metric@k."""
-    work = pd.DataFrame({"list_id": frame["list_id"].to_numpy(), "y": frame[label].to_numpy(dtype=float),
-                         "s": np.asarray(scores, dtype=float)})  # fmt: skip
-    rows = {}
-    for list_id, grp in work.groupby("list_id", sort=False):
-        y = grp["y"].to_numpy()
-        if (y > 0).any():
-            rows[list_id] = list_metrics(y, grp["s"].to_numpy(), ks)
-    return pd.DataFrame.from_dict(rows, orient="index")
+    """One row per list that has at least one relevant item (in order of first appearance); columns metric@k.
+
+    The same values as `list_metrics` on each list, computed for all lists at once: rows are ordered by list, then
+    score (descending, NaN last), then original order, and each metric is a weighted count per list
+    (at 250k test lists a Python loop over the lists took minutes)."""
+    codes, uniques = pd.factorize(frame["list_id"], sort=False)
+    y = frame[label].to_numpy(dtype=float)
+    s = np.asarray(scores, dtype=float)
+    n = len(uniques)
+    rows = np.arange(len(y))
+    # by list, then by score within it (ties in row order, NaN last)
+    ranked = y[np.lexsort((rows, -s, codes))]
+    ideal = y[np.lexsort((-y, codes))]
+    code = np.sort(codes, kind="stable")  # the list of each position in `ranked` and `ideal`
+    starts = np.r_[0, np.cumsum(np.bincount(codes, minlength=n))[:-1]].astype(np.int64)
+
+    def per_list_sum(weights: np.ndarray) -> np.ndarray:
+        return np.bincount(code, weights=weights, minlength=n)
+
+    rank = rows - starts[code]  # 0-based, within the list
+    discount = 1.0 / np.log2(rank + 2.0)
+    relevant = ranked > 0
+    n_rel = per_list_sum(relevant)
+    keep = n_rel > 0
+    before = np.cumsum(relevant) - relevant
+    hits_above = before - before[starts][code]  # relevant items ranked above, within the list
+    out: dict[str, np.ndarray] = {}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for k in ks:
+            top = rank < k
+            hit = top & relevant
+            idcg = per_list_sum(np.where(top, (2.0**ideal - 1) * discount, 0.0))
+            out[f"ndcg@{k}"] = np.where(idcg > 0, per_list_sum(np.where(top, (2.0**ranked - 1) * discount, 0.0)) / idcg,
+                                        np.nan)  # fmt: skip
+            first = np.full(n, np.inf)
+            np.minimum.at(first, code[hit], rank[hit])
+            out[f"mrr@{k}"] = np.where(np.isfinite(first), 1.0 / (first + 1.0), 0.0)
+            precision = per_list_sum(np.where(hit, (hits_above + 1) / (rank + 1.0), 0.0))
+            out[f"map@{k}"] = np.where(keep, precision / np.minimum(n_rel, k), np.nan)
+            out[f"recall@{k}"] = np.where(keep, per_list_sum(hit) / n_rel, np.nan)
+    return pd.DataFrame({c: v[keep] for c, v in out.items()}, index=pd.Index(uniques)[keep])

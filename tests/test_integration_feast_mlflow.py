@@ -227,6 +227,35 @@ def test_a_retrained_model_is_compared_with_the_champion_on_the_lists_after_its_
     np.testing.assert_array_equal(got.champion, LambdaRankRanker(champion.booster).score_matrix(X))
 
 
+def test_family_selection_trains_on_the_newest_lists_within_its_cap(lake, monkeypatch):
+    """Every model of the family selection trains on the `selection_max_lists` newest lists complete before the
+    validation period, not on all of them."""
+    import models.training as training
+
+    layout, events, store = lake
+    plan = _plan()
+    data, _, _ = training.training_set_for(events, store, plan, layout.feature_tables)
+    lists = data.frame.iloc[data.block.list_starts[:-1]]
+    ts, until = (pd.to_datetime(lists[c], utc=True) for c in ("event_timestamp", "label_until"))
+    start = ts.quantile(plan.validation_from_quantile)
+    before = lists[((ts < start) & (until <= start)).to_numpy()]
+    plan.selection_max_lists = len(before) // 2
+    assert plan.selection_max_lists >= plan.gates.min_lists
+    seen, real = [], training.train_lambdarank
+
+    def recording(frame, X, features, config):
+        seen.append(set(frame["list_id"]))
+        return real(frame, X, features, config)
+
+    monkeypatch.setattr(training, "train_lambdarank", recording)
+    training.select_families(data, plan)
+    assert len(seen) == 1 + len({i.family for i in data.inputs})
+    assert all(s == seen[0] for s in seen) and len(seen[0]) == plan.selection_max_lists
+    chosen = before["list_id"].isin(seen[0]).to_numpy()
+    times = pd.to_datetime(before["event_timestamp"], utc=True)
+    assert times[chosen].min() >= times[~chosen].max()
+
+
 def test_registered_model_reloads_with_its_serving_artifacts(lake, registry):
     from models.lambdarank import LambdaRankRanker
     from models.registry import CHAMPION, ModelNotFound

@@ -43,6 +43,26 @@ def test_mrr_and_recall_by_hand():
     assert m["recall@3"] == pytest.approx(1 / 3) and m["recall@5"] == pytest.approx(2 / 3)
 
 
+def test_per_list_equals_list_metrics_on_each_list():
+    """The vectorised metrics against the one-list definition: interleaved rows, graded labels, tied and missing
+    scores, lists shorter than k and lists without a relevant item."""
+    rng = np.random.default_rng(11)
+    sizes = rng.integers(1, 30, 400)
+    ids = np.repeat(rng.permutation(400).astype(str), sizes)
+    order = rng.permutation(len(ids))
+    df = pd.DataFrame({"list_id": ids[order], "label": rng.choice([0, 0, 0, 1, 2, 3.0], len(ids))})
+    scores = rng.integers(0, 4, len(ids)).astype(float)
+    scores[rng.random(len(ids)) < 0.05] = np.nan
+    ks = (1, 5, 10, 20)
+    expected = {}
+    for list_id, idx in df.groupby("list_id", sort=False).indices.items():
+        y = df["label"].to_numpy()[idx]
+        if (y > 0).any():
+            expected[list_id] = list_metrics(y, scores[idx], ks)
+    pd.testing.assert_frame_equal(per_list(df, scores, ks), pd.DataFrame.from_dict(expected, orient="index"),
+                                  rtol=1e-12)  # fmt: skip
+
+
 def test_lists_without_relevant_items_are_left_out():
     df = pd.DataFrame({"list_id": ["a"] * 3 + ["b"] * 3, "label": [0, 0, 0, 1, 0, 0.0]})
     out = per_list(df, np.arange(6, dtype=float), (3,))
