@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.offline import RESULTS, PeakTree
+from reranker.settings import Settings
 
 TARGET_SECONDS = 30 * 60
 
@@ -58,7 +59,7 @@ def run(size: int, root: Path) -> dict[str, Any]:
     loop = [v for k, v in out["steps"].items() if k not in ("data load", "models list")]
     out["loop"] = {"seconds": round(sum(v["seconds"] for v in loop), 1),
                    "peak_rss_gb": max(v["peak_rss_gb"] for v in loop), "target_seconds": TARGET_SECONDS,
-                   "budget_gb": float(os.environ.get("RERANKER_TRAINING_MEMORY_GB", "8"))}  # fmt: skip
+                   "budget_gb": Settings().training_memory_gb}  # fmt: skip
     return out
 
 
