@@ -1,8 +1,8 @@
 """The README's synthetic-shop session, end to end at one size, each command timed with its process tree's peak RSS.
 
 The commands are the README's, run as written in a fresh data dir with the default settings (the training-memory
-budget included): data load (generation, not part of the loop) -> ingest -> features apply -> features
-materialize -> train -> models list. The loop's total (ingest to a registered model) is set beside the issue's
+budget included; the load with `--json`, so the ingest reads the paths it reports): data load (generation, not
+part of the loop) -> ingest -> features apply -> features materialize -> train -> models list. The loop's total (ingest to a registered model) is set beside the issue's
 targets in the same run: 30 minutes and the memory budget (`RERANKER_TRAINING_MEMORY_GB`, 8 GB).
 Usage: python -m benchmarks.session --size 10000000 [--root /tmp/reranker-session] [--out session-10m]
 (prints a table, writes benchmarks/results/NAME.json)
@@ -26,36 +26,36 @@ from reranker.settings import Settings
 TARGET_SECONDS = 30 * 60
 
 
-def steps(size: int, raw: Path) -> list[tuple[str, list[str]]]:
-    shop = raw / f"synthetic-{size}-s7"
-    return [
-        ("data load", ["data", "load", "synthetic", "--size", str(size), "--shift-to-now"]),
-        ("ingest", ["ingest", str(shop / "interactions"), "--documents", str(shop / "documents.parquet")]),
-        ("features apply", ["features", "apply"]),
-        ("features materialize", ["features", "materialize"]),
-        ("train", ["train", "--model-id", "shop-search"]),
-        ("models list", ["models", "list", "shop-search"]),
-    ]
-
-
 def run(size: int, root: Path) -> dict[str, Any]:
     shutil.rmtree(root, ignore_errors=True)
-    data = root / "data-shop"
     root.mkdir(parents=True)
-    env = {**os.environ, "RERANKER_DATA_DIR": str(data)}
+    env = {**os.environ, "RERANKER_DATA_DIR": str(root / "data-shop")}
     out: dict[str, Any] = {"size": size, "steps": {}}
-    for name, args in steps(size, data / "raw"):
+
+    def step(name: str, args: list[str], ok: tuple[int, ...] = (0,)) -> str:
         print(f"$ reranker {' '.join(args)}", flush=True)
         peak, started = PeakTree(), time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "reranker.cli", *args], env=env, cwd=root)
+        proc = subprocess.run([sys.executable, "-m", "reranker.cli", *args], env=env, cwd=root,
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
         seconds, peak_gb = time.perf_counter() - started, peak.stop_mb() * 2**20 / 1e9  # the budget's GB
+        print(proc.stdout, end="", flush=True)
         out["steps"][name] = {
             "seconds": round(seconds, 1),
             "peak_rss_gb": round(peak_gb, 2),
             "exit": proc.returncode,
         }
-        if proc.returncode not in ((0, 3) if name == "train" else (0,)):  # 3: registered, but passed no gate
+        if proc.returncode not in ok:
             raise SystemExit(f"`reranker {' '.join(args)}` exited {proc.returncode}")
+        return proc.stdout
+
+    # the files the load wrote, as it reports them (JSON: the same work, its paths read rather than re-derived)
+    loaded = json.loads(step("data load", ["data", "load", "synthetic", "--size", str(size), "--shift-to-now",
+                                           "--json"]))  # fmt: skip
+    step("ingest", ["ingest", loaded["interactions"], "--documents", loaded["documents"]])
+    step("features apply", ["features", "apply"])
+    step("features materialize", ["features", "materialize"])
+    step("train", ["train", "--model-id", "shop-search"], ok=(0, 3))  # 3: registered, but passed no gate
+    step("models list", ["models", "list", "shop-search"])
     loop = [v for k, v in out["steps"].items() if k not in ("data load", "models list")]
     out["loop"] = {"seconds": round(sum(v["seconds"] for v in loop), 1),
                    "peak_rss_gb": max(v["peak_rss_gb"] for v in loop), "target_seconds": TARGET_SECONDS,
