@@ -54,7 +54,8 @@ def per_list(frame: pd.DataFrame, scores: np.ndarray, ks: tuple[int, ...] = (5, 
     ranked = y[np.lexsort((rows, -s, codes))]
     ideal = y[np.lexsort((-y, codes))]
     code = np.sort(codes, kind="stable")  # the list of each position in `ranked` and `ideal`
-    starts = np.r_[0, np.cumsum(np.bincount(codes, minlength=n))[:-1]].astype(np.int64)
+    sizes = np.bincount(codes, minlength=n)
+    starts = np.cumsum(sizes) - sizes
 
     def per_list_sum(weights: np.ndarray) -> np.ndarray:
         return np.bincount(code, weights=weights, minlength=n)
@@ -64,6 +65,8 @@ def per_list(frame: pd.DataFrame, scores: np.ndarray, ks: tuple[int, ...] = (5, 
     relevant = ranked > 0
     n_rel = per_list_sum(relevant)
     keep = n_rel > 0
+    if not keep.any():
+        return pd.DataFrame()  # as `list_metrics` over no list: no rows, no columns
     before = np.cumsum(relevant) - relevant
     hits_above = before - before[starts][code]  # relevant items ranked above, within the list
     out: dict[str, np.ndarray] = {}

@@ -63,6 +63,13 @@ def test_per_list_equals_list_metrics_on_each_list():
                                   rtol=1e-12)  # fmt: skip
 
 
+def test_no_list_with_a_relevant_item_gives_an_empty_frame():
+    empty = pd.DataFrame({"list_id": pd.Series([], dtype=str), "label": pd.Series([], dtype=float)})
+    assert per_list(empty, np.array([]), (10,)).empty
+    none = pd.DataFrame({"list_id": ["a", "a", "b"], "label": [0, 0, 0.0]})
+    assert per_list(none, np.array([1.0, 2.0, 3.0]), (10,)).shape == (0, 0)
+
+
 def test_lists_without_relevant_items_are_left_out():
     df = pd.DataFrame({"list_id": ["a"] * 3 + ["b"] * 3, "label": [0, 0, 0, 1, 0, 0.0]})
     out = per_list(df, np.arange(6, dtype=float), (3,))
