@@ -31,29 +31,33 @@ RESULTS = Path(__file__).parent / "results"
 
 
 class PeakTree:
-    """The largest RSS of this process and its descendants seen by a sampler thread."""
+    """The largest RSS of this process and its descendants seen by a sampler thread, and the largest PSS (each
+    shared page split among the processes that map it: Ray's object store, mapped by the driver and each worker
+    that reads a block, is counted once, where the RSS sum counts it in each)."""
 
     def __init__(self, every: float = 0.2) -> None:
         import threading
 
         import psutil
 
-        self.peak, self._stop = 0, threading.Event()
+        self.peak, self.peak_pss, self._stop = 0, 0, threading.Event()
         me = psutil.Process()
 
         def sample() -> None:
             while not self._stop.is_set():
-                total = 0
+                total = pss = 0
                 for p in [me, *me.children(recursive=True)]:
                     with contextlib.suppress(psutil.Error):
-                        total += p.memory_info().rss
-                self.peak = max(self.peak, total)
+                        info = p.memory_full_info()
+                        total, pss = total + info.rss, pss + info.pss
+                self.peak, self.peak_pss = max(self.peak, total), max(self.peak_pss, pss)
                 self._stop.wait(every)
 
         self._thread = threading.Thread(target=sample, daemon=True)
         self._thread.start()
 
     def stop_mb(self) -> float:
+        """The peak RSS sum in MiB (stops the sampler; `peak_pss` then holds the PSS sum's peak in bytes)."""
         self._stop.set()
         self._thread.join()
         own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -140,8 +144,7 @@ def stage(name: str, size: int, root: Path, engine: str = "local") -> dict[str, 
         store = open_store(feast_dir)
         manifest = FeatureManifest.read(layout.feature_tables)
         t = time.perf_counter()
-        data = build_training_set(store, lists, manifest, TextIndex.load(layout.feature_tables),
-                                  chunk_rows=1_000_000 if ray else 100_000)  # fmt: skip
+        data = build_training_set(store, lists, manifest, TextIndex.load(layout.feature_tables))
         out["seconds"] = time.perf_counter() - t
         out["rows"], out["inputs"] = len(data.frame), len(data.features)
         out["peak_rss_mb"] = peak.stop_mb()  # the build's (and the listing's) peak, not the hand-off's below

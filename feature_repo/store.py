@@ -338,60 +338,152 @@ def materialize(store: Any, tables_dir: Path, end: datetime | None = None, incre
 
 def historical_features(store: Any, entity_rows: pd.DataFrame, manifest: FeatureManifest) -> pd.DataFrame:
     """Point-in-time values of every view for each (user_id, document_id, event_timestamp[, query]) row, in the
-    same order, as columns `view__feature`.
+    same order, as columns `view__feature` (`PointInTimeAnswers` for all the rows at once)."""
+    return PointInTimeAnswers.ask(store, entity_rows, manifest).rows(0, len(entity_rows))
+
+
+@dataclass
+class _GroupAnswers:
+    names: list[str]  # the columns, `view__feature`
+    answers: pd.DataFrame  # one row per distinct (key, time) asked, then one row of nulls
+    # each entity row's answer: an int32 row of `answers` (the null row when the row could not be asked)
+    codes: np.ndarray
+
+
+@dataclass
+class PointInTimeAnswers:
+    """Feast's point-in-time answers for a set of entity rows, asked once per entity and spread over any range of
+    the rows on demand (`rows`): a training set's build asks its questions once for all its lists (each call to
+    Feast's Ray store costs tens of seconds whatever its size) and holds the few distinct answers and an int32 code
+    per row and view group, then spreads one chunk of rows at a time.
 
     Documents and users are asked at the row's time, moved back to the newest snapshot time at or before it (the
     same answer; `as_of_snapshots`); collaborative views at the epoch of that time (so a user's and a document's
     factors come from the same fit); query x document statistics under the row's normalized query. Each (entity,
     time) pair is asked once (a list asks for one user at one time, 100 times over; a document is asked once a
-    day however often it is shown) and the answers are spread back over the rows. Every row asked for comes back
-    (unmatched ones with nulls); the counts are checked.
-    """
-    if entity_rows.empty:
-        raise FeatureStoreError("no entity rows to retrieve features for")
-    ask = entity_rows[["user_id", "document_id", "event_timestamp"]].reset_index(drop=True)
-    # Asked at whole seconds: Ray's store resolves times to seconds and then drops pairs it sees twice (two rows of
-    # one key in the same second: 30 in 500,000 lost at 1M events). The feature builds write snapshots at day
-    # boundaries, so the floor never moves a row across one, and it can only make the join stricter.
-    ask["event_timestamp"] = pd.to_datetime(ask["event_timestamp"], utc=True).dt.floor("s").dt.as_unit("us")
-    ask["_epoch"] = manifest.epoch_of(ask["event_timestamp"]).dt.as_unit("us")
-    if "query_document" in manifest.views:
-        queries = (
-            entity_rows["query"].map(normalize_query).to_numpy()
-            if "query" in entity_rows
-            else [None] * len(ask)
-        )
-        ask["query_document_key"] = [None if q is None else query_document_key(q, str(d))
-                                     for q, d in zip(queries, ask["document_id"], strict=True)]  # fmt: skip
-    groups: dict[tuple[str, bool], list[str]] = {}
-    for view, spec in manifest.view_specs().items():
-        groups.setdefault((spec.entity, spec.epoch_keyed), []).extend(f"{view}:{c}" for c in spec.columns)
-    parts = []
-    for (entity, epoch_keyed), refs in groups.items():
-        key = JOIN_KEYS[entity]
-        when = "_epoch" if epoch_keyed else "event_timestamp"
-        pairs = ask[[key, when]].rename(columns={when: "event_timestamp"})
-        if not epoch_keyed:
-            grid = snapshot_times(store, list(dict.fromkeys(r.split(":")[0] for r in refs)))
-            pairs["event_timestamp"] = as_of_snapshots(pairs["event_timestamp"], grid)
-        usable = pairs.dropna()
-        distinct = usable.drop_duplicates().reset_index(drop=True)
-        names = [r.replace(":", "__") for r in refs]
-        if distinct.empty:
-            parts.append(pd.DataFrame({n: [None] * len(ask) for n in names}))
-            continue
-        got = store.get_historical_features(
-            entity_df=distinct.assign(_ask=np.arange(len(distinct))), features=refs, full_feature_names=True
-        ).to_df()
-        asked = np.sort(got["_ask"].to_numpy()) if "_ask" in got else None
-        if asked is None or not np.array_equal(asked, np.arange(len(distinct))):
-            raise FeatureStoreError(f"feature retrieval returned {len(got)} rows for {len(distinct)} asked")
-        # Answers are matched to questions by the row number they carry: engines return rows in their own order
-        # and some (Ray's) with the time at another resolution.
-        answers = distinct.join(_as_duckdb_answers(got.set_index("_ask")[names].sort_index()))
-        spread = pairs.merge(answers, on=[key, "event_timestamp"], how="left", validate="many_to_one")
-        parts.append(spread[names].reset_index(drop=True))
-    return pd.concat(parts, axis=1)
+    day however often it is shown). Every pair asked for comes back (unmatched ones with nulls); the counts are
+    checked."""
+
+    groups: list[_GroupAnswers]
+
+    @classmethod
+    def ask(cls, store: Any, entity_rows: pd.DataFrame, manifest: FeatureManifest, per_call: int | None = None
+            ) -> PointInTimeAnswers:  # fmt: skip
+        """`per_call`: distinct questions per call to Feast (default `questions_per_call` of the store's engine)."""
+        if entity_rows.empty:
+            raise FeatureStoreError("no entity rows to retrieve features for")
+        # Asked at whole seconds: Ray's store resolves times to seconds and then drops pairs it sees twice (two rows
+        # of one key in the same second: 30 in 500,000 lost at 1M events). The feature builds write snapshots at day
+        # boundaries, so the floor never moves a row across one, and it can only make the join stricter.
+        times = pd.to_datetime(entity_rows["event_timestamp"], utc=True).dt.floor("s").dt.as_unit("us")
+        times = times.reset_index(drop=True)
+        keys = _EntityKeys.of(entity_rows, "query_document" in manifest.views)
+        refs_of: dict[tuple[str, bool], list[str]] = {}
+        for view, spec in manifest.view_specs().items():
+            refs_of.setdefault((spec.entity, spec.epoch_keyed), []).extend(
+                f"{view}:{c}" for c in spec.columns
+            )
+        groups = []
+        for (entity, epoch_keyed), refs in refs_of.items():
+            if epoch_keyed:
+                when = manifest.epoch_of(times).dt.as_unit("us")
+            else:
+                grid = snapshot_times(store, list(dict.fromkeys(r.split(":")[0] for r in refs)))
+                when = as_of_snapshots(times, grid)
+            codes, first = _distinct_pairs(keys.codes[entity], when)
+            distinct = pd.DataFrame({JOIN_KEYS[entity]: keys.values(entity, keys.codes[entity][first]),
+                                     "event_timestamp": when.iloc[first].reset_index(drop=True)})  # fmt: skip
+            names = [r.replace(":", "__") for r in refs]
+            answers = pd.DataFrame(index=np.arange(len(distinct)), columns=names, dtype=object)
+            if not distinct.empty:
+                step = per_call or questions_per_call(store) or len(distinct)
+                answers = pd.concat([_answers(store, distinct.iloc[a : a + step], refs, names)
+                                     for a in range(0, len(distinct), step)], ignore_index=True)  # fmt: skip
+            codes[codes < 0] = len(distinct)  # the null row
+            groups.append(_GroupAnswers(names, answers.reindex(np.arange(len(distinct) + 1)), codes))
+        return cls(groups)
+
+    def rows(self, start: int, stop: int) -> pd.DataFrame:
+        """The answers of entity rows start..stop-1, in order, as columns `view__feature`."""
+        return pd.concat([g.answers.iloc[g.codes[start:stop]].reset_index(drop=True) for g in self.groups],
+                         axis=1)  # fmt: skip
+
+
+@dataclass
+class _EntityKeys:
+    """Each entity row's user, document and (normalized query, document) pair as integer codes (-1: none), so that
+    distinct questions are found without a string per row; the keys themselves are made for the distinct ones."""
+
+    codes: dict[str, np.ndarray]
+    users: np.ndarray
+    documents: np.ndarray
+    queries: np.ndarray  # distinct normalized queries
+
+    @classmethod
+    def of(cls, rows: pd.DataFrame, with_queries: bool) -> _EntityKeys:
+        users, user_values = pd.factorize(rows["user_id"])
+        documents, document_values = pd.factorize(rows["document_id"])
+        pairs, query_values = np.full(len(rows), -1, np.int64), np.array([], dtype=object)
+        if with_queries and "query" in rows:
+            raw, raw_values = pd.factorize(rows["query"])
+            normalized, query_values = pd.factorize(
+                pd.Series([normalize_query(q) for q in raw_values], dtype=object)
+            )
+            query = np.where(raw >= 0, np.append(normalized, -1)[raw], -1).astype(np.int64)
+            known = (query >= 0) & (documents >= 0)
+            pairs[known] = query[known] * max(len(document_values), 1) + documents[known]
+        codes = {
+            "user": users.astype(np.int64),
+            "document": documents.astype(np.int64),
+            "query_document": pairs,
+        }
+        return cls(codes, np.asarray(user_values, dtype=object), np.asarray(document_values, dtype=object),
+                   np.asarray(query_values, dtype=object))  # fmt: skip
+
+    def values(self, entity: str, codes: np.ndarray) -> np.ndarray:
+        """The join key values of these (non-negative) codes of `entity`."""
+        if entity == "user":
+            return self.users[codes]
+        if entity == "document":
+            return self.documents[codes]
+        n = max(len(self.documents), 1)
+        return np.array([query_document_key(q, str(d)) for q, d in
+                         zip(self.queries[codes // n], self.documents[codes % n], strict=True)], dtype=object)  # fmt: skip
+
+
+def _distinct_pairs(keys: np.ndarray, times: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's distinct (key, time) number, in order of first appearance (-1 where either is missing), and the
+    first row of each."""
+    usable = (keys >= 0) & times.notna().to_numpy()
+    instants = times.dt.tz_localize(None).to_numpy("datetime64[us]").view(np.int64)
+    numbered = (
+        pd.DataFrame({"k": keys[usable], "t": instants[usable]}).groupby(["k", "t"], sort=False).ngroup()
+    )
+    codes = np.full(len(keys), -1, np.int32)
+    codes[usable] = numbered.to_numpy(np.int32)
+    first = np.flatnonzero(usable)[np.unique(codes[usable], return_index=True)[1]]
+    return codes, first
+
+
+def questions_per_call(store: Any) -> int | None:
+    """How many distinct point-in-time questions to put to the store's offline engine at once (None: all). The peak
+    of Feast's DuckDB query grows with the questions (at 1M events: 800 MB over the rest for all 86,470 document
+    questions in one call, at most 560 MB in slices of 50,000), so it is asked in slices; a call to Feast's Ray store
+    costs tens of seconds whatever its size and runs the join in Ray's workers block by block, so it is asked
+    everything at once."""
+    return None if store.config.offline_store.type == "ray" else 50_000
+
+
+def _answers(store: Any, questions: pd.DataFrame, refs: list[str], names: list[str]) -> pd.DataFrame:
+    """Feast's answers to `questions` (key, event_timestamp), in their order."""
+    got = store.get_historical_features(entity_df=questions.assign(_ask=np.arange(len(questions))), features=refs,
+                                        full_feature_names=True).to_df()  # fmt: skip
+    asked = np.sort(got["_ask"].to_numpy()) if "_ask" in got else None
+    if asked is None or not np.array_equal(asked, np.arange(len(questions))):
+        raise FeatureStoreError(f"feature retrieval returned {len(got)} rows for {len(questions)} asked")
+    # Answers are matched to questions by the row number they carry: engines return rows in their own order and
+    # some (Ray's) with the time at another resolution.
+    return _as_duckdb_answers(got.set_index("_ask")[names].sort_index()).reset_index(drop=True)
 
 
 def snapshot_times(store: Any, views: list[str]) -> np.ndarray:

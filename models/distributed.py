@@ -34,12 +34,12 @@ def _fit_on_worker(config: dict[str, Any]) -> None:
     from ray.train.lightgbm import get_network_params
 
     context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
-    parts = []
-    for batch in ray.train.get_dataset_shard("train").iter_batches(batch_size=65_536, batch_format="numpy"):
-        mine = shard_rows(batch["list_no"], rank, world)
-        parts.append({k: v[mine] for k, v in batch.items()})
+    rank = context.get_world_rank()
+    parts = list(
+        ray.train.get_dataset_shard(f"shard{rank}").iter_batches(batch_size=65_536, batch_format="numpy")
+    )
     rows = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    del parts
     order = np.lexsort((rows["row"], rows["list_no"]))  # lists contiguous, rows in list order
     rows = {k: v[order] for k, v in rows.items()}
     sizes = np.diff(list_starts_of(pd.Series(rows["list_no"])))
@@ -69,16 +69,14 @@ def train_on_ray(frame: pd.DataFrame, X: np.ndarray, features: list[str], label:
     import ray.train
     from ray.train.lightgbm import LightGBMTrainer
 
-    columns = {
-        "list_no": list_numbers(frame),
-        "row": np.arange(len(frame), dtype=np.int64),
-        "label": frame[label].to_numpy(dtype=np.float64),
-        "position": frame["position"].to_numpy(dtype=np.int64)
-        if use_position
-        else np.zeros(len(frame), np.int64),
-        "X": np.ascontiguousarray(X, dtype=np.float32),
-    }
-    dataset = _dataset(columns)
+    list_no = list_numbers(frame)
+    labels = frame[label].to_numpy(dtype=np.float64)
+    positions = frame["position"].to_numpy(dtype=np.int64) if use_position else np.zeros(len(frame), np.int64)
+    shards = {}
+    for rank in range(cluster.workers):  # each worker is handed its own lists only (not every row to filter)
+        rows = shard_rows(list_no, rank, cluster.workers)
+        shards[f"shard{rank}"] = _dataset({"list_no": list_no[rows], "row": rows, "label": labels[rows],
+                                           "position": positions[rows], "X": X[rows]})  # fmt: skip
     storage = cluster.storage or Path(tempfile.mkdtemp(prefix="reranker-ray-"))
     storage.mkdir(parents=True, exist_ok=True)
     trainer = LightGBMTrainer(
@@ -93,10 +91,8 @@ def train_on_ray(frame: pd.DataFrame, X: np.ndarray, features: list[str], label:
             num_workers=cluster.workers, resources_per_worker={"CPU": cluster.cpu_per_worker()}
         ),
         run_config=ray.train.RunConfig(storage_path=str(storage.resolve()), name="lambdarank"),
-        datasets={"train": dataset},
-        dataset_config=ray.train.DataConfig(
-            datasets_to_split=[]
-        ),  # every worker sees all; keeps its own lists
+        datasets=shards,
+        dataset_config=ray.train.DataConfig(datasets_to_split=[]),  # whole: each worker reads its own shard
     )
     result = trainer.fit()
     if result.checkpoint is None:

@@ -551,10 +551,7 @@ def training_set_for(events: Events, store: Any, plan: TrainPlan, tables_dir: Pa
     )
     need = check_memory(len(lists), int(lists["list_id"].nunique()), manifest, plan.memory_gb)
     say(f"training: ≈ {need:.1f} GB at its peak{budget}")
-    # on Ray every call costs minutes of fixed work: fewer, larger chunks
-    data = build_training_set(
-        store, lists, manifest, text, chunk_rows=1_000_000 if plan.train.ray else 100_000
-    )
+    data = build_training_set(store, lists, manifest, text)
     if plan.drop_families:
         data = data.with_inputs([i for i in data.inputs if i.family not in plan.drop_families])
     say(f"training set: {data.n_lists:,} lists, {len(data.frame):,} rows, {len(data.inputs)} inputs "

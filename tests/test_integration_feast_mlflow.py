@@ -72,6 +72,30 @@ def test_retrieval_per_entity_equals_feasts_join_of_every_row(lake):
         assert got.loc[~usable, names].isna().all().all()
 
 
+def test_answers_asked_in_slices_and_spread_by_range_equal_one_call(lake):
+    """A training set asks its distinct questions in slices (DuckDB's query peaks with the feature table it reads)
+    and spreads them over chunks of rows: the same answers as one call spread over all rows."""
+    from feature_repo.store import PointInTimeAnswers
+
+    layout, events, store = lake
+    rows = events.sample(1_500, random_state=4)[["user_id", "document_id", "timestamp", "query"]]
+    rows = rows.rename(columns={"timestamp": "event_timestamp"}).reset_index(drop=True)
+    manifest = manifest_of(layout)
+    whole = PointInTimeAnswers.ask(store, rows, manifest, per_call=10**9).rows(0, len(rows))
+    sliced = PointInTimeAnswers.ask(store, rows, manifest, per_call=97)
+    assert max(len(g.answers) - 1 for g in sliced.groups) > 2 * 97  # asked in three slices or more
+    spread = pd.concat([sliced.rows(a, min(a + 400, len(rows))) for a in range(0, len(rows), 400)],
+                       ignore_index=True)  # fmt: skip
+    assert list(spread.columns) == list(whole.columns) and len(spread) == len(rows)
+    for name in whole.columns:
+        for a, b in zip(spread[name], whole[name], strict=True):
+            if isinstance(a, list | np.ndarray) or isinstance(b, list | np.ndarray):
+                assert list(a) == list(b), name
+            else:
+                assert (pd.isna(a) and pd.isna(b)) or a == b, name
+    assert whole["document_attributes__brand"].notna().any() and whole["user_activity__events"].notna().any()
+
+
 def test_no_feature_value_from_after_the_rows_timestamp(lake):
     from feature_repo.store import historical_features
 
@@ -291,6 +315,19 @@ def test_training_set_built_in_chunks_equals_the_one_built_whole(lake):
     assert whole.digest() == parts.digest()
     np.testing.assert_array_equal(whole.block.list_starts, parts.block.list_starts)
     np.testing.assert_array_equal(whole.X, parts.X)
+    # lists given interleaved (rows of a list apart, another index) come out contiguous in first-appearance order
+    shuffled = lists.sample(frac=1, random_state=5)
+    mixed = build_training_set(store, shuffled, manifest, text, chunk_rows=1_000)
+    firsts = pd.unique(shuffled["list_id"])
+    assert list(mixed.list_ids()) == list(firsts)
+    assert mixed.frame["list_id"].tolist() == [
+        lid for lid in firsts for _ in range((shuffled["list_id"] == lid).sum())
+    ]
+    key = ["list_id", "document_id"]
+    np.testing.assert_array_equal(
+        mixed.X[np.lexsort(mixed.frame[key[::-1]].to_numpy().T)],
+        whole.X[np.lexsort(whole.frame[key[::-1]].to_numpy().T)],
+    )
     # X is stored as LightGBM reads it (float32), computed in float64; a subset of the inputs is X's columns
     from feature_repo.inputs import InputPlan
 
