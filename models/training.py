@@ -549,7 +549,7 @@ def training_set_for(events: Events, store: Any, plan: TrainPlan, tables_dir: Pa
         "lists: "
         + ", ".join(f"{positives.get(s, 0):,} of {n:,} {s} lists have a positive" for s, n in sources.items())
     )
-    need = check_memory(len(lists), int(lists["list_id"].nunique()), manifest, plan.memory_gb)
+    need = check_memory(len(lists), int(lists["list_id"].nunique()), manifest, plan.memory_gb, plan.train.ray)
     say(f"training: ≈ {need:.1f} GB at its peak{budget}")
     data = build_training_set(store, lists, manifest, text)
     if plan.drop_families:

@@ -156,18 +156,38 @@ def check_listing_memory(events: int, budget_gb: float | None) -> float:
     return need
 
 
-def check_memory(rows: int, lists: int, manifest: FeatureManifest, budget_gb: float | None) -> float:
-    """Training's estimated peak in GB (checked once the lists are built, before the training set's build);
-    `TrainingSetTooLarge` when it is over `budget_gb` (None or 0: no budget)."""
+def local_ray_bytes(rows: int, n_inputs: int, cluster: engine.RayCluster | None) -> float:
+    """What a Ray cluster started on this machine adds to training's peak: its object store (shared memory, counted
+    once) and the Ray Train workers' copies of X (each its own lists' rows). Measured at 10M synthetic events on a
+    2-CPU cluster with a 1 GB store (`reranker train` on the Ray engine, PSS summed over driver, Ray's processes and
+    workers): 9.48 GB, where this and the local model give 10.4 GB. A joined cluster (`address`) adds nothing here:
+    its workers run on its machines."""
+    if cluster is None or cluster.address:
+        return 0.0
+    return cluster.object_store_mb * 2**20 + rows * 4.0 * n_inputs
+
+
+def check_memory(rows: int, lists: int, manifest: FeatureManifest, budget_gb: float | None,
+                 ray: engine.RayCluster | None = None) -> float:  # fmt: skip
+    """Training's estimated peak in GB (checked once the lists are built, before the training set's build), on
+    this machine with the local Ray cluster `ray` starts when one does; `TrainingSetTooLarge` when it is over
+    `budget_gb` (None or 0: no budget)."""
     from feature_repo.inputs import doc_layout, extra_layout, user_layout
 
-    need = estimated_peak_bytes(rows, lists, len(doc_layout(manifest)), len(extra_layout(manifest)),
-                                len(user_layout(manifest)), len(default_inputs(manifest))) / 1e9  # fmt: skip
+    n_inputs = len(default_inputs(manifest))
+    need = (estimated_peak_bytes(rows, lists, len(doc_layout(manifest)), len(extra_layout(manifest)),
+                                 len(user_layout(manifest)), n_inputs)
+            + local_ray_bytes(rows, n_inputs, ray)) / 1e9  # fmt: skip
     if budget_gb and need > budget_gb:
+        local_cluster = bool(local_ray_bytes(rows, n_inputs, ray))
+        where = " with its local Ray cluster" if local_cluster else ""
+        instead = ("; or join a Ray cluster of more machines (RERANKER_RAY_ADDRESS), or train on the local engine "
+                   "(RERANKER_ENGINE=local), which needs less here") if local_cluster else ""  # fmt: skip
         raise TrainingSetTooLarge(
-            f"training on {rows:,} rows in {lists:,} lists would need ≈ {need:.1f} GB of memory on this machine "
-            f"(≈ {need * 1e6 / rows:.1f} KB a row at {len(default_inputs(manifest))} inputs, measured), "
+            f"training on {rows:,} rows in {lists:,} lists would need ≈ {need:.1f} GB of memory on this machine"
+            f"{where} (≈ {need * 1e6 / rows:.1f} KB a row at {n_inputs} inputs, measured), "
             + _advice(budget_gb)
+            + instead
         )
     return need
 
