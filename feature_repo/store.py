@@ -383,10 +383,11 @@ class PointInTimeAnswers:
             refs_of.setdefault((spec.entity, spec.epoch_keyed), []).extend(
                 f"{view}:{c}" for c in spec.columns
             )
+        epochs = manifest.epoch_of(times).dt.as_unit("us") if any(e for _, e in refs_of) else None
         groups = []
         for (entity, epoch_keyed), refs in refs_of.items():
-            if epoch_keyed:
-                when = manifest.epoch_of(times).dt.as_unit("us")
+            if epochs is not None and epoch_keyed:
+                when = epochs
             else:
                 grid = snapshot_times(store, list(dict.fromkeys(r.split(":")[0] for r in refs)))
                 when = as_of_snapshots(times, grid)
@@ -429,7 +430,9 @@ class _EntityKeys:
             normalized, query_values = pd.factorize(
                 pd.Series([normalize_query(q) for q in raw_values], dtype=object)
             )
-            query = np.where(raw >= 0, np.append(normalized, -1)[raw], -1).astype(np.int64)
+            query = np.append(normalized, -1)[raw].astype(
+                np.int64
+            )  # a missing query (-1) takes the -1 appended
             known = (query >= 0) & (documents >= 0)
             pairs[known] = query[known] * max(len(document_values), 1) + documents[known]
         codes = {
@@ -471,7 +474,12 @@ def questions_per_call(store: Any) -> int | None:
     questions in one call, at most 560 MB in slices of 50,000), so it is asked in slices; a call to Feast's Ray store
     costs tens of seconds whatever its size and runs the join in Ray's workers block by block, so it is asked
     everything at once."""
-    return None if store.config.offline_store.type == "ray" else 50_000
+    return None if on_ray(store) else 50_000
+
+
+def on_ray(store: Any) -> bool:
+    """Whether the store's offline engine is Feast's Ray store."""
+    return bool(store.config.offline_store.type == "ray")
 
 
 def _answers(store: Any, questions: pd.DataFrame, refs: list[str], names: list[str]) -> pd.DataFrame:

@@ -15,7 +15,7 @@ import pandas as pd
 from feature_repo.inputs import InputPlan, ModelInput, default_inputs
 from feature_repo.manifest import Encodings, FeatureManifest
 from feature_repo.rows import RowBlock, block_from_frame, list_starts_of
-from feature_repo.store import PointInTimeAnswers
+from feature_repo.store import PointInTimeAnswers, on_ray
 from feature_repo.text import TextIndex
 from reranker import engine
 
@@ -175,11 +175,11 @@ def check_memory(rows: int, lists: int, manifest: FeatureManifest, budget_gb: fl
     from feature_repo.inputs import doc_layout, extra_layout, user_layout
 
     n_inputs = len(default_inputs(manifest))
+    ray_bytes = local_ray_bytes(rows, n_inputs, ray)
     need = (estimated_peak_bytes(rows, lists, len(doc_layout(manifest)), len(extra_layout(manifest)),
-                                 len(user_layout(manifest)), n_inputs)
-            + local_ray_bytes(rows, n_inputs, ray)) / 1e9  # fmt: skip
+                                 len(user_layout(manifest)), n_inputs) + ray_bytes) / 1e9  # fmt: skip
     if budget_gb and need > budget_gb:
-        local_cluster = bool(local_ray_bytes(rows, n_inputs, ray))
+        local_cluster = ray_bytes > 0
         where = " with its local Ray cluster" if local_cluster else ""
         instead = ("; or join a Ray cluster of more machines (RERANKER_RAY_ADDRESS), or train on the local engine "
                    "(RERANKER_ENGINE=local), which needs less here") if local_cluster else ""  # fmt: skip
@@ -219,7 +219,7 @@ def build_training_set(store: Any, lists: pd.DataFrame, manifest: FeatureManifes
                 progress(b, len(lists))
 
     answers = PointInTimeAnswers.ask(store, lists, manifest)
-    if store.config.offline_store.type == "ray":
+    if on_ray(store):
         # Ray's idle workers keep ≈ 1 GB each after the join (the views they were broadcast) and the build's peak
         # would sit on top of them: let go of the cluster (a local one stops; whoever needs Ray next starts it)
         engine.stop()
