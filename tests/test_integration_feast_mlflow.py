@@ -340,3 +340,30 @@ def test_training_set_built_in_chunks_equals_the_one_built_whole(lake):
     np.testing.assert_array_equal(whole.matrix(some), alone)
     np.testing.assert_array_equal(whole.with_inputs(some).X, alone)
     assert whole.columns(some) is not None and whole.matrix(whole.inputs) is whole.X
+
+
+def test_no_rows_or_an_answer_lost_by_the_engine_is_a_clear_error(lake):
+    """No entity rows is refused; an engine that returns fewer answers than questions asked (Ray's store once dropped
+    pairs within a second) fails the build rather than shifting answers onto other rows."""
+    from feature_repo.store import FeatureStoreError, PointInTimeAnswers
+
+    layout, events, store = lake
+    manifest = manifest_of(layout)
+    rows = events.head(50)[["user_id", "document_id", "timestamp"]].rename(
+        columns={"timestamp": "event_timestamp"}
+    )
+    with pytest.raises(FeatureStoreError, match="no entity rows"):
+        PointInTimeAnswers.ask(store, rows.iloc[:0], manifest)
+
+    class LosesOneAnswer:  # the real store, one answer dropped from each retrieval
+        config = store.config
+
+        def __getattr__(self, name):
+            return getattr(store, name)
+
+        def get_historical_features(self, **kwargs):
+            got = store.get_historical_features(**kwargs).to_df()
+            return type("Job", (), {"to_df": lambda _self: got.iloc[1:]})()
+
+    with pytest.raises(FeatureStoreError, match=r"returned \d+ rows for \d+ asked"):
+        PointInTimeAnswers.ask(LosesOneAnswer(), rows, manifest)
