@@ -35,20 +35,14 @@ def _fit_on_worker(config: dict[str, Any]) -> None:
 
     context = ray.train.get_context()
     rank = context.get_world_rank()
-    parts = list(
-        ray.train.get_dataset_shard(f"shard{rank}").iter_batches(batch_size=65_536, batch_format="numpy")
-    )
-    rows = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    del parts
-    order = np.lexsort((rows["row"], rows["list_no"]))  # lists contiguous, rows in list order
-    rows = {k: v[order] for k, v in rows.items()}
-    sizes = np.diff(list_starts_of(pd.Series(rows["list_no"])))
-    X = (
-        np.stack(list(rows["X"])) if rows["X"].dtype == object else rows["X"]
-    )  # Arrow lists arrive as arrays of rows
-    data = lgb.Dataset(np.ascontiguousarray(X, dtype=np.float32), label=rows["label"], group=sizes,
-                       position=rows["position"].astype(np.int32) if config["use_position"] else None,
+    shard = ray.train.get_dataset_shard(f"shard{rank}")
+    X, label, position, sizes = shard_arrays(list(shard.iter_batches(batch_size=None, batch_format="pyarrow")),
+                                             len(config["features"]))  # fmt: skip
+    data = lgb.Dataset(X, label=label, group=sizes, position=position if config["use_position"] else None,
                        feature_name=config["features"], free_raw_data=True)  # fmt: skip
+    # the Dataset holds the only reference to the rows: LightGBM's bins replace them once lgb.train has built them,
+    # there, with the network up, so that the workers agree on the bins
+    del X
     params = {**config["params"], **get_network_params(), "tree_learner": "data", "pre_partition": True,
               "num_threads": 1}  # fmt: skip
     booster = lgb.train(params, data, num_boost_round=config["rounds"])
@@ -62,21 +56,51 @@ def _fit_on_worker(config: dict[str, Any]) -> None:
         ray.train.report({"trees": booster.num_trees()}, checkpoint=checkpoint)
 
 
+def shard_arrays(
+    blocks: list[Any], width: int
+) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+    """A worker's rows (its shard's Arrow blocks, as they arrive), lists contiguous and rows in list order: the
+    inputs as float32 matrices, the labels, the positions and the list sizes. The driver writes each shard in list
+    order as one block, and then the matrices are views of the blocks in Ray's object store (LightGBM reads a list
+    of them without a copy: at 10M events ≈ 0.7 GB a worker); blocks that arrive out of order (Ray Data need not
+    keep it) are written once into one matrix in list order."""
+    list_no = np.concatenate([b["list_no"].to_numpy() for b in blocks])
+    order = np.lexsort((np.concatenate([b["row"].to_numpy() for b in blocks]), list_no))
+    views = [b["X"].combine_chunks().flatten().to_numpy().reshape(b.num_rows, width) for b in blocks]
+    label = np.concatenate([b["label"].to_numpy() for b in blocks])[order]
+    position = np.concatenate([b["position"].to_numpy() for b in blocks])[order].astype(np.int32)
+    sizes = np.diff(list_starts_of(pd.Series(list_no[order])))
+    del blocks  # the views keep what they read of them
+    if np.array_equal(order, np.arange(len(order))):
+        return views, label, position, sizes
+    to = np.empty_like(order)
+    to[order] = np.arange(len(order))  # where each arriving row goes
+    X, at = np.empty((len(order), width), dtype=np.float32), 0
+    for view in views:
+        X[to[at : at + len(view)]] = view
+        at += len(view)
+    return [X], label, position, sizes
+
+
 def train_on_ray(frame: pd.DataFrame, X: np.ndarray, features: list[str], label: str, params: dict[str, Any],
-                 rounds: int, use_position: bool, cluster: RayCluster) -> lgb.Booster:  # fmt: skip
-    """The booster LightGBM's data-parallel learner fits on `cluster.workers` Ray Train workers."""
+                 rounds: int, use_position: bool, cluster: RayCluster, rows: np.ndarray | None = None
+                 ) -> lgb.Booster:  # fmt: skip
+    """The booster LightGBM's data-parallel learner fits on `cluster.workers` Ray Train workers; `rows`: the rows of
+    `X` that `frame`'s rows are (default all, in order)."""
     cluster.start()  # before Ray is imported here (see reranker.engine.prepare_ray_process)
+    import ray.data
     import ray.train
     from ray.train.lightgbm import LightGBMTrainer
 
     list_no = list_numbers(frame)
     labels = frame[label].to_numpy(dtype=np.float64)
     positions = frame["position"].to_numpy(dtype=np.int64) if use_position else np.zeros(len(frame), np.int64)
-    shards = {}
+    shards: dict[str, Any] = {}
     for rank in range(cluster.workers):  # each worker is handed its own lists only (not every row to filter)
-        rows = shard_rows(list_no, rank, cluster.workers)
-        shards[f"shard{rank}"] = _dataset({"list_no": list_no[rows], "row": rows, "label": labels[rows],
-                                           "position": positions[rows], "X": X[rows]})  # fmt: skip
+        mine = shard_rows(list_no, rank, cluster.workers)
+        table = shard_table({"list_no": list_no[mine], "row": mine, "label": labels[mine],
+                             "position": positions[mine], "X": X[mine if rows is None else rows[mine]]})  # fmt: skip
+        shards[f"shard{rank}"] = ray.data.from_arrow(table)
     storage = cluster.storage or Path(tempfile.mkdtemp(prefix="reranker-ray-"))
     storage.mkdir(parents=True, exist_ok=True)
     trainer = LightGBMTrainer(
@@ -101,13 +125,12 @@ def train_on_ray(frame: pd.DataFrame, X: np.ndarray, features: list[str], label:
         return lgb.Booster(model_file=str(Path(directory) / MODEL_FILE))
 
 
-def _dataset(columns: dict[str, np.ndarray]) -> Any:
+def shard_table(columns: dict[str, np.ndarray]) -> Any:
+    """A shard's columns as one Arrow table (X's rows as fixed-size lists)."""
     import pyarrow as pa
-    import ray.data
 
     X = columns["X"]
-    table = pa.table({
+    return pa.table({
         **{k: v for k, v in columns.items() if k != "X"},
         "X": pa.FixedSizeListArray.from_arrays(pa.array(X.reshape(-1)), X.shape[1]),
     })  # fmt: skip
-    return ray.data.from_arrow(table)

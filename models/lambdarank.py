@@ -127,10 +127,13 @@ def train_lambdarank(
     features: list[str],
     config: TrainConfig,
     label: str = "label",
+    rows: np.ndarray | None = None,
 ) -> tuple[LambdaRankRanker, dict[str, Any]]:
     """`train`: the lists (rows of a list contiguous) with labels and, when logged, positions; `X` their inputs, in
-    `features` order. Positions (0-based) are used when the frame has them for every row and `position_aware` is
-    set: LightGBM then learns position bias factors jointly."""
+    `features` order, or with `rows` the rows of `X` that `train`'s rows are (a subset of a larger set: on Ray the
+    workers' shards are taken from `X` by them, without a copy of the subset beside it). Positions (0-based) are used
+    when the frame has them for every row and `position_aware` is set: LightGBM then learns position bias factors
+    jointly."""
     use_position = bool(config.position_aware and "position" in train and train["position"].notna().all())
     params = {**DEFAULT_PARAMS, **config.params, "num_threads": config.threads, "seed": config.seed}
     if use_position:
@@ -138,11 +141,11 @@ def train_lambdarank(
     if config.ray is not None:
         from models.distributed import train_on_ray
 
-        booster = train_on_ray(
-            train, X, features, label, params, config.num_boost_round, use_position, config.ray
-        )
+        booster = train_on_ray(train, X, features, label, params, config.num_boost_round, use_position, config.ray,
+                               rows)  # fmt: skip
     else:
-        booster = lgb.train(params, _dataset(train, X, features, label, use_position),
+        subset = X if rows is None else X[rows]
+        booster = lgb.train(params, _dataset(train, subset, features, label, use_position),
                             num_boost_round=config.num_boost_round)  # fmt: skip
     info = {
         "engine": "ray" if config.ray is not None else "local",

@@ -226,7 +226,8 @@ def rolling_origin(data: TrainingSet, folds: Folds, plan: TrainPlan, say: Callab
         zip(folds.starts, folds.past, folds.test, strict=True), 1
     ):
         say(f"fold {number}/{len(folds.starts)}: training on {len(past)} lists, scoring {len(test_pos)}")
-        model, fit = train_lambdarank(*data.fit_part(past), data.features, plan.train)
+        keys, rows = data.fit_rows(past)
+        model, fit = train_lambdarank(keys, data.X, data.features, plan.train, rows=rows)
         scores.append(model.score_matrix(data.X[data.rows(test_pos)]))
         info.append({"fold_start": str(start), "train_lists": len(past),
                      "test_lists": len(test_pos), "trees": fit["num_trees"]})  # fmt: skip
@@ -350,25 +351,25 @@ def baseline_scores(data: TrainingSet, positions: np.ndarray, champion: LoadedMo
     return out
 
 
-def evaluate_against_baselines(test: TrainingSet, learned: np.ndarray, baselines: Baselines, plan: TrainPlan,
+def evaluate_against_baselines(test: pd.DataFrame, learned: np.ndarray, baselines: Baselines, plan: TrainPlan,
                                champion: LoadedModel | None, propensities: Propensities | None
                                ) -> EvaluationReport:  # fmt: skip
     scores = {
         "learned": learned,
         "first_stage": FirstStageRanker().score_matrix(
-            test.frame["first_stage_score"].to_numpy(dtype=float)[:, None]
+            test["first_stage_score"].to_numpy(dtype=float)[:, None]
         ),
         "rule_based": baselines.rule_based,
     }
-    logged = test.frame["source"].eq("logged").all() if "source" in test.frame else False
-    report = evaluate_scores(test.frame, scores, "learned", plan.ks, plan.n_boot, plan.seed,
+    logged = test["source"].eq("logged").all() if "source" in test else False
+    report = evaluate_scores(test, scores, "learned", plan.ks, plan.n_boot, plan.seed,
                              propensities=propensities if logged else None)  # fmt: skip
-    fallbacks = evaluate_scores(test.frame, {"rule_based": scores["rule_based"], "first_stage": scores["first_stage"]},
+    fallbacks = evaluate_scores(test, {"rule_based": scores["rule_based"], "first_stage": scores["first_stage"]},
                                 "rule_based", plan.ks, plan.n_boot, plan.seed,
                                 propensities=propensities if logged else None)  # fmt: skip
     report.differences["rule_based - first_stage"] = fallbacks.differences["rule_based - first_stage"]
     if champion is not None and baselines.fresh is not None:
-        fresh = test.frame[baselines.fresh].reset_index(drop=True)
+        fresh = test[baselines.fresh].reset_index(drop=True)
         report.champion_lists = int(fresh["list_id"].nunique())
         if "served_by_version" in fresh and len(fresh):
             # Clicks on lists the champion ranked favour the champion's order: naive labels cannot compare them.
@@ -571,20 +572,20 @@ def evaluate_procedure(events: Events, store: Any, registry: Registry, plan: Tra
     folds = plan_folds(data, plan)
     baselines = baseline_scores(data, folds.tested, champion)
     data = data.without_values()  # from here on what is read is X: the block's values (GBs at 10M events) go
-    test = data.take(folds.tested)
+    test = data.frame_of(folds.tested)
     checks: list[FamilyCheck] = []
     if plan.select_families:
         kept, checks = select_families(data, plan, say)
         dropped = [c.family for c in checks if c.dropped]
         if dropped:
             say(f"input families dropped (the validation period ranks better without them): {dropped}")
-            data, test = data.with_inputs(kept), test.with_inputs(kept)
+            data = data.with_inputs(kept)
     seconds["training_set"] = time.perf_counter() - t
     t = time.perf_counter()
     learned, fold_info = rolling_origin(data, folds, plan, say)
-    propensities = propensities_of(data.frame[~data.frame["list_id"].isin(test.list_ids())])
+    propensities = propensities_of(data.frame[~data.frame["list_id"].isin(test["list_id"].unique())])
     report = evaluate_against_baselines(test, learned, baselines, plan, champion, propensities)
-    logged = bool(test.frame["source"].eq("logged").all()) if "source" in test.frame else False
+    logged = bool(test["source"].eq("logged").all()) if "source" in test else False
     gates = check_gates(report, plan.gates, has_champion=champion is not None, logged_lists=logged)
     fallback = choose_fallback(report, logged)
     seconds["evaluate"] = time.perf_counter() - t

@@ -21,6 +21,7 @@ from reranker import engine
 
 LIST_COLUMNS = ["list_id", "user_id", "document_id", "event_timestamp", "first_stage_score", "label", "position",
                 "propensity", "served_by_version", "query", "source", "label_until"]  # fmt: skip
+FIT_COLUMNS = ["list_id", "label", "position"]  # what a fit reads (`models.lambdarank.train_lambdarank`)
 
 
 @dataclass
@@ -75,6 +76,18 @@ class TrainingSet:
         (which at 10M events is as large as X)."""
         rows = self.rows(positions)
         return self.frame.iloc[rows].reset_index(drop=True), self.X[rows]
+
+    def frame_of(self, positions: np.ndarray) -> pd.DataFrame:
+        """The keys and labels of the lists at `positions`, in that order, without their X (what evaluating scores
+        of them reads; at 10M events the test lists' X is ≈ 0.7 GB)."""
+        return self.frame.iloc[self.rows(positions)].reset_index(drop=True)
+
+    def fit_rows(self, positions: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+        """What a fit of the lists at `positions` reads beside X: their rows' list ids, labels and positions, and
+        those rows' indices in X (`train_lambdarank(keys, self.X, ..., rows=rows)`): on Ray no copy of X's rows."""
+        rows = self.rows(positions)
+        keys = [c for c in FIT_COLUMNS if c in self.frame]
+        return self.frame[keys].iloc[rows].reset_index(drop=True), rows
 
     def columns(self, inputs: list[ModelInput]) -> np.ndarray | None:
         """The positions in X of `inputs` when this set has them all (each input's column is computed on its own,
@@ -156,33 +169,41 @@ def check_listing_memory(events: int, budget_gb: float | None) -> float:
     return need
 
 
-def local_ray_bytes(rows: int, n_inputs: int, cluster: engine.RayCluster | None) -> float:
-    """What a Ray cluster started on this machine adds to training's peak: its object store (shared memory, counted
-    once) and the Ray Train workers' copies of X (each its own lists' rows). Measured at 10M synthetic events on a
-    2-CPU cluster with a 1 GB store (`reranker train` on the Ray engine, PSS summed over driver, Ray's processes and
-    workers): 9.48 GB, where this and the local model give 10.4 GB. A joined cluster (`address`) adds nothing here:
-    its workers run on its machines."""
+# Training with a local Ray cluster: the build's peak is the local engine's (the cluster is let go of before it);
+# the fits run after the block's values are dropped and peak with the driver's keys and X, the workers' shards in
+# Ray's object store (read there in place) and LightGBM's bins, beside Ray's own processes (its spill and restore
+# workers among them: the shards outgrow a 1 GB store) and the workers' interpreters. Fitted to `reranker train` on
+# the Ray engine at 1M events (3.87 GB) and 10M (7.87 GB, in `python -m benchmarks.session --size 10000000`):
+# 3.4 GB beside 8 bytes an input and 280 more a row. PSS summed over the driver, Ray's processes and the workers
+# (the object store's shared pages counted once).
+RAY_FIT_BASE_BYTES, RAY_KEY_BYTES = 3.4e9, 280
+
+
+def ray_fit_bytes(rows: int, n_inputs: int, cluster: engine.RayCluster | None) -> float:
+    """The fits' peak on this machine with the local Ray cluster they start (above); 0 for a joined cluster
+    (`address`: its workers run on its machines) or none."""
     if cluster is None or cluster.address:
         return 0.0
-    return cluster.object_store_mb * 2**20 + rows * 4.0 * n_inputs
+    return RAY_FIT_BASE_BYTES + rows * (8.0 * n_inputs + RAY_KEY_BYTES)
 
 
 def check_memory(rows: int, lists: int, manifest: FeatureManifest, budget_gb: float | None,
                  ray: engine.RayCluster | None = None) -> float:  # fmt: skip
     """Training's estimated peak in GB (checked once the lists are built, before the training set's build), on
-    this machine with the local Ray cluster `ray` starts when one does; `TrainingSetTooLarge` when it is over
-    `budget_gb` (None or 0: no budget)."""
+    this machine: the build's, or the fits' with the local Ray cluster `ray` starts when one does and that is
+    higher; `TrainingSetTooLarge` when it is over `budget_gb` (None or 0: no budget)."""
     from feature_repo.inputs import doc_layout, extra_layout, user_layout
 
     n_inputs = len(default_inputs(manifest))
-    ray_bytes = local_ray_bytes(rows, n_inputs, ray)
-    need = (estimated_peak_bytes(rows, lists, len(doc_layout(manifest)), len(extra_layout(manifest)),
-                                 len(user_layout(manifest)), n_inputs) + ray_bytes) / 1e9  # fmt: skip
+    build = estimated_peak_bytes(rows, lists, len(doc_layout(manifest)), len(extra_layout(manifest)),
+                                 len(user_layout(manifest)), n_inputs)  # fmt: skip
+    fits = ray_fit_bytes(rows, n_inputs, ray)
+    need = max(build, fits) / 1e9
     if budget_gb and need > budget_gb:
-        local_cluster = ray_bytes > 0
-        where = " with its local Ray cluster" if local_cluster else ""
+        on_ray = fits > build
+        where = " with its local Ray cluster" if on_ray else ""
         instead = ("; or join a Ray cluster of more machines (RERANKER_RAY_ADDRESS), or train on the local engine "
-                   "(RERANKER_ENGINE=local), which needs less here") if local_cluster else ""  # fmt: skip
+                   "(RERANKER_ENGINE=local), which needs less here") if on_ray else ""  # fmt: skip
         raise TrainingSetTooLarge(
             f"training on {rows:,} rows in {lists:,} lists would need ≈ {need:.1f} GB of memory on this machine"
             f"{where} (≈ {need * 1e6 / rows:.1f} KB a row at {n_inputs} inputs, measured), "

@@ -54,9 +54,50 @@ def test_lambdarank_learns_true_relevance_and_uses_positions(world):
     assert info["position_aware"] is False
 
 
+def test_fitting_rows_of_a_larger_matrix_is_fitting_a_copy_of_them(world):
+    """Rolling-origin folds fit `rows` of the whole set's X (no copy on Ray): the same model as the rows copied."""
+    lists = _lists(world, 600, 4)
+    X = feature_matrix(lists, BIAS_FEATURES)
+    starts = np.flatnonzero(np.r_[True, lists["list_id"].to_numpy()[1:] != lists["list_id"].to_numpy()[:-1]])
+    rows = np.arange(starts[100], starts[450])  # whole lists from the middle
+    config = TrainConfig(num_boost_round=10)
+    copied, _ = train_lambdarank(lists.iloc[rows].reset_index(drop=True), X[rows], BIAS_FEATURES, config,
+                                 label="click")  # fmt: skip
+    picked, _ = train_lambdarank(lists.iloc[rows].reset_index(drop=True), X, BIAS_FEATURES, config, label="click",
+                                 rows=rows)  # fmt: skip
+    assert picked.booster.model_to_string() == copied.booster.model_to_string()
+    whole, _ = train_lambdarank(lists, X, BIAS_FEATURES, config, label="click")
+    assert whole.booster.model_to_string() != copied.booster.model_to_string()
+
+
 def test_learned_model_scores_frames_missing_some_features(world):
     train = _lists(world, 500, 3)
     model, _ = train_lambdarank(train, feature_matrix(train, BIAS_FEATURES), BIAS_FEATURES,
                                 TrainConfig(num_boost_round=10), label="grade")  # fmt: skip
     scores = model.score(train.drop(columns=["quality_obs"]))
     assert np.isfinite(scores).all()
+
+
+def test_a_ray_workers_shard_is_read_in_list_order_without_a_copy_when_it_arrives_in_order():
+    """The worker's rows are views of the shard's blocks when they arrive in list order (as the driver writes them),
+    and one matrix in list order when Ray Data hands them over in another order: the same rows either way."""
+    from models.distributed import shard_arrays, shard_table
+
+    rng = np.random.default_rng(5)
+    sizes = np.array([3, 1, 4, 2])
+    list_no = np.repeat(np.arange(4) * 2, sizes)  # every other list: this worker's
+    n = len(list_no)
+    X = rng.normal(size=(n, 3)).astype(np.float32)
+    table = shard_table({"list_no": list_no, "row": np.arange(n) * 10, "label": np.arange(n, dtype=float),
+                         "position": np.arange(n), "X": X})  # fmt: skip
+    views, label, position, got_sizes = shard_arrays([table], 3)
+    assert len(views) == 1 and not views[0].flags.owndata  # a view of the block
+    np.testing.assert_array_equal(views[0], X)
+    np.testing.assert_array_equal(got_sizes, sizes)
+    np.testing.assert_array_equal(label, np.arange(n))
+    shuffled = [table.slice(6, 4), table.slice(0, 3), table.slice(3, 3)]  # out of order
+    (matrix,), label, position, got_sizes = shard_arrays(shuffled, 3)
+    np.testing.assert_array_equal(matrix, X)
+    np.testing.assert_array_equal(label, np.arange(n))
+    np.testing.assert_array_equal(position, np.arange(n))
+    np.testing.assert_array_equal(got_sizes, sizes)

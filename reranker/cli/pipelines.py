@@ -74,6 +74,7 @@ def evaluate(
 ) -> None:
     """Each definition over the same out-of-sample test lists: what its filters, rules and diversity cost in NDCG."""
     from feature_repo.manifest import FeatureManifest
+    from feature_repo.rows import list_starts_of
     from feature_repo.store import FeatureStoreError
     from models.diversity import catalog_fields
     from models.pipeline_eval import evaluate_definitions
@@ -106,7 +107,7 @@ def evaluate(
                                       progress=not as_json, say=steps.say)  # fmt: skip
         folds = plan_folds(data, the_plan)
         data = data.without_values()
-        test = data.take(folds.tested)
+        test = data.frame_of(folds.tested)
         learned, _ = rolling_origin(data, folds, the_plan, steps.say)
     except (ValueError, FeatureStoreError) as exc:
         fail(str(exc))
@@ -114,7 +115,7 @@ def evaluate(
     diversity = catalog_fields(fs)
     texts = [fs.documents[n].source(n) for n, a in fs.documents.items() if a.kind is DocumentKind.text]
     separators = {n: a.separator for n, a in fs.documents.items() if a.kind is DocumentKind.multi_categorical}
-    results = evaluate_definitions(test.frame, test.block.list_starts, learned, catalog, defs, diversity, texts,
+    results = evaluate_definitions(test, list_starts_of(test["list_id"]), learned, catalog, defs, diversity, texts,
                                    separators, k=k, seed=conf.seed, progress=not as_json)  # fmt: skip
     steps.done("pipelines")
     where = out or conf.layout.root / "evaluation" / "pipelines"
