@@ -70,7 +70,6 @@ def shard_arrays(
     label = np.concatenate([b["label"].to_numpy() for b in blocks])[order]
     position = np.concatenate([b["position"].to_numpy() for b in blocks])[order].astype(np.int32)
     sizes = np.diff(list_starts_of(pd.Series(list_no[order])))
-    del blocks  # the views keep what they read of them
     if np.array_equal(order, np.arange(len(order))):
         return views, label, position, sizes
     to = np.empty_like(order)

@@ -56,9 +56,11 @@ def test_lambdarank_learns_true_relevance_and_uses_positions(world):
 
 def test_fitting_rows_of_a_larger_matrix_is_fitting_a_copy_of_them(world):
     """Rolling-origin folds fit `rows` of the whole set's X (no copy on Ray): the same model as the rows copied."""
+    from feature_repo.rows import list_starts_of
+
     lists = _lists(world, 600, 4)
     X = feature_matrix(lists, BIAS_FEATURES)
-    starts = np.flatnonzero(np.r_[True, lists["list_id"].to_numpy()[1:] != lists["list_id"].to_numpy()[:-1]])
+    starts = list_starts_of(lists["list_id"])
     rows = np.arange(starts[100], starts[450])  # whole lists from the middle
     config = TrainConfig(num_boost_round=10)
     copied, _ = train_lambdarank(lists.iloc[rows].reset_index(drop=True), X[rows], BIAS_FEATURES, config,
