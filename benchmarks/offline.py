@@ -27,20 +27,23 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.cgroup import MemoryGroup
+
 RESULTS = Path(__file__).parent / "results"
 
 
 class PeakTree:
     """The largest RSS of this process and its descendants seen by a sampler thread, and the largest PSS (each
     shared page split among the processes that map it: Ray's object store, mapped by the driver and each worker
-    that reads a block, is counted once, where the RSS sum counts it in each)."""
+    that reads a block, is counted once, where the RSS sum counts it in each); with a memory cgroup the command
+    runs in, the largest resident charge the kernel counts for it (`peak_group`, `MemoryGroup.resident`)."""
 
-    def __init__(self, every: float = 0.2) -> None:
+    def __init__(self, every: float = 0.2, group: MemoryGroup | None = None) -> None:
         import threading
 
         import psutil
 
-        self.peak, self.peak_pss, self._stop = 0, 0, threading.Event()
+        self.peak, self.peak_pss, self.peak_group, self._stop = 0, 0, 0, threading.Event()
         me = psutil.Process()
 
         def sample() -> None:
@@ -51,6 +54,9 @@ class PeakTree:
                         info = p.memory_full_info()
                         total, pss = total + info.rss, pss + info.pss
                 self.peak, self.peak_pss = max(self.peak, total), max(self.peak_pss, pss)
+                if group is not None:
+                    with contextlib.suppress(OSError):
+                        self.peak_group = max(self.peak_group, group.resident())
                 self._stop.wait(every)
 
         self._thread = threading.Thread(target=sample, daemon=True)

@@ -15,8 +15,6 @@ import pandas as pd
 from feature_repo.rows import list_starts_of
 from reranker.engine import RayCluster
 
-MODEL_FILE = "model.txt"
-
 
 def list_numbers(frame: pd.DataFrame) -> np.ndarray:
     """Each row's list, numbered 0.. in order of appearance (rows of a list are contiguous)."""
@@ -29,7 +27,8 @@ def shard_rows(list_no: np.ndarray, rank: int, world: int) -> np.ndarray:
 
 
 def _fit_on_worker(config: dict[str, Any]) -> None:
-    """The loop each Ray Train worker runs: its lists from the dataset, one `lgb.train` among the workers."""
+    """The loop each Ray Train worker runs: its lists from the dataset, then one `lgb.train` among the workers for
+    each subset of the inputs, one after another, on the rows read once."""
     import ray.train
     from ray.train.lightgbm import get_network_params
 
@@ -38,22 +37,42 @@ def _fit_on_worker(config: dict[str, Any]) -> None:
     shard = ray.train.get_dataset_shard(f"shard{rank}")
     X, label, position, sizes = shard_arrays(list(shard.iter_batches(batch_size=None, batch_format="pyarrow")),
                                              len(config["features"]))  # fmt: skip
-    data = lgb.Dataset(X, label=label, group=sizes, position=position if config["use_position"] else None,
-                       feature_name=config["features"], free_raw_data=True)  # fmt: skip
-    # the Dataset holds the only reference to the rows: LightGBM's bins replace them once lgb.train has built them,
-    # there, with the network up, so that the workers agree on the bins
-    del X
-    params = {**config["params"], **get_network_params(), "tree_learner": "data", "pre_partition": True,
-              "num_threads": 1}  # fmt: skip
-    booster = lgb.train(params, data, num_boost_round=config["rounds"])
-    # One report at the end (every worker takes part: it is a barrier); Ray's LightGBM callback reports after every
-    # round, ≈ 2 s each here, which was most of a fit's time.
+    params = {
+        **config["params"],
+        **get_network_params(),
+        "tree_learner": "data",
+        "pre_partition": True,
+        "num_threads": 1,
+    }
     with tempfile.TemporaryDirectory() as directory:
-        checkpoint = None
-        if rank == 0:
-            booster.save_model(str(Path(directory) / MODEL_FILE))
-            checkpoint = ray.train.Checkpoint.from_directory(directory)
-        ray.train.report({"trees": booster.num_trees()}, checkpoint=checkpoint)
+        first = None
+        for k, at in enumerate(config["subsets"]):
+            names = config["features"] if at is None else [config["features"][i] for i in at]
+            # LightGBM's bins replace the rows (a subset's copy of them, or the views) once lgb.train has built
+            # them, there, with the network up, so that the workers agree on the bins
+            data = lgb.Dataset(X if at is None else [m[:, at] for m in X], label=label, group=sizes,
+                               position=position if config["use_position"] else None, feature_name=names,
+                               free_raw_data=True)  # fmt: skip
+            if k == len(config["subsets"]) - 1:
+                del X  # the last fit: the Dataset holds the only reference to the rows
+            booster = lgb.train(params, data, num_boost_round=config["rounds"])
+            if rank == 0:
+                booster.save_model(str(Path(directory) / model_file(k)))
+            # The first fit set up LightGBM's network (its listening port cannot be bound again at once): it stays
+            # up, with that booster, for the next fits, which are given the machines' number only.
+            if first is None:
+                first = booster
+                params = {p: v for p, v in params.items() if p not in ("machines", "local_listen_port")}
+            del data, booster
+        # One report at the end (every worker takes part: it is a barrier); Ray's LightGBM callback reports after
+        # every round, ≈ 2 s each here, which was most of a fit's time.
+        checkpoint = ray.train.Checkpoint.from_directory(directory) if rank == 0 else None
+        ray.train.report({"models": len(config["subsets"])}, checkpoint=checkpoint)
+
+
+def model_file(k: int) -> str:
+    """The checkpoint's file of the k-th subset's model."""
+    return f"model-{k}.txt"
 
 
 def shard_arrays(
@@ -82,10 +101,12 @@ def shard_arrays(
 
 
 def train_on_ray(frame: pd.DataFrame, X: np.ndarray, features: list[str], label: str, params: dict[str, Any],
-                 rounds: int, use_position: bool, cluster: RayCluster, rows: np.ndarray | None = None
-                 ) -> lgb.Booster:  # fmt: skip
-    """The booster LightGBM's data-parallel learner fits on `cluster.workers` Ray Train workers; `rows`: the rows of
-    `X` that `frame`'s rows are (default all, in order)."""
+                 rounds: int, use_position: bool, cluster: RayCluster, rows: np.ndarray | None = None,
+                 subsets: list[np.ndarray | None] | None = None) -> list[lgb.Booster]:  # fmt: skip
+    """The boosters LightGBM's data-parallel learner fits on `cluster.workers` Ray Train workers, one for each of
+    `subsets` (columns of `X`, in order; None: all of them; default one model on all), in one run of the workers;
+    `rows`: the rows of `X` that `frame`'s rows are (default all, in order)."""
+    subsets = subsets if subsets is not None else [None]
     cluster.start()  # before Ray is imported here (see reranker.engine.prepare_ray_process)
     import ray.data
     import ray.train
@@ -97,9 +118,10 @@ def train_on_ray(frame: pd.DataFrame, X: np.ndarray, features: list[str], label:
     shards: dict[str, Any] = {}
     for rank in range(cluster.workers):  # each worker is handed its own lists only (not every row to filter)
         mine = shard_rows(list_no, rank, cluster.workers)
-        table = shard_table({"list_no": list_no[mine], "row": mine, "label": labels[mine],
-                             "position": positions[mine], "X": X[mine if rows is None else rows[mine]]})  # fmt: skip
-        shards[f"shard{rank}"] = ray.data.from_arrow(table)
+        # the table is a temporary: once in the object store, its copy here (half of X) is not kept during the fit
+        shards[f"shard{rank}"] = ray.data.from_arrow(shard_table({
+            "list_no": list_no[mine], "row": mine, "label": labels[mine], "position": positions[mine],
+            "X": X[mine if rows is None else rows[mine]]}))  # fmt: skip
     storage = cluster.storage or Path(tempfile.mkdtemp(prefix="reranker-ray-"))
     storage.mkdir(parents=True, exist_ok=True)
     trainer = LightGBMTrainer(
@@ -109,6 +131,7 @@ def train_on_ray(frame: pd.DataFrame, X: np.ndarray, features: list[str], label:
             "rounds": rounds,
             "features": features,
             "use_position": use_position,
+            "subsets": [None if at is None else [int(i) for i in at] for at in subsets],
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=cluster.workers, resources_per_worker={"CPU": cluster.cpu_per_worker()}
@@ -121,7 +144,7 @@ def train_on_ray(frame: pd.DataFrame, X: np.ndarray, features: list[str], label:
     if result.checkpoint is None:
         raise RuntimeError(f"Ray Train ended without a model: {result.error}")
     with result.checkpoint.as_directory() as directory:
-        return lgb.Booster(model_file=str(Path(directory) / MODEL_FILE))
+        return [lgb.Booster(model_file=str(Path(directory) / model_file(k))) for k in range(len(subsets))]
 
 
 def shard_table(columns: dict[str, np.ndarray]) -> Any:

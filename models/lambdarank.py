@@ -134,6 +134,23 @@ def train_lambdarank(
     workers' shards are taken from `X` by them, without a copy of the subset beside it). Positions (0-based) are used
     when the frame has them for every row and `position_aware` is set: LightGBM then learns position bias factors
     jointly."""
+    ((ranker, info),) = train_lambdarank_subsets(train, X, features, [None], config, label, rows)
+    return ranker, info
+
+
+def train_lambdarank_subsets(
+    train: pd.DataFrame,
+    X: np.ndarray,
+    features: list[str],
+    subsets: list[np.ndarray | None],
+    config: TrainConfig,
+    label: str = "label",
+    rows: np.ndarray | None = None,
+) -> list[tuple[LambdaRankRanker, dict[str, Any]]]:
+    """One model (as `train_lambdarank`'s) for each subset of `X`'s columns (positions in `features`; None: all),
+    on the same lists: an ablation, e.g. each input family left out in turn. On Ray one run of the workers fits
+    them one after another from the shards they read once (a run of its own each costs the workers' start and the
+    hand-off of the rows again)."""
     use_position = bool(config.position_aware and "position" in train and train["position"].notna().all())
     params = {**DEFAULT_PARAMS, **config.params, "num_threads": config.threads, "seed": config.seed}
     if use_position:
@@ -141,16 +158,21 @@ def train_lambdarank(
     if config.ray is not None:
         from models.distributed import train_on_ray
 
-        booster = train_on_ray(train, X, features, label, params, config.num_boost_round, use_position, config.ray,
-                               rows)  # fmt: skip
+        boosters = train_on_ray(train, X, features, label, params, config.num_boost_round, use_position, config.ray,
+                                rows, subsets)  # fmt: skip
     else:
-        subset = X if rows is None else X[rows]
-        booster = lgb.train(params, _dataset(train, subset, features, label, use_position),
-                            num_boost_round=config.num_boost_round)  # fmt: skip
+        rows_X = X if rows is None else X[rows]
+        boosters = [
+            lgb.train(params, _dataset(train, rows_X if at is None else rows_X[:, at],
+                                       features if at is None else [features[i] for i in at], label, use_position),
+                      num_boost_round=config.num_boost_round)
+            for at in subsets
+        ]  # fmt: skip
     info = {
         "engine": "ray" if config.ray is not None else "local",
         "position_aware": use_position,
-        "num_trees": booster.num_trees(),
         "params": params,
     }
-    return LambdaRankRanker(booster, threads=config.threads), info
+    return [
+        (LambdaRankRanker(b, threads=config.threads), {**info, "num_trees": b.num_trees()}) for b in boosters
+    ]

@@ -35,7 +35,7 @@ from models.card import GateStatus, GateVerdict, ModelCard
 from models.debias import Propensities, estimate_propensities, logged_keys
 from models.evaluation import EvaluationReport, evaluate_scores
 from models.gates import GatePolicy, check_gates, failure_reason
-from models.lambdarank import LambdaRankRanker, TrainConfig, train_lambdarank
+from models.lambdarank import LambdaRankRanker, TrainConfig, train_lambdarank, train_lambdarank_subsets
 from models.lists import RetrievalProtocol, logged_lists, relevant_lists, retrieval_lists
 from models.ranker import FirstStageRanker
 from models.registry import CANARY, CHAMPION, PIP_REQUIREMENTS, LoadedModel, Registry
@@ -269,17 +269,16 @@ def select_families(data: TrainingSet, plan: TrainPlan, say: Callable[[str], Non
     config = TrainConfig(**{**vars(plan.train), "num_boost_round": max(20, plan.train.num_boost_round // 2)})
     metric = "ipw_dcg@10" if propensities is not None else "ndcg@10"
 
-    def score(inputs: list[ModelInput]) -> np.ndarray:
-        at = data.columns(inputs)  # a subset of data's inputs: its columns of X, not a recomputation
-        assert at is not None
-        model, _ = train_lambdarank(train, train_X[:, at], [i.name for i in inputs], config)
-        return model.score_matrix(valid_X[:, at])
-
-    scores = {"all": score(list(data.inputs))}
+    # every family left out in turn, fitted together (on Ray: one run of the workers); each a subset of X's columns
+    say(f"input families: validating without each of {', '.join(families)}")
+    subsets: list[np.ndarray | None] = [None]
     for family in families:
-        keep = [i for i in data.inputs if i.family != family]
-        say(f"input families: validating without {family}")
-        scores[family] = score(keep)
+        at = data.columns([i for i in data.inputs if i.family != family])
+        assert at is not None  # a subset of data's inputs
+        subsets.append(at)
+    fitted = train_lambdarank_subsets(train, train_X, data.features, subsets, config)
+    scores = {name: model.score_matrix(valid_X if at is None else valid_X[:, at])
+              for name, at, (model, _) in zip(["all", *families], subsets, fitted, strict=True)}  # fmt: skip
     report = evaluate_scores(valid, scores, "all", (10,), plan.n_boot, plan.seed, propensities=propensities)
     checks, drop = [], set()
     for family in families:

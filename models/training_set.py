@@ -173,10 +173,10 @@ def check_listing_memory(events: int, budget_gb: float | None) -> float:
 # the fits run after the block's values are dropped and peak with the driver's keys and X, the workers' shards in
 # Ray's object store (read there in place) and LightGBM's bins, beside Ray's own processes (its spill and restore
 # workers among them: the shards outgrow a 1 GB store) and the workers' interpreters. Fitted to `reranker train` on
-# the Ray engine at 1M events (3.63 GB; 3.87 before the workers read in place) and 10M (7.87 GB, in
-# `python -m benchmarks.session --size 10000000`): 3.4 GB beside 8 bytes an input and 280 more a row. PSS summed
-# over the driver, Ray's processes and the workers (the object store's shared pages counted once).
-RAY_FIT_BASE_BYTES, RAY_KEY_BYTES = 3.4e9, 280
+# the Ray engine at 1M events (3.67 GB, `python -m benchmarks.peak` on the 1M session's lake) and 10M (7.41 GB, in
+# `python -m benchmarks.session --size 10000000 --memory-cap-gb 8`): 3.25 GB beside 8 bytes an input and 227 more
+# a row. PSS summed over the driver, Ray's processes and the workers (the object store's shared pages counted once).
+RAY_FIT_BASE_BYTES, RAY_KEY_BYTES = 3.25e9, 227
 
 
 def ray_fit_bytes(rows: int, n_inputs: int, cluster: engine.RayCluster | None) -> float:

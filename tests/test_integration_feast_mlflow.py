@@ -265,17 +265,18 @@ def test_family_selection_trains_on_the_newest_lists_within_its_cap(lake, monkey
     before = lists[((ts < start) & (until <= start)).to_numpy()]
     plan.selection_max_lists = len(before) // 2
     assert plan.selection_max_lists >= plan.gates.min_lists
-    seen, real = [], training.train_lambdarank
+    seen, real = [], training.train_lambdarank_subsets
 
-    def recording(frame, X, features, config):
-        seen.append(set(frame["list_id"]))
-        return real(frame, X, features, config)
+    def recording(frame, X, features, subsets, config):
+        seen.append((set(frame["list_id"]), len(subsets)))
+        return real(frame, X, features, subsets, config)
 
-    monkeypatch.setattr(training, "train_lambdarank", recording)
+    monkeypatch.setattr(training, "train_lambdarank_subsets", recording)
     training.select_families(data, plan)
-    assert len(seen) == 1 + len({i.family for i in data.inputs})
-    assert all(s == seen[0] for s in seen) and len(seen[0]) == plan.selection_max_lists
-    chosen = before["list_id"].isin(seen[0]).to_numpy()
+    ((lists_fitted, models),) = seen  # one call: all the models, on the same lists
+    assert models == 1 + len({i.family for i in data.inputs})
+    assert len(lists_fitted) == plan.selection_max_lists
+    chosen = before["list_id"].isin(lists_fitted).to_numpy()
     times = pd.to_datetime(before["event_timestamp"], utc=True)
     assert times[chosen].min() >= times[~chosen].max()
 

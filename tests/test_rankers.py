@@ -72,6 +72,23 @@ def test_fitting_rows_of_a_larger_matrix_is_fitting_a_copy_of_them(world):
     assert whole.booster.model_to_string() != copied.booster.model_to_string()
 
 
+def test_an_ablation_fits_each_subset_of_the_columns_as_a_fit_on_those_columns_alone(world):
+    from models.lambdarank import train_lambdarank_subsets
+
+    lists = _lists(world, 400, 4)
+    X = feature_matrix(lists, BIAS_FEATURES)
+    config = TrainConfig(num_boost_round=10)
+    at = np.array([2, 0])  # a subset, in another order
+    (whole, _), (part, info) = train_lambdarank_subsets(
+        lists, X, BIAS_FEATURES, [None, at], config, label="click"
+    )
+    alone, _ = train_lambdarank(lists, X[:, at], [BIAS_FEATURES[i] for i in at], config, label="click")
+    assert part.feature_names == [BIAS_FEATURES[2], BIAS_FEATURES[0]] and info["num_trees"] == 10
+    assert part.booster.model_to_string() == alone.booster.model_to_string()
+    everything, _ = train_lambdarank(lists, X, BIAS_FEATURES, config, label="click")
+    assert whole.booster.model_to_string() == everything.booster.model_to_string()
+
+
 def test_learned_model_scores_frames_missing_some_features(world):
     train = _lists(world, 500, 3)
     model, _ = train_lambdarank(train, feature_matrix(train, BIAS_FEATURES), BIAS_FEATURES,

@@ -53,7 +53,7 @@ def test_ray_and_local_engines_build_the_same_training_set_and_models_within_noi
     from feature_repo.manifest import FeatureManifest
     from feature_repo.text import TextIndex
     from models.evaluation import evaluate_scores
-    from models.lambdarank import TrainConfig, train_lambdarank
+    from models.lambdarank import TrainConfig, train_lambdarank, train_lambdarank_subsets
     from models.lists import RetrievalProtocol, relevant_lists
     from models.training import build_lists
     from models.training_set import build_training_set
@@ -83,3 +83,23 @@ def test_ray_and_local_engines_build_the_same_training_set_and_models_within_noi
                              "local", (10,), n_boot=500, seed=1)  # fmt: skip
     diff = report.differences["local - ray"]["ndcg@10"]
     assert diff.low <= 0 <= diff.high, diff
+
+    # an ablation in one run of the workers (as the family selection fits): each model is the one a run of its own
+    # on those columns gives (LightGBM's network kept up from the first fit to the last)
+    ray_config = TrainConfig(**{**config.__dict__, "num_boost_round": 20, "ray": cluster})
+    at = np.flatnonzero([i.family != "engagement" for i in local.inputs])
+    (whole, _), (part, _) = train_lambdarank_subsets(keys, local.X, local.features, [None, at], ray_config,
+                                                     rows=rows)  # fmt: skip
+    alone_part, _ = train_lambdarank(
+        keys, local.X[:, at], [local.features[i] for i in at], ray_config, rows=rows
+    )
+    alone_whole, _ = train_lambdarank(keys, local.X, local.features, ray_config, rows=rows)
+    assert trees(part) == trees(alone_part)
+    assert trees(whole) == trees(alone_whole)
+    assert trees(part) != trees(whole)
+
+
+def trees(model):
+    """A model's trees as LightGBM writes them (not its parameters: the network's ports differ run to run)."""
+    text = model.booster.model_to_string()
+    return text[: text.index("end of trees")]
