@@ -164,7 +164,10 @@ def run_demo(settings: Settings, plan: DemoPlan, progress: bool = True, say: Any
         timings[name] = round(time.perf_counter() - started - sum(timings.values()), 1)
         say(f"[{time.perf_counter() - started:6.1f}s] {name}")
 
-    start = (datetime.now(UTC) - timedelta(days=plan.bootstrap_days)).replace(microsecond=0)
+    # from midnight UTC: the log's times of day (the synthetic feature set's `hour` input) are the same whenever the
+    # demo runs, and with them the first model; from the moment it ran they differed, and so did v1's gate margin
+    start = (datetime.now(UTC) - timedelta(days=plan.bootstrap_days)).replace(hour=0, minute=0, second=0,
+                                                                               microsecond=0)  # fmt: skip
     world = SyntheticWorld.create(WorldConfig.shop(seed=plan.seed, n_users=plan.n_users, n_docs=plan.n_docs,
                                                    days=plan.bootstrap_days - 1, start=start, n_candidates=30,
                                                    in_stock_rate=plan.in_stock_rate))  # fmt: skip
