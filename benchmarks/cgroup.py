@@ -15,8 +15,9 @@ from pathlib import Path
 ROOT = Path("/sys/fs/cgroup")
 
 
-def _stat(path: Path) -> dict[str, int]:
-    return {k: int(v) for k, v in (line.split() for line in (path / "memory.stat").read_text().splitlines())}
+def _counts(file: Path) -> dict[str, int]:
+    """A cgroup file of `name value` lines (memory.stat, memory.events, memory.oom_control)."""
+    return {k: int(v) for k, v in (line.split() for line in file.read_text().splitlines())}
 
 
 @dataclass(frozen=True)
@@ -61,18 +62,16 @@ class MemoryGroup:
     def resident(self) -> int:
         """Bytes held now that the kernel cannot drop: anonymous memory and shared memory (tmpfs, /dev/shm), each
         page once; not the page cache of files read or written, which it reclaims under the cap."""
-        stat = _stat(self.path)
+        stat = _counts(self.path / "memory.stat")
         if self.version == 2:
             return stat["anon"] + stat["shmem"]
         return stat["total_rss"] + stat["total_shmem"]
 
     def oom_kills(self) -> int:
         """How many processes the kernel killed in the group for want of memory under its cap."""
-        if self.version == 2:
-            events = dict(line.split() for line in (self.path / "memory.events").read_text().splitlines())
-            return int(events.get("oom_kill", 0))
-        control = dict(line.split() for line in (self.path / "memory.oom_control").read_text().splitlines())
-        return int(control.get("oom_kill", 0))
+        return _counts(self.path / ("memory.events" if self.version == 2 else "memory.oom_control")).get(
+            "oom_kill", 0
+        )
 
     def close(self) -> None:
         """Remove the group (its processes have exited; the charge of what they left in tmpfs moves up)."""
